@@ -1,0 +1,176 @@
+"""Facial landmarks: the original's text format, the reference face, and similarity alignment.
+
+The text format (one file per video, as distributed with VCA-GAN's GRID landmarks and as
+``lrw_reference_face_98.txt``): ``<path>:`` then the frames separated by ``|``, the points of a
+frame separated by ``,``, each point ``x y`` in pixels::
+
+    ABOUT/test/ABOUT_00001.mp4:71 98,71 106,...|71 96,71 104,...
+
+A frame without points (empty between two ``|``) is a frame where no face was found; it parses to
+NaN points. GRID frames are aligned to LRW's face geometry by a similarity transform (rotation,
+uniform scale, translation) fitted by least squares (Umeyama) on all 98 points to frame 6 of the
+packaged LRW reference face, then warped with bilinear interpolation and black borders.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from lipx.errors import InputError
+
+log = logging.getLogger(__name__)
+
+N_POINTS = 98
+"""Points per frame in the WFLW layout the original uses."""
+REFERENCE_FRAME = 6
+"""Frame of the LRW reference clip (ABOUT_00001) the original aligns to."""
+
+
+def parse_landmarks(text: str) -> tuple[str, np.ndarray]:
+    """Parse one landmark line.
+
+    Returns:
+        (the path before the colon, or "" if absent; (T, P, 2) float32 points, NaN for frames
+        without points).
+
+    Raises:
+        InputError: a point is not two numbers, or frames have different point counts.
+    """
+    text = text.strip()
+    head, _, _ = text.partition("|")
+    path, colon, _ = head.rpartition(":")
+    body = text[len(path) + 1:] if colon else text
+    frames = []
+    for i, frame in enumerate(body.split("|")):
+        points = [p.split() for p in frame.split(",") if p.strip()]
+        if any(len(p) != 2 for p in points):
+            raise InputError(f"landmark frame {i} of {path or 'the file'}: expected 'x y' points "
+                             "separated by ',', got a point without exactly two numbers")
+        try:
+            frames.append(np.asarray(points, np.float32).reshape(-1, 2))
+        except ValueError as e:
+            raise InputError(f"landmark frame {i} of {path or 'the file'}: {e}") from e
+    counts = {len(f) for f in frames if len(f)}
+    if len(counts) > 1:
+        raise InputError(f"landmarks of {path or 'the file'} have frames with different point "
+                         f"counts {sorted(counts)}; expected the same count in every frame")
+    n = counts.pop() if counts else 0
+    out = np.full((len(frames), n, 2), np.nan, np.float32)
+    for i, f in enumerate(frames):
+        if len(f):
+            out[i] = f
+    return path, out
+
+
+def read_landmarks(file: str | Path) -> np.ndarray:
+    """Read a landmark file. Returns (T, P, 2) float32 (NaN for frames without points).
+
+    Raises:
+        InputError: the file is missing, empty or malformed.
+    """
+    try:
+        text = Path(file).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read landmark file {file}: {e}") from e
+    if not text.strip():
+        raise InputError(f"landmark file {file} is empty; expected 'path:x y,x y,...|...'")
+    return parse_landmarks(text)[1]
+
+
+def _number(v: float) -> str:
+    return f"{round(float(v), 2):g}"
+
+
+def format_landmarks(path: str, frames: np.ndarray) -> str:
+    """Format landmarks as one line of the original's text format (no trailing newline).
+
+    Args:
+        path: the video path written before the colon (informational).
+        frames: (T, P, 2) points in pixels; rounded to 2 decimals, integers written without a
+            decimal point. A frame of NaN points is written empty (no face found).
+
+    Returns:
+        ``"<path>:x y,x y,...|x y,..."``.
+    """
+    frames = np.asarray(frames, np.float64)
+    if frames.ndim != 3 or frames.shape[-1] != 2:
+        raise InputError(f"landmarks must have shape (T, P, 2), got {frames.shape}")
+    parts = []
+    for frame in frames:
+        if np.isnan(frame).any():
+            parts.append("")
+        else:
+            parts.append(",".join(f"{_number(x)} {_number(y)}" for x, y in frame))
+    return f"{path}:" + "|".join(parts)
+
+
+def write_landmarks(file: str | Path, path: str, frames: np.ndarray) -> None:
+    """Write :func:`format_landmarks` to ``file`` (parent folders created)."""
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(format_landmarks(path, frames))
+
+
+@lru_cache(maxsize=1)
+def reference_face() -> np.ndarray:
+    """(98, 2) float32: frame 6 of LRW ``ABOUT_00001`` in the 256x256 face frame (read-only)."""
+    text = resources.files("lipx").joinpath("assets/lrw_reference_face_98.txt").read_text()
+    points = parse_landmarks(text)[1][REFERENCE_FRAME].copy()
+    points.flags.writeable = False
+    return points
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform mapping ``src`` points onto ``dst`` (Umeyama, 1991).
+
+    Args:
+        src, dst: (P, 2) corresponding points, P >= 2, not all equal.
+
+    Returns:
+        (2, 3) float64 matrix M with dst ~= M @ [x, y, 1].
+    """
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
+        raise InputError(f"need two matching (P, 2) point sets, got {src.shape} and {dst.shape}")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var_s = float((xs**2).sum(1).mean())
+    if var_s < 1e-12:
+        raise InputError("landmarks are degenerate (all points equal); cannot fit a transform")
+    u, s, vt = np.linalg.svd(xd.T @ xs / len(src))
+    d = np.array([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rotation = u @ np.diag(d) @ vt
+    scale = float((s * d).sum()) / var_s
+    shift = mu_d - scale * rotation @ mu_s
+    return np.hstack([scale * rotation, shift[:, None]])
+
+
+def align_face(image: np.ndarray, points: np.ndarray, reference: np.ndarray | None = None,
+               size: int = 256, origin: tuple[int, int] = (0, 0),
+               out_size: int | None = None) -> np.ndarray:
+    """Warp a frame so its landmarks land on the reference face (LRW's 256x256 geometry).
+
+    Args:
+        image: (H, W) or (H, W, 3) uint8 frame.
+        points: (P, 2) landmarks of this frame, in its pixels.
+        reference: (P, 2) target points; default :func:`reference_face`.
+        size: side of the aligned face frame.
+        origin, out_size: return only the square of side ``out_size`` whose top-left is at
+            ``origin`` (x, y) of the aligned face (e.g. the mouth region), warping only that.
+
+    Returns:
+        (out_size or size, same) uint8, with the channels of ``image``.
+    """
+    import cv2  # lazy: only alignment needs OpenCV
+
+    reference = reference_face() if reference is None else reference
+    matrix = similarity_transform(points, reference)
+    matrix[:, 2] -= origin
+    side = size if out_size is None else out_size
+    return cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -1,0 +1,207 @@
+"""PyTorch data sets over a prepared corpus (``lipx data prepare`` / ``lipx data synth``).
+
+- :class:`LipreadingDataset`: whole word clips (29 frames), the label, and the audio branch's
+  features (:func:`lipx.audio.lipreading_features`, 4 frames per video frame), with the LRW
+  augmentations and SpecAugment in training.
+- :class:`LipToSpeechDataset`: random windows (40 frames by default; ``window=None`` gives whole
+  clips for evaluation) with the normalised mel (80 x 4W), linear magnitude (321 x 4W) and the raw
+  waveform (640 W samples), computed on the whole clip then cut, as the original; GRID
+  augmentations in training.
+
+Pixels go through :func:`lipx.video.mouth_crop` and audio through :mod:`lipx.audio`, the same
+functions the runtime uses. Items are dicts of tensors; :func:`collate` pads them along time and
+adds ``lengths``. Each item's random draws come from ``numpy.random.default_rng((seed, epoch,
+index))``, so a run is reproducible for any number of loader workers (call :meth:`set_epoch`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lipx import audio as aud
+from lipx.audio import AudioSpec
+from lipx.errors import InputError
+from lipx.train import augment
+from lipx.train.prepare_format import read_clip, read_corpus, select
+from lipx.video import VideoSpec, mouth_crop, region_origin
+
+log = logging.getLogger(__name__)
+
+
+class PreparedDataset(Dataset):
+    """Clips of one split of a prepared corpus; the base of the two model-specific sets.
+
+    Args:
+        root: prepared corpus folder.
+        protocol: split protocol (``lrw``; GRID ``overlap``, ``unseen``, ``four``, ``sN``).
+        part: ``train``, ``val`` or ``test``.
+        augment: apply the training augmentations; None means ``part == "train"``.
+        seed: base of every item's random generator.
+        video_spec: preprocessing of the frames (the model's).
+    """
+
+    video_augment = augment.VideoAugment.grid()
+
+    def __init__(self, root: str | Path, protocol: str, part: str, augment: bool | None = None,
+                 seed: int = 0, video_spec: VideoSpec | None = None) -> None:
+        self.root = Path(root)
+        self.corpus, records = read_corpus(self.root)
+        self.records = select(records, protocol, part)
+        if not self.records:
+            raise InputError(f"split {protocol}/{part} of {self.root} has no clips")
+        self.augment = part == "train" if augment is None else augment
+        self.seed, self.epoch = seed, 0
+        self.video_spec = video_spec or VideoSpec()
+        self.margin = int(self.corpus["margin"])
+        if self.augment and self.video_augment.jitter > self.margin:
+            raise InputError(f"crop jitter {self.video_augment.jitter} px needs a prepared "
+                             f"margin of at least that; this corpus has {self.margin} px")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random draws for a new epoch (deterministic per seed, epoch and index)."""
+        self.epoch = epoch
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, self.epoch, index))
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(T, S, S) uint8 region, (640 T,) float32 audio, record."""
+        record = self.records[index]
+        video, wav, _ = read_clip(self.root / record["path"])
+        return video, wav, record
+
+    def frames(self, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Stored regions -> (T, 112, 112) float32 model input, augmented when training."""
+        draw = augment.draw_video(rng, self.video_augment) if self.augment else None
+        shift = draw.shift if draw else (0, 0)
+        x = mouth_crop(region, self.video_spec, origin=region_origin(self.video_spec, self.margin),
+                       shift=shift)
+        return augment.apply_video(x, draw, self.video_augment.erase_size) if draw else x
+
+
+class LipreadingDataset(PreparedDataset):
+    """Word clips for lipreading.
+
+    Items: ``video`` (1, T, 112, 112) float32, ``audio`` (1, 80, 4T) float32 (the audio branch's
+    CMVN log-mel), ``label`` int64, ``length`` T, ``id``. T = ``frames`` (clips are centre-cut or
+    zero-padded to it; None keeps each clip's length).
+    """
+
+    video_augment = augment.VideoAugment.lrw()
+
+    def __init__(self, root: str | Path, part: str = "train", protocol: str = "lrw",
+                 augment: bool | None = None, seed: int = 0, frames: int | None = 29,
+                 video_spec: VideoSpec | None = None, audio_spec: AudioSpec | None = None) -> None:
+        super().__init__(root, protocol, part, augment, seed, video_spec)
+        self.audio_spec = audio_spec or AudioSpec.lipreading()
+        self.num_frames = frames
+        if any(r.get("label") is None for r in self.records):
+            raise InputError(f"{self.root} has clips without word labels; lipreading needs an "
+                             "LRW-layout corpus (lipx data prepare lrw, or lipx data synth "
+                             "--layout lrw)")
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.corpus.get("labels", []))
+
+    def _cut(self, region: np.ndarray, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        t = self.num_frames
+        if t is None or len(region) == t:
+            return region, wav, len(region)
+        per = self.audio_spec.samples_per_video_frame()
+        start = max(0, (len(region) - t) // 2)
+        region, wav = region[start:start + t], wav[start * per:(start + t) * per]
+        return region, wav, len(region)
+
+    def __getitem__(self, index: int) -> dict:
+        region, wav, record = self.load(index)
+        region, wav, length = self._cut(region, wav)
+        rng = self.rng(index)
+        video = self.frames(region, rng)
+        feats = aud.lipreading_features(wav, self.audio_spec, length)
+        if self.augment:
+            feats = augment.spec_augment(feats, rng)
+        if self.num_frames is not None and length < self.num_frames:
+            video = np.pad(video, ((0, self.num_frames - length), (0, 0), (0, 0)))
+            feats = aud.crop_frames(feats, self.num_frames, self.audio_spec)
+        return {"video": torch.from_numpy(video)[None], "audio": torch.from_numpy(feats)[None],
+                "label": torch.tensor(record["label"], dtype=torch.long), "length": length,
+                "id": record["id"]}
+
+
+class LipToSpeechDataset(PreparedDataset):
+    """Windows of sentences for lip-to-speech.
+
+    Items: ``video`` (1, W, 112, 112), ``mel`` (1, 80, 4W) in [-1, 1], ``linear`` (1, 321, 4W),
+    ``wav`` (640 W,) raw audio (the reference for STOI/PESQ), ``length`` W, ``start`` (first frame
+    in the clip), ``id``. W = ``window`` (a random start per item), or the whole clip when the clip
+    is shorter or ``window`` is None.
+    """
+
+    video_augment = augment.VideoAugment.grid()
+
+    def __init__(self, root: str | Path, part: str = "train", protocol: str = "overlap",
+                 window: int | None = 40, augment: bool | None = None, seed: int = 0,
+                 video_spec: VideoSpec | None = None, audio_spec: AudioSpec | None = None) -> None:
+        super().__init__(root, protocol, part, augment, seed, video_spec)
+        if window is not None and window < 5:
+            raise InputError(f"window must be >= 5 frames (the 3D convolution spans 5), "
+                             f"got {window}")
+        self.window = window
+        self.audio_spec = audio_spec or AudioSpec()
+
+    def __getitem__(self, index: int) -> dict:
+        region, wav, record = self.load(index)
+        rng = self.rng(index)
+        total = len(region)
+        mel, linear = aud.spectrograms(wav, self.audio_spec, total)
+        length = total if self.window is None else min(self.window, total)
+        start = int(rng.integers(0, total - length + 1))
+        k = self.audio_spec.mel_frames_per_video_frame
+        per = self.audio_spec.samples_per_video_frame()
+        video = self.frames(region[start:start + length], rng)
+        return {"video": torch.from_numpy(video)[None],
+                "mel": torch.from_numpy(mel[:, start * k:(start + length) * k])[None],
+                "linear": torch.from_numpy(linear[:, start * k:(start + length) * k])[None],
+                "wav": torch.from_numpy(aud.fit_length(wav[start * per:], length * per)),
+                "length": length, "start": start, "id": record["id"]}
+
+
+def _pad_time(tensors: list[torch.Tensor], axis: int) -> torch.Tensor:
+    size = max(t.shape[axis] for t in tensors)
+    out = []
+    for t in tensors:
+        pad = [0, 0] * (t.dim() - 1 - axis % t.dim()) + [0, size - t.shape[axis]]
+        out.append(torch.nn.functional.pad(t, pad))
+    return torch.stack(out)
+
+
+_TIME_AXIS = {"video": 1, "audio": -1, "mel": -1, "linear": -1, "wav": -1}
+"""The time axis of each item entry (video is (1, T, H, W))."""
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack items, zero-padding time to the longest (as the original), with ``lengths``.
+
+    Returns:
+        The same keys, batched: tensors get a leading batch axis; ``length`` becomes ``lengths``
+        (B,) int64; ``label`` (B,) int64; ``id`` a list; other values lists.
+    """
+    out: dict = {"lengths": torch.tensor([b["length"] for b in batch], dtype=torch.long)}
+    for key in batch[0]:
+        values = [b[key] for b in batch]
+        if key in _TIME_AXIS:
+            out[key] = _pad_time(values, _TIME_AXIS[key])
+        elif key == "label":
+            out[key] = torch.stack(values)
+        elif key != "length":
+            out[key] = values
+    return out

@@ -1,0 +1,447 @@
+"""``lipx data prepare grid|lrw``: real GRID / LRW corpora -> the prepared training format.
+
+Input layouts:
+
+- GRID: ``SRC/sN/video/NAME.mpg`` (or ``.mp4``; ``SRC/sN/NAME.mpg`` if there is no ``video``
+  folder) with the audio track inside, or ``SRC/sN/audio/NAME.wav`` when present (preferred);
+  word alignments ``SRC/sN/align/NAME.align`` (optional; give the sentence text); 98-point
+  landmarks in the original's text format, searched in this order:
+  ``SRC/sN/landmark/NAME.txt`` (``lipx data synth`` writes them here),
+  ``SRC/sN/landmarks/NAME.txt``, ``SRC/landmark/sN/NAME.txt``, ``SRC/landmarks/sN/NAME.txt``.
+- LRW: ``SRC/WORD/{train,val,test}/WORD_NNNNN.mp4`` (+ ``.txt`` with ``Duration: ... seconds``).
+
+Per clip: decode, resample to 25 fps; GRID aligns every frame to the LRW reference face by a
+similarity transform on its 98 landmarks (a frame without landmarks uses the nearest frame's), LRW
+uses the frames as they are (already in the 256x256 face geometry); both keep the uint8 luma mouth
+region (box + margin) and 16 kHz audio cut or zero-padded to the video's length (GRID: 55 Hz
+high-pass, padded at the end; LRW: centred, as the original). Clips that cannot be used (corrupt,
+truncated, no audio, too short, missing or bad landmarks, wrong frame size) are skipped and
+listed in ``report.json``. Finished clips are skipped on a re-run (``overwrite`` redoes them).
+The output format is described in :mod:`lipx.train.prepare_format`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lipx import __version__
+from lipx import video as vid
+from lipx.audio import NoAudioError, fit_length, highpass, load_audio
+from lipx.errors import InputError
+from lipx.landmarks import N_POINTS, align_face, read_landmarks
+from lipx.train import prepare_format as fmt
+from lipx.video import VideoSpec
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("grid", "lrw")
+MIN_FRAMES = {"grid": 25, "lrw": 29}
+"""Default shortest usable clip per layout (GRID 1 s; LRW clips are 29 frames)."""
+VIDEO_SUFFIXES = (".mpg", ".mpeg", ".mp4")
+LANDMARK_DIRS = ("{s}/landmark", "{s}/landmarks", "landmark/{s}", "landmarks/{s}")
+"""Where a GRID video's landmark file NAME.txt is looked for, relative to SRC, in this order."""
+SAMPLE_RATE = 16000
+_SPEAKER = re.compile(r"s\d+")
+_SPEC = VideoSpec()
+
+Progress = Callable[[int, int], None]
+"""progress(done, total), called after every clip."""
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """What ``lipx data prepare`` does."""
+
+    layout: str
+    """``grid`` or ``lrw``: the source layout."""
+    src: Path
+    """Root of the source corpus."""
+    out: Path
+    """Output folder (created); must not be inside ``src``."""
+    workers: int = 1
+    """Parallel processes (1 runs in this process)."""
+    splits: Path | None = None
+    """GRID only: folder with users' split lists (see :mod:`lipx.train.prepare_format`)."""
+    overwrite: bool = False
+    """Redo clips that are already prepared."""
+    min_frames: int | None = None
+    """Shortest usable clip in frames; None uses :data:`MIN_FRAMES` of the layout."""
+    margin: int = 8
+    """Pixels kept around the mouth box on each side (room for +-5 px crop jitter)."""
+
+    def __post_init__(self) -> None:
+        for name in ("src", "out", "splits"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        if self.layout not in LAYOUTS:
+            from lipx.errors import did_you_mean
+
+            raise InputError(f"unknown layout {self.layout!r}{did_you_mean(self.layout, LAYOUTS)}")
+        if not self.src.is_dir():
+            raise InputError(f"source folder {self.src} does not exist or is not a folder; "
+                             f"give the root of the {self.layout.upper()} corpus")
+        if self.out.resolve().is_relative_to(self.src.resolve()):
+            raise InputError(f"output {self.out} is inside the source {self.src}; choose a folder "
+                             "outside it")
+        if self.workers < 1:
+            raise InputError(f"workers must be >= 1, got {self.workers}")
+        if self.splits is not None and self.layout != "grid":
+            raise InputError("split lists (--splits) apply to GRID only; LRW splits come from its "
+                             "train/val/test folders")
+        if self.splits is not None and not self.splits.is_dir():
+            raise InputError(f"split folder {self.splits} does not exist")
+        if self.min_frames is not None and self.min_frames < 5:
+            raise InputError(f"min_frames must be >= 5 (the 3D convolution spans 5 frames), got "
+                             f"{self.min_frames}")
+        if not 0 <= self.margin <= 40:
+            raise InputError(f"margin must be in [0, 40] px, got {self.margin}")
+
+
+@dataclass(frozen=True)
+class FailedClip:
+    """A source clip that could not be prepared."""
+
+    source: str
+    """Path relative to the source root."""
+    reason: str
+    """corrupt, truncated, no_audio, too_short, missing_landmarks, bad_landmarks, bad_size or
+    error (an unforeseen exception, with its type in ``detail``)."""
+    detail: str
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    """What a run did; also written to ``OUT/report.json``."""
+
+    prepared: int
+    """Clips written in this run."""
+    skipped: int
+    """Clips already prepared by an earlier run (resumed)."""
+    failed: tuple[FailedClip, ...]
+    out: Path
+    index: Path
+    report: Path
+    seconds: float
+    clips: int = 0
+    """Clips in the index (prepared now or before)."""
+    split_sources: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(out=str(self.out), index=str(self.index), report=str(self.report))
+        return d
+
+
+# --- one clip -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """Everything a worker needs to prepare one clip (picklable)."""
+
+    layout: str
+    clip_id: str
+    source: str
+    video: Path
+    out: Path
+    margin: int
+    min_frames: int
+    speaker: str = ""
+    word: str | None = None
+    label: int | None = None
+    audio: Path | None = None
+    align: Path | None = None
+    landmarks: Path | None = None
+    info: Path | None = None
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    clip_id: str
+    status: str
+    """prepared, skipped, or a :class:`FailedClip` reason."""
+    detail: str = ""
+    meta: dict | None = None
+
+
+class _Unusable(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _decode(job: ClipJob) -> np.ndarray:
+    """(T, H, W) uint8 luma frames at 25 fps."""
+    times, frames = [], []
+    try:
+        for t, frame in vid.iter_frames(job.video):
+            times.append(t)
+            frames.append(vid.to_luma(frame))
+    except InputError as e:
+        raise _Unusable("truncated" if frames else "corrupt", str(e)) from e
+    if len(frames) < job.min_frames:  # before resampling: cheap, and a clear count
+        raise _Unusable("too_short", f"{len(frames)} frames, need at least {job.min_frames}")
+    frames = vid.resample_frames(times, frames, _SPEC.fps)
+    if len(frames) < job.min_frames:
+        raise _Unusable("too_short", f"{len(frames)} frames at 25 fps, need {job.min_frames}")
+    return frames
+
+
+def _audio(job: ClipJob, frames: int) -> np.ndarray:
+    """The clip's 16 kHz audio, checked to cover at least 80 % of the video."""
+    try:
+        wav = load_audio(job.audio or job.video, SAMPLE_RATE)
+    except NoAudioError as e:
+        raise _Unusable("no_audio", str(e)) from e
+    except InputError as e:
+        raise _Unusable("corrupt", str(e)) from e
+    need = frames * SAMPLE_RATE / _SPEC.fps
+    if wav.size == 0:
+        raise _Unusable("no_audio", f"{job.audio or job.video}: the audio stream is empty")
+    if wav.size < 0.8 * need:
+        raise _Unusable("truncated", f"audio lasts {wav.size / SAMPLE_RATE:.2f} s, the video "
+                        f"{need / SAMPLE_RATE:.2f} s")
+    return wav
+
+
+def _landmarks(job: ClipJob, frames: int) -> np.ndarray:
+    """(n, 98, 2) landmarks, n = min(frames, frames in the file); frames without points take the
+    nearest frame's."""
+    if job.landmarks is None:
+        raise _Unusable("missing_landmarks", "no landmark file; looked for NAME.txt in " +
+                        ", ".join(LANDMARK_DIRS).replace("{s}", job.speaker))
+    try:
+        points = read_landmarks(job.landmarks)
+    except InputError as e:
+        raise _Unusable("bad_landmarks", str(e)) from e
+    if points.shape[1] != N_POINTS:
+        raise _Unusable("bad_landmarks", f"{points.shape[1]} points per frame, expected {N_POINTS}")
+    if len(points) < frames:
+        log.debug("%s: %d landmark frames for %d video frames", job.clip_id, len(points), frames)
+    n = min(frames, len(points))
+    found = np.flatnonzero(~np.isnan(points[:n]).any(axis=(1, 2)))
+    if found.size == 0:
+        raise _Unusable("missing_landmarks", "no frame of the landmark file has points")
+    nearest = found[np.abs(np.arange(n)[:, None] - found[None, :]).argmin(axis=1)]
+    return points[nearest]
+
+
+def _grid_words(align: Path | None) -> list[list]:
+    """[[start_s, end_s, word], ...] from a GRID .align file (times in 1/25000 s), no sil/sp."""
+    if align is None:
+        return []
+    words = []
+    for line in align.read_text(errors="replace").splitlines():
+        parts = line.split()
+        timed = len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit()
+        if timed and parts[2] not in ("sil", "sp"):
+            words.append([int(parts[0]) / 25000, int(parts[1]) / 25000, parts[2]])
+    return words
+
+
+def _grid_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
+    frames = _decode(job)
+    points = _landmarks(job, len(frames))
+    frames = frames[:len(points)]
+    if len(frames) < job.min_frames:
+        raise _Unusable("too_short", f"landmarks cover {len(frames)} frames, need {job.min_frames}")
+    side = _SPEC.box[2] - _SPEC.box[0] + 2 * job.margin
+    origin = vid.region_origin(_SPEC, job.margin)
+    region = np.stack([align_face(frame, p, origin=origin, out_size=side)
+                       for frame, p in zip(frames, points)])
+    wav = highpass(_audio(job, len(frames)), SAMPLE_RATE)
+    words = _grid_words(job.align)
+    return region, fit_length(wav, len(frames) * 640), {
+        "speaker": job.speaker, "text": " ".join(w[2] for w in words), "words": words}
+
+
+def _lrw_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
+    frames = _decode(job)
+    if frames.shape[1:] != (_SPEC.face_size, _SPEC.face_size):
+        raise _Unusable("bad_size", f"frames are {frames.shape[2]}x{frames.shape[1]}, LRW faces "
+                        f"are {_SPEC.face_size}x{_SPEC.face_size}")
+    region = vid.mouth_region(frames, _SPEC, job.margin)
+    wav = fit_length(_audio(job, len(frames)), len(frames) * 640, centre=True)
+    meta = {"text": job.word, "word": job.word, "label": job.label}
+    if job.info is not None:
+        m = re.search(r"Duration:\s*([0-9.]+)", job.info.read_text(errors="replace"))
+        meta["duration"] = float(m.group(1)) if m else None
+    return region, wav, meta
+
+
+def prepare_clip(job: ClipJob) -> ClipResult:
+    """Prepare one clip and write it; never raises for a bad clip (the result says why)."""
+    try:
+        region, wav, extra = (_grid_clip if job.layout == "grid" else _lrw_clip)(job)
+    except _Unusable as e:
+        return ClipResult(job.clip_id, e.reason, str(e))
+    except Exception as e:  # an unforeseen problem with one file must not stop a long run
+        log.exception("preparing %s failed", job.source)
+        return ClipResult(job.clip_id, "error", f"{type(e).__name__}: {e}")
+    meta = {"id": job.clip_id, "speaker": job.speaker, "word": None, "label": None, **extra,
+            "frames": int(len(region)), "samples": int(wav.size), "fps": _SPEC.fps,
+            "sample_rate": SAMPLE_RATE, "margin": job.margin, "box": list(_SPEC.box),
+            "source": job.source, "format": fmt.VERSION}
+    fmt.write_clip(job.out, region, wav, meta)
+    return ClipResult(job.clip_id, "prepared", meta=meta)
+
+
+# --- discovery ------------------------------------------------------------------------------
+
+
+def _grid_videos(src: Path) -> list[tuple[str, Path]]:
+    speakers = sorted((d for d in src.iterdir() if d.is_dir() and _SPEAKER.fullmatch(d.name)),
+                      key=lambda d: fmt.natural_key(d.name))
+    found = []
+    for d in speakers:
+        folder = d / "video" if (d / "video").is_dir() else d
+        videos = sorted(f for f in folder.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES)
+        found += [(d.name, f) for f in videos]
+    return found
+
+
+def _landmark_file(src: Path, speaker: str, name: str) -> Path | None:
+    for pattern in LANDMARK_DIRS:
+        candidate = src / pattern.format(s=speaker) / f"{name}.txt"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_grid_clips(opts: PrepareOptions, min_frames: int) -> list[ClipJob]:
+    """One job per GRID video under ``opts.src``. Raises InputError if there is none."""
+    jobs = []
+    for speaker, video in _grid_videos(opts.src):
+        name = video.stem
+        wav = opts.src / speaker / "audio" / f"{name}.wav"
+        align = opts.src / speaker / "align" / f"{name}.align"
+        jobs.append(ClipJob(
+            layout="grid", clip_id=f"{speaker}/{name}", source=str(video.relative_to(opts.src)),
+            video=video, out=opts.out / "clips" / speaker / f"{name}.npz", speaker=speaker,
+            audio=wav if wav.is_file() else None, align=align if align.is_file() else None,
+            landmarks=_landmark_file(opts.src, speaker, name), margin=opts.margin,
+            min_frames=min_frames))
+    if not jobs:
+        raise InputError(f"no GRID videos found under {opts.src}; expected sN/video/NAME.mpg "
+                         "(speaker folders s1, s2, ...)")
+    return jobs
+
+
+def _labels(opts: PrepareOptions) -> list[str]:
+    """LRW class names: the word folders, sorted (label = index), as the original."""
+    return sorted(d.name for d in opts.src.iterdir() if d.is_dir())
+
+
+def find_lrw_clips(opts: PrepareOptions, min_frames: int) -> list[ClipJob]:
+    """One job per LRW video under ``opts.src``. Raises InputError if there is none."""
+    words = _labels(opts)
+    jobs = []
+    for label, word in enumerate(words):
+        for part in fmt.PARTS:
+            for video in sorted((opts.src / word / part).glob("*.mp4")):
+                txt = video.with_suffix(".txt")
+                jobs.append(ClipJob(
+                    layout="lrw", clip_id=f"{word}/{part}/{video.stem}",
+                    source=str(video.relative_to(opts.src)), video=video,
+                    out=opts.out / "clips" / word / part / f"{video.stem}.npz", word=word,
+                    label=label, info=txt if txt.is_file() else None, margin=opts.margin,
+                    min_frames=min_frames))
+    if not jobs:
+        raise InputError(f"no LRW videos found under {opts.src}; expected "
+                         "WORD/train/WORD_00001.mp4 (and val/, test/)")
+    return jobs
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+def _run_jobs(jobs: list[ClipJob], workers: int, progress: Progress | None) -> list[ClipResult]:
+    results: list[ClipResult] = []
+    total = len(jobs)
+    if workers == 1 or total <= 1:
+        for job in jobs:
+            results.append(prepare_clip(job))
+            if progress:
+                progress(len(results), total)
+        return results
+    context = multiprocessing.get_context("spawn")  # safe when torch threads exist in the parent
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(prepare_clip, job) for job in jobs]
+        for future in as_completed(futures):
+            results.append(future.result())
+            if progress:
+                progress(len(results), total)
+    return results
+
+
+def _resumable(job: ClipJob, overwrite: bool) -> ClipResult | None:
+    """A result for a clip an earlier run finished, or None if it must be (re)done."""
+    if overwrite or not job.out.is_file():
+        return None
+    try:
+        return ClipResult(job.clip_id, "skipped", meta=fmt.read_meta(job.out))
+    except Exception:  # unreadable leftovers are simply redone
+        log.info("redoing unreadable %s", job.out)
+        return None
+
+
+def prepare_corpus(opts: PrepareOptions, progress: Progress | None = None) -> PrepareReport:
+    """Prepare every clip of a GRID or LRW corpus and write the index, corpus.json and report.
+
+    Args:
+        opts: validated options.
+        progress: called as progress(done, total) after each clip (the CLI draws a bar).
+
+    Returns:
+        The run's report (also written to ``OUT/report.json``).
+
+    Raises:
+        InputError: no clips found, or unusable split files. Bad clips are reported, not raised.
+    """
+    started = time.perf_counter()
+    min_frames = opts.min_frames or MIN_FRAMES[opts.layout]
+    find = find_grid_clips if opts.layout == "grid" else find_lrw_clips
+    jobs = find(opts, min_frames)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    done = {job.clip_id: r for job in jobs if (r := _resumable(job, opts.overwrite))}
+    todo = [job for job in jobs if job.clip_id not in done]
+    if progress and done:
+        progress(0, len(todo))
+    results = list(done.values()) + _run_jobs(todo, opts.workers, progress)
+    return _finish(opts, jobs, results, started)
+
+
+def _finish(opts: PrepareOptions, jobs: list[ClipJob], results: list[ClipResult],
+            started: float) -> PrepareReport:
+    sources = {job.clip_id: job.source for job in jobs}
+    records = sorted((fmt.make_record(r.meta, f"clips/{r.clip_id}.npz") for r in results if r.meta),
+                     key=lambda rec: rec["id"])
+    split_sources = fmt.assign_splits(records, opts.layout, opts.splits)
+    failed = tuple(sorted((FailedClip(sources[r.clip_id], r.status, r.detail) for r in results
+                           if r.status not in ("prepared", "skipped")), key=lambda f: f.source))
+    spec = VideoSpec()
+    fmt.write_json_atomic(opts.out / "index.jsonl", records, lines=True)
+    fmt.write_json_atomic(opts.out / "corpus.json", {
+        "format": fmt.FORMAT, "version": fmt.VERSION, "layout": opts.layout, "fps": spec.fps,
+        "sample_rate": 16000, "box": list(spec.box), "margin": opts.margin,
+        "labels": _labels(opts) if opts.layout == "lrw" else [],
+        "clips": len(records), "splits": split_sources, "lipx_version": __version__})
+    report = PrepareReport(
+        prepared=sum(r.status == "prepared" for r in results),
+        skipped=sum(r.status == "skipped" for r in results), failed=failed, out=opts.out,
+        index=opts.out / "index.jsonl", report=opts.out / "report.json",
+        seconds=time.perf_counter() - started, clips=len(records), split_sources=split_sources)
+    fmt.write_json_atomic(report.report, report.to_dict())
+    log.info("prepared %d, skipped %d, failed %d -> %s", report.prepared, report.skipped,
+             len(failed), opts.out)
+    return report
