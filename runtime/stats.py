@@ -1,0 +1,234 @@
+"""Latency and throughput of a stream: per-stage timings, percentiles, drops, real-time factor.
+
+The stream loop wraps each stage in ``timer.stage(name)`` and calls ``timer.end_frame()`` once
+per frame; the frame's *compute latency* is the sum of its stage times (a frame that triggers a
+backend run pays for it). ``timer.summary(...)`` reports p50/p95/p99/mean/max per stage and for
+the compute latency, frames in/out/dropped, the real-time factor, and the *algorithmic latency*
+(the wait for future frames that no hardware removes: the front-end's temporal context, the
+stride of the window schedule and the head's look-ahead).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from array import array
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ("decode", "crop", "frontend", "backend", "head", "sinks")
+FRONTEND_CONTEXT = 2
+"""Future frames the front-end's temporal convolution (kernel 5) needs: t+1 and t+2."""
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """Distribution of one timing, in milliseconds."""
+
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    total_s: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Percentiles:
+        x = np.asarray(seconds, dtype=np.float64)
+        if x.size == 0:
+            return cls(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        p50, p95, p99 = np.percentile(x, [50, 95, 99]) * 1e3
+        return cls(
+            int(x.size),
+            float(x.mean() * 1e3),
+            float(p50),
+            float(p95),
+            float(p99),
+            float(x.max() * 1e3),
+            float(x.sum()),
+        )
+
+
+def algorithmic_latency_s(
+    fps: float, stride: int = 1, lookahead: int = 0, context: int = FRONTEND_CONTEXT
+) -> dict[str, float]:
+    """Latency from waiting for frames, with infinitely fast compute.
+
+    A frame's result needs ``context`` later frames for its features and ``lookahead`` later
+    frames for the head to finalise it, and waits up to ``stride - 1`` frames for the next
+    backend run.
+
+    Args:
+        fps: frame rate.
+        stride: frames between backend runs.
+        lookahead: frames after a frame before its output is final (head-specific).
+        context: future frames the front-end needs.
+
+    Returns:
+        ``{"min_s", "mean_s", "max_s"}`` over a frame's position in the stride.
+    """
+    base = (context + lookahead) / fps
+    return {
+        "min_s": base,
+        "mean_s": base + (stride - 1) / 2 / fps,
+        "max_s": base + (stride - 1) / fps,
+    }
+
+
+@dataclass
+class StreamStats:
+    """Summary of a stream run (JSON-ready through ``to_dict``/``to_json``)."""
+
+    stages: dict[str, Percentiles]
+    compute: Percentiles
+    """Per-frame compute latency (sum of a frame's stage times)."""
+    algorithmic: dict[str, float]
+    frames_in: int
+    frames_out: int
+    frames_dropped: int
+    wall_s: float
+    media_s: float
+    """Stream time covered: frames_out / fps (plus dropped frames)."""
+    rtf: float
+    """Real-time factor: compute seconds per second of media (< 1 keeps up)."""
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write ``to_json()`` atomically (temp file + rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def format_table(self) -> str:
+        """Plain-text table of the stages (ms), then the totals, for the end-of-run report."""
+        rows = [f"{'stage':<10}{'n':>7}{'mean':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}"]
+        for name, p in [*self.stages.items(), ("compute", self.compute)]:
+            rows.append(
+                f"{name:<10}{p.count:>7}{p.mean_ms:>9.2f}{p.p50_ms:>9.2f}"
+                f"{p.p95_ms:>9.2f}{p.p99_ms:>9.2f}{p.max_ms:>9.2f}"
+            )
+        alg = self.algorithmic
+        rows.append(
+            f"frames in {self.frames_in}, out {self.frames_out}, dropped {self.frames_dropped}; "
+            f"RTF {self.rtf:.3f}; algorithmic latency {alg['mean_s'] * 1e3:.0f} ms mean "
+            f"({alg['min_s'] * 1e3:.0f}-{alg['max_s'] * 1e3:.0f})"
+        )
+        return "\n".join(rows)
+
+
+class StageTimer:
+    """Records how long each stage takes for each frame.
+
+    Args:
+        stages: stage names in report order (others may be added on the fly).
+        fps: frame rate of the stream (for media time and the real-time factor).
+        window: frames in the rolling window behind ``status_line``.
+        wait_stages: stages that are reported but are waiting, not computing (e.g. ``decode``
+            of a live source, where the time is spent waiting for the camera), so they do not
+            count in the compute latency.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[str] = STAGES,
+        fps: float = 25.0,
+        window: int = 100,
+        wait_stages: Sequence[str] = (),
+    ):
+        self.fps = fps
+        self.wait_stages = frozenset(wait_stages)
+        self._times: dict[str, array] = {s: array("d") for s in stages}
+        self._current: dict[str, float] = {}
+        self._frame_totals = array("d")
+        self._recent: deque[tuple[float, float]] = deque(maxlen=window)  # (wall end, compute)
+        self.frames_in = 0
+        self.frames_dropped = 0
+        self._t0: float | None = None
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the enclosed block as stage ``name`` of the current frame."""
+        start = time.perf_counter()
+        if self._t0 is None:
+            self._t0 = start
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - start)
+
+    def add(self, name: str, seconds: float) -> None:
+        """Add ``seconds`` to stage ``name`` of the current frame."""
+        if self._t0 is None:
+            self._t0 = time.perf_counter() - seconds
+        self._current[name] = self._current.get(name, 0.0) + seconds
+
+    def count_in(self, n: int = 1, dropped: int = 0) -> None:
+        """Count frames read from the source and stale frames it dropped before them."""
+        self.frames_in += n + dropped
+        self.frames_dropped += dropped
+
+    def end_frame(self) -> float:
+        """Close the current frame's record; returns its compute latency (seconds)."""
+        total = 0.0
+        for name, seconds in self._current.items():
+            self._times.setdefault(name, array("d")).append(seconds)
+            if name not in self.wait_stages:
+                total += seconds
+        self._current.clear()
+        self._frame_totals.append(total)
+        self._recent.append((time.perf_counter(), total))
+        return total
+
+    @property
+    def frames_out(self) -> int:
+        return len(self._frame_totals)
+
+    def summary(
+        self, stride: int = 1, lookahead: int = 0, context: int = FRONTEND_CONTEXT, **extra: object
+    ) -> StreamStats:
+        """Statistics so far; ``stride``/``lookahead``/``context`` set the algorithmic latency."""
+        wall = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
+        compute = Percentiles.of(self._frame_totals)
+        media = (self.frames_out + self.frames_dropped) / self.fps
+        return StreamStats(
+            stages={k: Percentiles.of(v) for k, v in self._times.items()},
+            compute=compute,
+            algorithmic=algorithmic_latency_s(self.fps, stride, lookahead, context),
+            frames_in=self.frames_in,
+            frames_out=self.frames_out,
+            frames_dropped=self.frames_dropped,
+            wall_s=wall,
+            media_s=media,
+            rtf=compute.total_s / media if media else math.nan,
+            extra=dict(extra),
+        )
+
+    def status_line(self) -> str:
+        """One compact line for a live display: rate, recent compute p50/p95, drops, RTF."""
+        recent = list(self._recent)
+        if len(recent) < 2:
+            return f"frame {self.frames_out} | warming up"
+        span = recent[-1][0] - recent[0][0]
+        rate = (len(recent) - 1) / span if span > 0 else math.inf
+        ms = np.asarray([c for _, c in recent]) * 1e3
+        rtf = float(np.mean(ms)) / 1e3 * self.fps
+        return (
+            f"frame {self.frames_out} | {rate:5.1f} fps | compute p50 "
+            f"{np.percentile(ms, 50):5.1f} ms p95 {np.percentile(ms, 95):5.1f} ms | "
+            f"dropped {self.frames_dropped} | RTF {rtf:.2f}"
+        )

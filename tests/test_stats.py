@@ -1,0 +1,72 @@
+"""Stream statistics: stage percentiles, compute latency, algorithmic latency, JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from lipx.runtime.stats import Percentiles, StageTimer, algorithmic_latency_s
+
+
+def test_percentiles_of_known_values():
+    p = Percentiles.of([k / 1000 for k in range(1, 101)])  # 1 .. 100 ms
+    assert p.count == 100 and p.mean_ms == pytest.approx(50.5)
+    assert (p.p50_ms, p.p95_ms, p.p99_ms) == pytest.approx((50.5, 95.05, 99.01))
+    assert p.max_ms == pytest.approx(100) and p.total_s == pytest.approx(5.05)
+    assert Percentiles.of([]).count == 0
+
+
+def test_algorithmic_latency():
+    lat = algorithmic_latency_s(fps=25, stride=5, lookahead=3)
+    assert lat == pytest.approx({"min_s": 0.2, "mean_s": 0.28, "max_s": 0.36})
+    assert algorithmic_latency_s(25)["max_s"] == pytest.approx(0.08)  # the front-end's t+2
+
+
+def test_stage_timer_summary():
+    timer = StageTimer(fps=25, wait_stages=("decode",))
+    for i in range(10):
+        timer.count_in(1, dropped=1 if i == 5 else 0)
+        timer.add("decode", 0.010)  # waiting for the camera: not compute
+        timer.add("frontend", 0.002)
+        if i % 5 == 4:
+            timer.add("backend", 0.020)  # the frame that triggers a window run pays for it
+        timer.end_frame()
+    stats = timer.summary(stride=5, lookahead=0, model="toy")
+    assert stats.frames_in == 11 and stats.frames_out == 10 and stats.frames_dropped == 1
+    assert stats.stages["frontend"].count == 10 and stats.stages["backend"].count == 2
+    assert stats.stages["decode"].mean_ms == pytest.approx(10)
+    assert stats.compute.p50_ms == pytest.approx(2) and stats.compute.max_ms == pytest.approx(22)
+    assert stats.media_s == pytest.approx(11 / 25)
+    assert stats.rtf == pytest.approx((10 * 0.002 + 2 * 0.020) / (11 / 25))
+    assert stats.algorithmic["max_s"] == pytest.approx((2 + 4) / 25)
+    assert stats.stages["crop"].count == 0  # listed even when unused
+    table = stats.format_table()
+    assert "backend" in table and "dropped 1" in table and "RTF" in table
+
+
+def test_stage_context_manager_and_json(tmp_path):
+    timer = StageTimer(fps=25)
+    with timer.stage("crop"):
+        time.sleep(0.01)
+    timer.end_frame()
+    stats = timer.summary(extra_note="x")
+    assert 9 <= stats.stages["crop"].max_ms < 200
+    data = json.loads(stats.to_json())
+    assert data["stages"]["crop"]["count"] == 1 and data["extra"] == {"extra_note": "x"}
+    path = tmp_path / "stats.json"
+    stats.save(path)
+    assert json.loads(path.read_text()) == data and not (tmp_path / "stats.json.partial").exists()
+
+
+def test_status_line():
+    timer = StageTimer(fps=25)
+    assert "warming up" in timer.status_line()
+    for _ in range(5):
+        timer.add("frontend", 0.004)
+        timer.end_frame()
+        time.sleep(0.002)
+    timer.count_in(5, dropped=2)
+    line = timer.status_line()
+    assert line.startswith("frame 5 |") and "fps" in line and "dropped 2" in line
+    assert "p50   4.0 ms" in line and "RTF 0.10" in line and "\n" not in line
