@@ -132,10 +132,250 @@ def info(
 # --- data: synth ----------------------------------------------------------------------------
 
 
+def _image_size(text: Optional[str]) -> Optional[tuple[int, int]]:
+    """``256`` -> (256, 256); ``360x288`` -> (360, 288)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise typer.BadParameter(f"expected N or WxH, got {text!r}", param_hint="--image-size")
+    return (parts[0], parts[-1])
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Output folder of the synthetic corpus.")],
+    layout: Annotated[str, typer.Option(help="On-disk layout: grid or lrw.")] = "grid",
+    speakers: Annotated[Optional[int], typer.Option(help="Synthetic speakers [8].")] = None,
+    held_out: Annotated[Optional[int], typer.Option(
+        help="Speakers kept for testing (default: one in five).")] = None,
+    utterances: Annotated[Optional[int], typer.Option(
+        help="GRID: sentences per speaker [50].")] = None,
+    words: Annotated[Optional[int], typer.Option(
+        help="Vocabulary size [GRID 51, LRW 20].")] = None,
+    clips_per_word: Annotated[Optional[int], typer.Option(
+        help="LRW: training clips per word [50].")] = None,
+    val_per_word: Annotated[Optional[int], typer.Option(help="LRW: val clips per word [5].")] = None,
+    test_per_word: Annotated[Optional[int], typer.Option(
+        help="LRW: test clips per word [5].")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same corpus.")] = 0,
+    image_size: Annotated[Optional[str], typer.Option(
+        help="Frame size N or WxH [GRID 360x288, LRW 256].")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+) -> None:
+    """Write a deterministic synthetic audio-visual corpus in GRID's or LRW's layout."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from lipx.train.synth import SynthOptions, synthesize_corpus
+
+    started = time.perf_counter()
+    given = dict(speakers=speakers, held_out=held_out, utterances=utterances, words=words,
+                 clips_per_word=clips_per_word, val_per_word=val_per_word,
+                 test_per_word=test_per_word, image_size=_image_size(image_size))
+    opts = SynthOptions(out=out, layout=layout.lower(), seed=seed, workers=workers,
+                        **{k: v for k, v in given.items() if v is not None})
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"synth {opts.layout}", total=None)
+        report = synthesize_corpus(
+            opts, progress=lambda n, total: bar.update(task, completed=n, total=total))
+    done(f"{report.written} clips written, {report.skipped} already there, "
+         f"{len(report.speakers)} speakers ({len(report.held_out)} held out), "
+         f"{len(report.vocabulary)} words -> {report.out}", started)
+
+
 # --- data: prepare --------------------------------------------------------------------------
 
 
+@data_app.command("prepare")
+def data_prepare(
+    layout: Annotated[str, typer.Argument(help="Source layout: grid or lrw.")],
+    src: Annotated[Path, typer.Argument(help="Root of the corpus (GRID: sN/video/*.mpg; LRW: "
+                                        "WORD/{train,val,test}/*.mp4).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the prepared corpus.")],
+    workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    splits: Annotated[Optional[Path], typer.Option(
+        help="GRID: folder with split lists (overlap_train.txt, train_4.txt, unseen_splits.txt, "
+        "...); without it the documented rules are used.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Redo clips that are already prepared.")] = False,
+    min_frames: Annotated[Optional[int], typer.Option(
+        help="Shortest usable clip in frames (default: GRID 25, LRW 29).")] = None,
+) -> None:
+    """Prepare GRID or LRW for training: aligned mouth regions, 16 kHz audio, index, splits."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from lipx.train.prepare import PrepareOptions, prepare_corpus
+
+    started = time.perf_counter()
+    opts = PrepareOptions(layout=layout.lower(), src=src, out=out, workers=workers, splits=splits,
+                          overwrite=overwrite, min_frames=min_frames)
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"prepare {opts.layout}", total=None)
+        report = prepare_corpus(
+            opts, progress=lambda n, total: bar.update(task, completed=n, total=total))
+    for failure in report.failed[:10]:
+        console.print(f"[yellow]skipped[/yellow] {failure.source}: {failure.reason} "
+                      f"({failure.detail})")
+    if len(report.failed) > 10:
+        console.print(f"[yellow]... and {len(report.failed) - 10} more[/yellow] in {report.report}")
+    if report.clips == 0:
+        raise LipxError(f"no clip of {src} could be prepared ({len(report.failed)} failed); "
+                        f"see {report.report}")
+    done(f"{report.prepared} prepared, {report.skipped} already done, {len(report.failed)} failed "
+         f"-> {report.index} (report: {report.report})", started)
+
+
+# --- train, eval ---------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help="lipreading or lip2speech.")],
+    data: Annotated[Path, typer.Argument(help="A prepared corpus (lipx data prepare).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: last/best checkpoints, "
+                                      "config.yaml, TensorBoard logs.")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML/TOML file of training options.")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Model preset: original, original-mstcn "
+                                                  "(lipreading), small, tiny. [default: small]")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimiser steps. [default: 2000]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Clips per step per process.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Split protocol (lrw; GRID overlap, unseen, "
+                                                 "four, sN).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
+    amp: Annotated[Optional[str], typer.Option(help="Mixed precision on CUDA: none, bf16, fp16.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.lipx.")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any option: "
+                    "key=value (e.g. lr=0.01, loss_weights.recon=10); repeatable.")] = None,
+) -> None:
+    """Train a model (single process, or DDP under torchrun); Ctrl-C saves last.lipx."""
+    from lipx.train.config import TrainConfig, merge, parse_overrides, read_config_file
+    from lipx.train.run import train as run_train
+
+    started = time.perf_counter()
+    options = read_config_file(config) if config else {}
+    options = merge(options, parse_overrides(set_ or []))
+    explicit = {"preset": preset, "steps": steps, "batch_size": batch_size, "split": split,
+                "device": device, "amp": amp}
+    options.update({k: v for k, v in explicit.items() if v is not None})
+    cfg = TrainConfig.from_dict({**options, "task": task, "data": str(data), "out": str(out)})
+    with _progress(f"train {task}", cfg.steps) as advance:
+        result = run_train(cfg, resume=resume, on_step=lambda step, logs: advance(step, logs))
+    best = f"best {result.metric} {result.best:.3f}" if result.best is not None else "no validation"
+    done(f"{result.steps} steps, {best} -> {out}/best.lipx, {out}/last.lipx", started)
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(help="A lipx checkpoint.")],
+    data: Annotated[Path, typer.Argument(help="A prepared corpus.")],
+    split: Annotated[str, typer.Option(help="Split protocol; empty picks the corpus default.")] = "",
+    part: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    tta: Annotated[bool, typer.Option(help="Horizontal-flip test-time augmentation.")] = True,
+    max_clips: Annotated[int, typer.Option(help="Score at most N clips (0: all).")] = 0,
+    wav_dir: Annotated[Optional[Path], typer.Option(help="Write generated speech here.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+) -> None:
+    """Evaluate a checkpoint: word accuracy, or STOI/ESTOI/PESQ and spectrogram L1."""
+    import json
+
+    from lipx.train.evaluate import EvalOptions, evaluate
+
+    started = time.perf_counter()
+    opts = EvalOptions(checkpoint, data, split=split, part=part, tta=tta, max_clips=max_clips,
+                       wav_dir=wav_dir, device=device)
+    with _progress("eval", None) as advance:
+        result = evaluate(opts, progress=lambda n, total: advance(n, {}, total))
+    _print_eval(result)
+    if json_out:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+    done(f"{result.task}, {result.clips} clips", started)
+
+
+def _print_eval(result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{result.task}: {result.clips} clips")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.metrics.items():
+        table.add_row(key, f"{value:.4f}")
+    Console().print(table)
+    if result.confusions:
+        print("most frequent confusions: " + ", ".join(
+            f"{a}->{b} ({c})" for a, b, c in result.confusions[:5]))
+
+
+def _progress(description: str, total: int | None):
+    """A rich progress bar; yields advance(completed, logs, total=None)."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    @contextmanager
+    def bar():
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console,
+                      transient=False) as p:
+            job = p.add_task(description, total=total, info="")
+
+            def advance(completed: int, logs: dict, new_total: int | None = None) -> None:
+                shown = {k: v for k, v in logs.items() if isinstance(v, float)}
+                info = " ".join(f"{k}={v:.3g}" for k, v in list(shown.items())[:4])
+                p.update(job, completed=completed, info=info,
+                         **({"total": new_total} if new_total else {}))
+
+            yield advance
+
+    return bar()
+
+
 # --- export ---------------------------------------------------------------------------------
+from enum import Enum  # noqa: E402
+
+from lipx.runtime.backends import BACKENDS, FORMATS, all_precisions  # noqa: E402  (stdlib only)
+
+Engine = Enum("Engine", {n: n for n in BACKENDS}, type=str)  # type: ignore[misc]
+Precision = Enum("Precision", {p: p for p in all_precisions()}, type=str)  # type: ignore[misc]
+Format = Enum("Format", {f: f for f in FORMATS}, type=str)  # type: ignore[misc]
+_ENGINES = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
+_PRECISIONS = "; ".join(f"{b.name}: {', '.join(b.precisions)} (default {b.default_precision})"
+                        for b in BACKENDS.values())
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="lipx checkpoint to export (lipx convert makes one from an original).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Package directory to write; its parent must exist. Written atomically.")],
+    engine: Annotated[Engine, typer.Option(help=f"Engine to build for. {_ENGINES}.")] = Engine.onnx,  # type: ignore[attr-defined]
+    precision: Annotated[Optional[Precision], typer.Option(help=f"Numeric precision per engine: {_PRECISIONS}.")] = None,
+    format: Annotated[Format, typer.Option("--format", help="package, or triton to add a Triton model repository (triton/).")] = Format.package,  # type: ignore[attr-defined]
+    window: Annotated[Optional[int], typer.Option(help="Frames per backend window (default: 29 lipreading, 40 lip2speech).")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Frames between backend runs when streaming (default: window/4 lipreading, window/2 lip2speech).")] = None,
+    max_batch: Annotated[int, typer.Option(help="Largest batch of the TensorRT profiles and Triton.")] = 8,
+    opset: Annotated[int, typer.Option(help="ONNX opset (dynamo exporter, >= 18).")] = 18,
+    workspace_mb: Annotated[int, typer.Option(help="TensorRT builder workspace limit in MiB.")] = 2048,
+    parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check every artifact against PyTorch; out of tolerance fails the export.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing non-empty output directory.")] = False,
+) -> None:
+    """Export a checkpoint to a model package: ONNX graphs (whole model, streaming front-end and
+    backend), optional TensorRT plans, parity report and manifest.json."""
+    from lipx.export.api import ExportOptions, export_package
+
+    started = time.perf_counter()
+    opts = ExportOptions(
+        output=output, engine=engine.value, precision=precision.value if precision else None,
+        format=format.value, window=window, stride=stride, max_batch=max_batch, opset=opset,
+        workspace_mb=workspace_mb, parity=parity, force=force,
+    )
+    result = export_package(checkpoint, opts, progress=lambda m: console.print(f"[dim]{m}[/dim]"))
+    done(result.summary(), started)
+
+
 
 
 def main() -> None:

@@ -169,7 +169,7 @@ class Lip2SpeechModel(nn.Module):
 
     def __init__(self, cfg: Lip2SpeechConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         self.frontend = VisualFrontend(cfg.frontend)
         self.encoder = SentenceEncoder(cfg)
         self.generator = Generator(
@@ -188,12 +188,12 @@ class Lip2SpeechModel(nn.Module):
         Raises:
             InputError: batch < 1 or frames < ``min_frames``.
         """
-        if batch < 1 or frames < self.cfg.min_frames:
+        if batch < 1 or frames < self.config.min_frames:
             raise InputError(
-                f"noise needs batch >= 1 and frames >= {self.cfg.min_frames}, got {batch}, {frames}"
+                f"noise needs batch >= 1 and frames >= {self.config.min_frames}, got {batch}, {frames}"
             )
         device = generator.device if generator is not None else next(self.parameters()).device
-        shape = (batch, self.cfg.noise_dim, self.cfg.rows, frames)
+        shape = (batch, self.config.noise_dim, self.config.rows, frames)
         return torch.randn(shape, generator=generator, device=device)
 
     def frame_features(self, video: torch.Tensor) -> torch.Tensor:

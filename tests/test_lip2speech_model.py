@@ -92,7 +92,7 @@ def test_config_from_original_needs_the_shapes() -> None:
 @pytest.mark.parametrize("b", [1, 3])
 @pytest.mark.parametrize("t", [1, 4, 21])
 def test_tiny_forward_shapes(tiny: Lip2SpeechModel, b: int, t: int) -> None:
-    cfg = tiny.cfg
+    cfg = tiny.config
     assert t >= cfg.min_frames
     video = _video(b, t)
     noise = tiny.make_noise(b, t, torch.Generator().manual_seed(1))
@@ -113,7 +113,7 @@ def test_tiny_forward_shapes(tiny: Lip2SpeechModel, b: int, t: int) -> None:
 
 def test_noise_is_an_input(tiny: Lip2SpeechModel) -> None:
     a = tiny.make_noise(2, 5, torch.Generator().manual_seed(3))
-    assert a.shape == (2, tiny.cfg.noise_dim, 20, 5)
+    assert a.shape == (2, tiny.config.noise_dim, 20, 5)
     assert torch.equal(a, tiny.make_noise(2, 5, torch.Generator().manual_seed(3)))
     features = tiny.frame_features(_video(2, 5)).detach()
     with torch.no_grad():
@@ -127,11 +127,11 @@ def test_attention_ignores_frames_past_each_length(tiny: Lip2SpeechModel) -> Non
     """The sentence features enter the generator only through the attention's keys and values:
     changing them past a sample's length must not change that sample's mels, unless unmasked."""
     b, t, length = 2, 12, 7
-    features = torch.randn(b, t, tiny.cfg.feature_dim)
+    features = torch.randn(b, t, tiny.config.feature_dim)
     noise = tiny.make_noise(b, t, torch.Generator().manual_seed(2))
-    sentence = torch.randn(b, tiny.cfg.sentence_dim, t)
+    sentence = torch.randn(b, tiny.config.sentence_dim, t)
     changed = sentence.clone()
-    changed[1, :, length:] += 5.0 * torch.randn(tiny.cfg.sentence_dim, t - length)
+    changed[1, :, length:] += 5.0 * torch.randn(tiny.config.sentence_dim, t - length)
     lengths = torch.tensor([t, length])
     with torch.no_grad():
         masked = tiny.generator(features, sentence, noise, lengths)
@@ -151,14 +151,14 @@ def test_frame_features_chunk_matches_whole_clip(tiny: Lip2SpeechModel) -> None:
         whole = tiny.frame_features(video)
         for start, inner in ((0, 4), (3, 6), (9, 1)):
             chunk = tiny.frame_features_chunk(video[:, :, start:start + inner + 4])
-            assert chunk.shape == (2, inner, tiny.cfg.feature_dim)
+            assert chunk.shape == (2, inner, tiny.config.feature_dim)
             expected = whole[:, start + 2:start + 2 + inner]
             assert torch.allclose(chunk, expected, atol=1e-5), (start, inner)
 
 
 @pytest.mark.parametrize("t", [20, 40])
 def test_discriminators_run(tiny: Lip2SpeechModel, t: int) -> None:
-    dis = FAMILY.build_aux(tiny.cfg)["discriminators"]
+    dis = FAMILY.build_aux(tiny.config)["discriminators"]
     assert set(dis) == {"dis1", "dis2", "dis3", "sync"}
     b = 2
     with torch.no_grad():
@@ -171,7 +171,7 @@ def test_discriminators_run(tiny: Lip2SpeechModel, t: int) -> None:
         (grad,) = torch.autograd.grad(uncond.sum(), mel)  # R1 needs d(uncond)/d(real mel)
         assert grad.shape == mel.shape and grad.abs().sum() > 0
     embeddings = dis["sync"].embed(out["mel_80"])
-    assert embeddings.shape == (b, t, tiny.cfg.feature_dim)
+    assert embeddings.shape == (b, t, tiny.config.feature_dim)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -1,0 +1,167 @@
+"""Training VCA-GAN: alternating discriminator and generator steps, as the original.
+
+One step: the generator runs once; the discriminators (three mel scales + sync) are updated on the
+real and the detached generated mels with R1 and the sync InfoNCE; then the generator (front-end,
+sentence encoder, generator, postnet) is updated on the adversarial, sync and reconstruction terms.
+As in the original, the sync InfoNCE of the discriminator step also sends its gradient into the
+visual front-end, which the generator optimiser applies together with the generator step's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lipx import audio as laudio
+from lipx.models.checkpoint import Checkpoint
+from lipx.train.config import TrainConfig
+from lipx.train.distributed import DistInfo
+from lipx.train.lipreading_task import clip_and_step, make_optimizer
+from lipx.train.losses import (
+    LIP2SPEECH_WEIGHTS,
+    gan_d_loss,
+    gan_g_loss,
+    r1_penalty,
+    reconstruction_loss,
+    sync_generator_term,
+    sync_infonce,
+)
+from lipx.train.metrics import mean_scores, speech_scores
+
+
+def mel_scales(mel: torch.Tensor) -> list[torch.Tensor]:
+    """The real mel at the generator's three scales (x0.25, x0.5 bilinear, and as is)."""
+    return [F.interpolate(mel, scale_factor=s, mode="bilinear", align_corners=False)
+            for s in (0.25, 0.5)] + [mel]
+
+
+def synthesize(model: nn.Module, video: torch.Tensor, lengths: torch.Tensor | None = None,
+               flip_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference with zero noise (deterministic): (mel (B,1,80,4T), linear (B,1,321,4T)).
+
+    With ``flip_tta`` the mels of the clip and of its mirror image are averaged before the
+    postnet, as the original's test.
+    """
+    b, t = video.shape[0], video.shape[2]
+    noise = torch.zeros(b, model.config.noise_dim, model.config.rows, t, device=video.device)
+    mel = model.decode(model.frame_features(video), noise, lengths)["mel_80"]
+    if flip_tta:
+        mel_f = model.decode(model.frame_features(video.flip(-1)), noise, lengths)["mel_80"]
+        mel = (mel + mel_f) / 2
+    return mel, model.postnet(mel)
+
+
+class _Generate(nn.Module):
+    """Front-end + decode as one module so DDP can wrap the generator's forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, video, noise, lengths):
+        feats = self.model.frame_features(video)
+        return feats, self.model.decode(feats, noise, lengths)
+
+
+class Lip2SpeechTask:
+    """VCA-GAN's objective; validated by STOI of Griffin-Lim speech from the postnet."""
+
+    metric = "stoi"
+
+    def __init__(self, model: nn.Module, discriminators: nn.ModuleDict, cfg: TrainConfig,
+                 info: DistInfo, preset: str, video_spec: Any, audio_spec: Any) -> None:
+        self.cfg, self.info, self.preset = cfg, info, preset
+        self.video_spec, self.audio_spec = video_spec, audio_spec
+        self.weights = {**LIP2SPEECH_WEIGHTS, **cfg.loss_weights}
+        self.model = model.to(info.device)
+        self.dis = discriminators.to(info.device)
+        # No DDP wrapper: the discriminators run on several inputs per step, so gradients are
+        # averaged over ranks explicitly (clip_and_step) instead.
+        self.generate = _Generate(self.model)
+        self.modules = {"model": self.model, "discriminators": self.dis}
+        self.optimizers = {"generator": make_optimizer(self.model.parameters(), cfg),
+                           "discriminators": make_optimizer(self.dis.parameters(), cfg)}
+        on_cuda16 = cfg.amp == "fp16" and info.device.type == "cuda"
+        self.scalers = {k: torch.amp.GradScaler("cuda", enabled=on_cuda16) for k in self.optimizers}
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        self._last: dict[str, torch.Tensor] = {}
+
+    def _discriminate(self, mels: list[torch.Tensor], sentence: torch.Tensor):
+        return [self.dis[f"dis{i + 1}"](m, sentence) for i, m in enumerate(mels)]
+
+    def train_step(self, batch: dict[str, Any], autocast: Callable) -> dict[str, float]:
+        dev = self.info.device
+        video, mel, linear = (batch[k].to(dev) for k in ("video", "mel", "linear"))
+        lengths = batch["lengths"].to(dev)
+        noise = self.model.make_noise(video.shape[0], video.shape[2], self.generator).to(dev)
+        opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminators"]
+        opt_g.zero_grad(set_to_none=True)
+        opt_d.zero_grad(set_to_none=True)
+        with autocast():
+            feats, out = self.generate(video, noise, lengths)
+        fakes = [out["mel_20"], out["mel_40"], out["mel_80"]]
+        reals = [m.detach().requires_grad_(True) for m in mel_scales(mel)]
+        sentence = out["sentence"]
+
+        # discriminator step
+        real_logits = self._discriminate(reals, sentence.detach())
+        fake_logits = self._discriminate([f.detach() for f in fakes], sentence.detach())
+        adv_d = sum(gan_d_loss(r, f) for r, f in zip(real_logits, fake_logits)) / 3
+        r1 = sum(r1_penalty(r[0], x) for r, x in zip(real_logits, reals)) / 3
+        sync_d = sync_infonce(feats, self.dis["sync"].embed(mel), lengths=lengths)
+        loss_d = adv_d + self.weights["r1"] * r1 + self.weights["sync"] * sync_d
+        clip_and_step(loss_d, self.dis.parameters(), opt_d, self.cfg, self.scalers["discriminators"],
+                      retain_graph=True, info=self.info)
+
+        # generator step: keep the front-end's gradient from the sync loss (the original's quirk)
+        for name, module in self.model.named_children():
+            if name != "frontend":
+                module.zero_grad(set_to_none=True)
+        adv_g = sum(gan_g_loss(f) for f in self._discriminate(fakes, sentence)) / 3
+        sync_g = sync_generator_term(feats.detach(), self.dis["sync"].embed(out["mel_80"]))
+        recon = reconstruction_loss(fakes, mel_scales(mel), out["linear"], linear)
+        loss_g = (self.weights["adv"] * adv_g + self.weights["sync"] * sync_g
+                  + self.weights["recon"] * recon)
+        clip_and_step(loss_g, self.model.parameters(), opt_g, self.cfg, self.scalers["generator"],
+                      info=self.info)
+        self.dis.zero_grad(set_to_none=True)
+        self._last = {"mel": out["mel_80"][:1].detach().cpu(), "target": mel[:1].detach().cpu()}
+        return {"loss_d": float(loss_d), "loss_g": float(loss_g), "adv_d": float(adv_d),
+                "adv_g": float(adv_g), "r1": float(r1), "sync_d": float(sync_d),
+                "sync_g": float(sync_g), "recon": float(recon)}
+
+    def validate(self, batches: Iterator[dict[str, Any]]) -> dict[str, float]:
+        rows = []
+        l1 = []
+        for batch in batches:
+            video, mel = batch["video"].to(self.info.device), batch["mel"].to(self.info.device)
+            pred_mel, pred_lin = synthesize(self.model, video, batch["lengths"].to(self.info.device))
+            l1.append(float(F.l1_loss(pred_mel, mel)))
+            for i in range(video.shape[0]):
+                n = int(batch["lengths"][i]) * self.audio_spec.sample_rate // 25
+                wav = laudio.spectrogram_to_wav(pred_lin[i, 0, :, : 4 * int(batch["lengths"][i])]
+                                                .float().cpu().numpy(), self.audio_spec, n_iter=30)
+                ref = batch["wav"][i, :n].numpy()
+                rows.append(speech_scores(ref, wav[:n], self.audio_spec.sample_rate, with_pesq=False))
+        return {**mean_scores(rows), "mel_l1": float(np.mean(l1)) if l1 else float("nan")}
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            task="lip2speech", config=self.model.config, preset=self.preset,
+            state_dict={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            aux={"discriminators": {k: v.detach().cpu() for k, v in self.dis.state_dict().items()}},
+            video=self.video_spec, audio=self.audio_spec,
+            meta={"trained_with": self.cfg.to_dict()})
+
+    def log_media(self, writer: Any, step: int) -> None:
+        """Predicted and target mel images of the last training batch."""
+        if not self._last:
+            return
+        for name in ("mel", "target"):
+            img = (self._last[name][0].float() + 1) / 2  # (1, 80, L) in [0, 1]
+            writer.add_image(f"mel/{name}", img.flip(1).clamp(0, 1), step)

@@ -1,0 +1,123 @@
+"""Training the lipreading (memory) model: one SGD step on the original four-term objective."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lipx.models.checkpoint import Checkpoint
+from lipx.train.config import TrainConfig
+from lipx.train.distributed import DistInfo, average_gradients
+from lipx.train.losses import lipreading_loss
+from lipx.train.metrics import topk_correct
+
+
+class _TrainForward(nn.Module):
+    """Routes ``forward`` to ``forward_train`` so DDP can wrap the training pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, video: torch.Tensor, mel: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.forward_train(video, mel)
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum 0.9 (the lipreading original), Adam with amsgrad (VCA-GAN) or
+    AdamW, all with ``cfg.weight_decay``."""
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=True)
+
+
+def clip_and_step(loss: torch.Tensor, params, opt: torch.optim.Optimizer, cfg: TrainConfig,
+                  scaler: torch.amp.GradScaler, retain_graph: bool = False,
+                  info: DistInfo | None = None) -> float:
+    """Backward (scaled for fp16), average gradients over ranks when ``info`` is given (modules
+    not wrapped in DDP), clip the gradient norm, step. Returns the pre-clip norm."""
+    scaler.scale(loss).backward(retain_graph=retain_graph)
+    params = [p for p in params if p.grad is not None]
+    if info is not None and info.distributed:
+        average_gradients(params, info)
+    scaler.unscale_(opt)
+    norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    scaler.step(opt)
+    scaler.update()
+    return float(norm)
+
+
+class LipreadingTask:
+    """The memory model's objective; validated by word accuracy on the inference path."""
+
+    metric = "accuracy"
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, info: DistInfo, preset: str,
+                 vocabulary: list[str], video_spec: Any) -> None:
+        self.cfg, self.info, self.preset = cfg, info, preset
+        self.vocabulary, self.video_spec = vocabulary, video_spec
+        self.model = model.to(info.device)
+        forward = _TrainForward(self.model)
+        if info.distributed:
+            ids = [info.device.index] if info.device.type == "cuda" else None
+            forward = nn.parallel.DistributedDataParallel(forward, device_ids=ids)
+        self.forward = forward
+        self.modules = {"model": self.model}
+        self.optimizers = {"model": make_optimizer(self.model.parameters(), cfg)}
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=cfg.amp == "fp16" and info.device.type == "cuda")
+
+    def _to(self, batch: dict[str, Any], *keys: str) -> list[torch.Tensor]:
+        return [batch[k].to(self.info.device, non_blocking=True) for k in keys]
+
+    def train_step(self, batch: dict[str, Any], autocast: Callable) -> dict[str, float]:
+        video, mel, labels = self._to(batch, "video", "audio", "label")
+        opt = self.optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        with autocast():
+            out = self.forward(video, mel)
+        loss, parts = lipreading_loss(out, labels, self.cfg.loss_weights)
+        parts["grad_norm"] = clip_and_step(loss, self.model.parameters(), opt, self.cfg,
+                                           self.scaler)
+        parts["loss"] = float(loss.detach())
+        parts["accuracy"] = float((out["logits"].argmax(1) == labels).float().mean())
+        return parts
+
+    def validate(self, batches: Iterator[dict[str, Any]]) -> dict[str, float]:
+        correct1 = correct5 = n = 0
+        for batch in batches:
+            video, labels = self._to(batch, "video", "label")
+            logits = self.model(video).float().cpu().numpy()
+            y = labels.cpu().numpy()
+            correct1 += int(topk_correct(logits, y, 1).sum())
+            correct5 += int(topk_correct(logits, y, 5).sum())
+            n += len(y)
+        return {"accuracy": correct1 / max(n, 1), "top5": correct5 / max(n, 1)}
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(task="lipreading", config=self.model.config, preset=self.preset,
+                          state_dict={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                          vocabulary=list(self.vocabulary), video=self.video_spec,
+                          meta={"trained_with": self.cfg.to_dict()})
+
+    def log_media(self, writer: Any, step: int) -> None:
+        """Lipreading logs scalars only."""
+
+
+def confusion_summary(labels: np.ndarray, preds: np.ndarray, vocabulary: list[str],
+                      top: int = 10) -> list[tuple[str, str, int]]:
+    """The most frequent (true, predicted, count) confusions."""
+    pairs: dict[tuple[int, int], int] = {}
+    for y, p in zip(labels.tolist(), preds.tolist()):
+        if y != p:
+            pairs[(y, p)] = pairs.get((y, p), 0) + 1
+    ranked = sorted(pairs.items(), key=lambda kv: -kv[1])[:top]
+    return [(vocabulary[y], vocabulary[p], c) for (y, p), c in ranked]

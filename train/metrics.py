@@ -1,0 +1,73 @@
+"""Evaluation metrics: word accuracy and speech intelligibility/quality (STOI, ESTOI, PESQ)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+from scipy.signal import resample_poly
+
+log = logging.getLogger(__name__)
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(B,) bool: whether each label is among the k highest logits."""
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return (top == labels[:, None]).any(axis=1)
+
+
+def align(reference: np.ndarray, estimate: np.ndarray, max_shift: int = 800) -> np.ndarray:
+    """Shift ``estimate`` by the lag (within +-max_shift samples) that best correlates it with
+    ``reference``, then cut or zero-pad it to the reference's length (the audio-video alignment
+    done before scoring)."""
+    n = len(reference)
+    est = np.pad(estimate, (0, max(0, n - len(estimate))))[: n + max_shift]
+    spec = np.fft.rfft(reference, 2 * len(est)) * np.conj(np.fft.rfft(est, 2 * len(est)))
+    corr = np.fft.irfft(spec)
+    lags = np.r_[np.arange(0, max_shift + 1), np.arange(-max_shift, 0)]
+    lag = lags[np.argmax(corr[lags])]
+    shifted = np.roll(np.pad(est, (max_shift, max_shift)), lag)[max_shift : max_shift + n]
+    return np.pad(shifted, (0, n - len(shifted)))
+
+
+def speech_scores(reference: np.ndarray, estimate: np.ndarray, sr: int = 16000,
+                  with_pesq: bool = True) -> dict[str, float]:
+    """STOI and ESTOI at ``sr`` (pystoi) and narrow-band PESQ at 8 kHz, as the original.
+
+    PESQ is NaN when the reference holds no detectable speech (it raises on such input).
+    """
+    from pystoi import stoi
+
+    est = align(reference, estimate)
+    scores = {
+        "stoi": float(stoi(reference, est, sr, extended=False)),
+        "estoi": float(stoi(reference, est, sr, extended=True)),
+    }
+    if with_pesq:
+        scores["pesq"] = pesq_nb(reference, est, sr)
+    return scores
+
+
+def pesq_nb(reference: np.ndarray, estimate: np.ndarray, sr: int = 16000) -> float:
+    """Narrow-band PESQ after resampling both signals to 8 kHz; NaN where PESQ cannot score."""
+    from pesq import pesq
+
+    ref8 = resample_poly(reference, 8000, sr)
+    est8 = resample_poly(estimate, 8000, sr)
+    try:
+        return float(pesq(8000, ref8, est8, "nb"))
+    except Exception as e:  # NoUtterancesError and friends
+        log.debug("PESQ could not score a clip: %s", e)
+        return math.nan
+
+
+def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per-key mean over rows, ignoring NaNs (a key that is NaN everywhere stays NaN)."""
+    keys = rows[0].keys() if rows else ()
+    out = {}
+    for k in keys:
+        vals = np.array([r[k] for r in rows], dtype=float)
+        out[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
+    return out

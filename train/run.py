@@ -1,0 +1,136 @@
+"""``lipx train``: build the data, model and task from a :class:`TrainConfig` and run it."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from lipx.audio import AudioSpec
+from lipx.errors import InputError
+from lipx.models.registry import get_family, preset_config
+from lipx.train.config import TrainConfig
+from lipx.train.distributed import DistInfo, setup, teardown
+from lipx.train.loop import Progress, Trainer
+from lipx.train.state import seed_everything
+from lipx.video import VideoSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or resumed-and-finished) run reached."""
+
+    out: Path
+    steps: int
+    best: float | None
+    metric: str
+    seconds: float
+    history: list[dict[str, float]]
+
+
+def _default_split(task: str, data: Path) -> str:
+    from lipx.train.prepare_format import read_corpus
+
+    corpus, records = read_corpus(data)
+    protocols = sorted({p for r in records for p in r["splits"]})
+    if task == "lipreading":
+        return "lrw"
+    for choice in ("unseen", "overlap", "four"):
+        if choice in protocols:
+            return choice
+    if not protocols:
+        raise InputError(f"{data} has no split protocols")
+    return protocols[0]
+
+
+def _datasets(cfg: TrainConfig, split: str):
+    from lipx.train import datasets as ds
+
+    if cfg.task == "lipreading":
+        kw = {"protocol": split, "seed": cfg.seed, "frames": cfg.window}
+        train = ds.LipreadingDataset(cfg.data, "train", augment=cfg.augment, **kw)
+        val = ds.LipreadingDataset(cfg.data, "val", augment=False, **kw)
+    else:
+        kw = {"protocol": split, "seed": cfg.seed}
+        train = ds.LipToSpeechDataset(cfg.data, "train", augment=cfg.augment, window=cfg.window, **kw)
+        val = ds.LipToSpeechDataset(cfg.data, "val", augment=False, window=cfg.window, **kw)
+    return train, val, ds.collate
+
+
+def _model_config(cfg: TrainConfig, num_classes: int | None):
+    config = preset_config(cfg.task, cfg.preset)
+    if cfg.task == "lipreading":
+        changes = {"num_classes": num_classes}
+        if cfg.backend:
+            changes["backend"] = cfg.backend
+        if cfg.slots:
+            changes["memory_slots"] = cfg.slots
+        if cfg.radius:
+            changes["memory_radius"] = cfg.radius
+        config = dataclasses.replace(config, **changes)
+    return config
+
+
+def _task(cfg: TrainConfig, info: DistInfo, labels: list[str]):
+    family = get_family(cfg.task)
+    config = _model_config(cfg, len(labels) or None)
+    model = family.build(config)
+    if cfg.task == "lipreading":
+        from lipx.train.lipreading_task import LipreadingTask
+
+        return LipreadingTask(model, cfg, info, cfg.preset, labels, VideoSpec())
+    from lipx.train.lip2speech_task import Lip2SpeechTask
+
+    aux = family.build_aux(config)["discriminators"]
+    return Lip2SpeechTask(model, aux, cfg, info, cfg.preset, VideoSpec(), AudioSpec())
+
+
+def train(cfg: TrainConfig, resume: bool = False,
+          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train ``cfg.task`` on ``cfg.data`` into ``cfg.out``; ``resume`` continues ``last.lipx``.
+
+    Raises:
+        InputError: missing data, a run folder that already holds a run (without ``resume``),
+            or ``resume`` without a run to continue.
+    """
+    cfg = cfg.resolved()
+    out = Path(cfg.out)
+    last = out / "last.lipx"
+    if resume and not last.exists():
+        raise InputError(f"--resume: {last} does not exist; start a new run without --resume")
+    if not resume and last.exists():
+        raise InputError(f"{out} already holds a run; pass --resume to continue it or choose "
+                         "another --out")
+    if not Path(cfg.data).is_dir():
+        raise InputError(f"training data {cfg.data} is not a folder; prepare it with "
+                         "`lipx data prepare` (or make one with `lipx data synth`)")
+    info = setup(cfg.device)
+    try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed + info.rank)
+        split = cfg.split or _default_split(cfg.task, Path(cfg.data))
+        cfg = dataclasses.replace(cfg, split=split)
+        train_set, val_set, collate = _datasets(cfg, split)
+        labels = list(getattr(train_set, "labels", []))
+        task = _task(cfg, info, labels)
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        trainer = Trainer(task, cfg, train_set, val_set, collate, info)
+        if resume:
+            trainer.resume(last)
+        started = time.perf_counter()
+        progress: Progress = trainer.fit(on_step)
+        return TrainResult(out, progress.step, progress.best, task.metric,
+                           time.perf_counter() - started, progress.history)
+    finally:
+        teardown()
