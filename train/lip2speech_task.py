@@ -131,7 +131,7 @@ class Lip2SpeechTask:
                       info=self.info)
         self.dis.zero_grad(set_to_none=True)
         self._last = {"mel": out["mel_80"][:1].detach().cpu(), "target": mel[:1].detach().cpu()}
-        return {"loss_d": float(loss_d), "loss_g": float(loss_g), "adv_d": float(adv_d),
+        return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), "adv_d": float(adv_d),
                 "adv_g": float(adv_g), "r1": float(r1), "sync_d": float(sync_d),
                 "sync_g": float(sync_g), "recon": float(recon)}
 

@@ -1,0 +1,391 @@
+"""``lipx export``: a checkpoint -> a model package (graphs, engines, parity, manifest).
+
+    from lipx.export.api import ExportOptions, export_package
+    result = export_package("vca.pt", ExportOptions(output=Path("pkg"), engine="trt"))
+
+The package is built in a hidden folder next to the output and renamed into place only when
+everything (export, checks, parity, engines, Triton repository) succeeded, so a failed or
+interrupted export leaves nothing half-written.
+
+TensorRT: with ``engine="trt"`` on a machine without TensorRT or a CUDA GPU, the ONNX package is
+still written completely (as ``engine="onnx"`` would, without the Triton repository, which would
+need the plans), then BackendUnavailableError says the plans were not built and where the ONNX
+package is; the CLI prints that line and exits 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lipx.export.onnx_export import OnnxFromTorch, export_graphs
+from lipx.export.parity import check_artifacts, validate_parity
+from lipx.export.precision import Fp32Rule
+from lipx.export.quantize import CONVERTERS, converted_file
+from lipx.export.spec import CONTEXT, ExportSpec, export_spec
+from lipx.export.trt import BuildSettings, build_engine, derive_dims, file_sha256, profile_for
+from lipx.runtime.backends import BACKENDS, FORMATS, get_backend
+from torch import nn
+
+from lipx import __version__
+from lipx.audio import AudioSpec
+from lipx.errors import BackendUnavailableError, InputError, ManifestError
+from lipx.package import EngineInfo, GraphInfo, Manifest, ParityRecord, Streaming
+from lipx.video import VideoSpec
+
+log = logging.getLogger(__name__)
+
+OPSETS = range(18, 24)
+"""Opsets the dynamo exporter is used with here (it needs >= 18)."""
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Options of one export; checked once, here. Incompatible combinations are errors."""
+
+    output: Path
+    """Package directory to write (its parent must exist and be writable)."""
+    engine: str = "onnx"
+    """``onnx`` (graphs for onnxruntime) or ``trt`` (plus TensorRT plans built on this GPU)."""
+    precision: str | None = None
+    """Per engine: onnx fp32 (default) / fp16 / int8; trt fp16 (default) / fp32."""
+    format: str = "package"
+    """``package``, or ``triton`` to add a Triton model repository in ``triton/``."""
+    window: int | None = None
+    """Frames per backend window (None: the task's default, 29 lipreading, 40 lip2speech)."""
+    stride: int | None = None
+    """Frames between backend runs (None: window/4 for lipreading, window/2 for lip2speech)."""
+    max_batch: int = 8
+    """Largest batch the TensorRT profiles and Triton accept."""
+    max_frames: int | None = None
+    """Longest clip for the whole-model TensorRT profile (None: 3 x window)."""
+    opset: int = 18
+    workspace_mb: int = 2048
+    """TensorRT builder workspace limit."""
+    parity: bool = True
+    """Measure parity against PyTorch (an out-of-tolerance artifact fails the export)."""
+    force: bool = False
+    """Replace an existing non-empty output directory."""
+    cache_dir: Path | None = None
+    """TensorRT timing/plan caches (None: ``~/.cache/lipx/tensorrt``)."""
+    triton_instances: int = 1
+    """Instances of each Triton model."""
+    triton_kind: str | None = None
+    """Triton instance kind ``gpu``/``cpu`` (None: cpu for int8, else gpu)."""
+    jobs: int | None = None
+    """Exporter processes run at once (None: up to 3, bounded by the CPU count)."""
+
+    def __post_init__(self) -> None:
+        backend = get_backend(self.engine)
+        if self.precision is not None and self.precision not in backend.precisions:
+            raise InputError(f"--precision {self.precision} is not available with --engine "
+                             f"{self.engine} (choose from {', '.join(backend.precisions)})")
+        if self.format not in FORMATS:
+            raise InputError(f"unknown --format {self.format!r} (choose from {', '.join(FORMATS)})")
+        self._check_numbers()
+        self._check_triton()
+
+    def _check_numbers(self) -> None:
+        def positive(name: str, value: int | None, least: int = 1) -> None:
+            if value is not None and value < least:
+                raise InputError(f"--{name.replace('_', '-')} must be >= {least}, got {value}")
+
+        positive("window", self.window)
+        positive("stride", self.stride)
+        positive("max_batch", self.max_batch)
+        positive("max_frames", self.max_frames)
+        positive("workspace_mb", self.workspace_mb, 64)
+        positive("jobs", self.jobs)
+        if self.window and self.stride and self.stride > self.window:
+            raise InputError(f"--stride {self.stride} is larger than --window {self.window}: "
+                             f"frames would be skipped; use a stride <= the window")
+        if self.window and self.max_frames and self.max_frames < self.window:
+            raise InputError(f"max_frames {self.max_frames} is below --window {self.window}")
+        if self.opset not in OPSETS:
+            raise InputError(f"--opset {self.opset} is not supported (use {OPSETS.start}.."
+                             f"{OPSETS.stop - 1}; the dynamo exporter needs >= 18)")
+
+    def _check_triton(self) -> None:
+        if self.format != "triton":
+            if self.triton_instances != 1 or self.triton_kind is not None:
+                raise InputError("Triton options need --format triton")
+            return
+        if self.triton_kind not in (None, "gpu", "cpu"):
+            raise InputError(f"triton_kind must be 'gpu' or 'cpu', got {self.triton_kind!r}")
+        positive = self.triton_instances >= 1
+        if not positive:
+            raise InputError(f"triton_instances must be >= 1, got {self.triton_instances}")
+        if self.engine == "trt" and self.triton_kind == "cpu":
+            raise InputError("TensorRT plans run on GPUs only: use triton_kind 'gpu' or --engine onnx")
+        if self.precision == "int8" and self.triton_kind == "gpu":
+            raise InputError("int8 dynamic quantisation runs on CPUs: use triton_kind 'cpu' or "
+                             "--precision fp16 for GPUs")
+
+    @property
+    def resolved_precision(self) -> str:
+        """The precision, or the engine's default."""
+        return self.precision or BACKENDS[self.engine].default_precision
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """A model to export and the facts the manifest needs about it."""
+
+    model: nn.Module
+    task: str
+    model_name: str
+    preset: str | None = None
+    checkpoint_sha256: str = ""
+    video: VideoSpec = dataclasses.field(default_factory=VideoSpec)
+    audio: AudioSpec | None = None
+    vocabulary: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_package` wrote."""
+
+    path: Path
+    manifest: Manifest
+    seconds: float
+
+    def summary(self) -> str:
+        m = self.manifest
+        parity = "parity not checked"
+        if m.parity:
+            worst = max((o.max_abs for r in m.parity for o in r.outputs), default=0.0)
+            parity = f"parity passed on {len(m.parity)} checks (worst max abs {worst:.1e})"
+        return (f"{m.task} package {self.path}: {len(m.graphs)} graphs, {len(m.engines)} "
+                f"plans; {parity}")
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    window: int
+    stride: int
+    max_frames: int
+    precision: str
+
+
+def export_package(checkpoint: str | Path, opts: ExportOptions,
+                   progress: Progress | None = None) -> ExportResult:
+    """Export a lipx checkpoint to the package ``opts.output``.
+
+    Raises:
+        InputError: unwritable or occupied output, bad options for this model, bad checkpoint.
+        ParityError: an artifact differs from PyTorch beyond tolerance (nothing is written).
+        BackendUnavailableError: ``--engine trt`` without TensorRT or a GPU (after writing the
+            ONNX package).
+    """
+    check_output(Path(opts.output), opts.force)
+    return export_model(load_source(checkpoint), opts, progress)
+
+
+def load_source(checkpoint: str | Path) -> ExportSource:
+    """Read a checkpoint into an :class:`ExportSource` (model in eval mode)."""
+    from lipx.models.checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    return ExportSource(
+        model=model_from_checkpoint(ckpt), task=ckpt.task,
+        model_name=str(ckpt.meta.get("model_name") or Path(checkpoint).stem),
+        preset=ckpt.preset, checkpoint_sha256=file_sha256(Path(checkpoint)), video=ckpt.video,
+        audio=ckpt.audio, vocabulary=tuple(ckpt.vocabulary) if ckpt.vocabulary else None,
+    )
+
+
+def export_model(source: ExportSource, opts: ExportOptions,
+                 progress: Progress | None = None) -> ExportResult:
+    """Export ``source.model`` (see :func:`export_package`)."""
+    started = time.perf_counter()
+    say = progress or (lambda message: None)
+    spec = export_spec(source.task, source.model)
+    sched = resolve_schedule(spec, opts)
+    out = check_output(Path(opts.output), opts.force)
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as e:
+        raise InputError(f"cannot write into {out.parent}: {e.strerror}") from e
+    missing_trt: BackendUnavailableError | None = None
+    try:
+        manifest = _onnx_package(source, spec, sched, opts, work, say)
+        if opts.engine == "trt":
+            try:
+                manifest = _add_engines(manifest, source, spec, sched, opts, work, say)
+            except BackendUnavailableError as e:
+                missing_trt = e
+        if opts.format == "triton" and missing_trt is None:
+            _add_triton(manifest, sched, opts, work, say)
+        manifest.write(work)
+        _move_into_place(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if missing_trt is not None:
+        raise BackendUnavailableError(f"TensorRT plans not built: {missing_trt}. The ONNX "
+                                      f"package was written to {out}")
+    return ExportResult(out, manifest, time.perf_counter() - started)
+
+
+def resolve_schedule(spec: ExportSpec, opts: ExportOptions) -> _Schedule:
+    """Window, stride, longest clip and precision for this model; InputError when they do not fit."""
+    window = opts.window or spec.default_window
+    stride = opts.stride or spec.default_stride(window)
+    if window < spec.min_frames:
+        raise InputError(f"--window {window} is shorter than this {spec.task} model's minimum "
+                         f"of {spec.min_frames} frames")
+    if stride > window:
+        raise InputError(f"--stride {stride} is larger than the window ({window} frames)")
+    max_frames = opts.max_frames or 3 * window
+    if max_frames < window:
+        raise InputError(f"max_frames {max_frames} is below the window ({window} frames)")
+    return _Schedule(window, stride, max_frames, opts.resolved_precision)
+
+
+def check_output(out: Path, force: bool) -> Path:
+    """The absolute output path; InputError when it cannot be (re)written."""
+    out = out.expanduser().absolute()
+    if not out.parent.is_dir():
+        raise InputError(f"cannot write {out}: folder {out.parent} does not exist "
+                         f"(or is not a folder); create it first")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {out}: folder {out.parent} is not writable")
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"{out} exists and is not a folder; choose another -o")
+        if any(out.iterdir()) and not force:
+            raise InputError(f"{out} exists and is not empty; choose another -o or pass --force "
+                             f"to replace it")
+    return out
+
+
+def _onnx_package(source: ExportSource, spec: ExportSpec, sched: _Schedule,
+                  opts: ExportOptions, work: Path, say: Progress) -> Manifest:
+    """Export, check and convert the graphs; the manifest without engines."""
+    say(f"exporting {len(spec.graphs)} ONNX graphs (one process each)")
+    graphs = _export_graphs(source.model, spec, sched, opts, work)
+    records: list[ParityRecord] = []
+    if opts.parity:
+        say("checking ONNX parity against PyTorch")
+        records += _parity(source.model, spec, graphs, graphs, "fp32", sched, opts, work)
+    extra: dict[str, GraphInfo] = {}
+    if opts.engine == "onnx" and sched.precision != "fp32":
+        say(f"converting graphs to {sched.precision}")
+        extra = _convert(spec, graphs, sched.precision, work)
+        if opts.parity:
+            records += _parity(source.model, spec, graphs, extra, sched.precision, sched, opts,
+                               work)
+    return Manifest(
+        task=source.task, model_name=source.model_name, preset=source.preset,
+        lipx_version=__version__, checkpoint_sha256=source.checkpoint_sha256,
+        video=source.video, audio=source.audio, vocabulary=source.vocabulary,
+        streaming=Streaming(window=sched.window, stride=sched.stride, context=CONTEXT),
+        graphs=(*graphs.values(), *extra.values()), parity=tuple(records),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+
+
+def _export_graphs(model: nn.Module, spec: ExportSpec, sched: _Schedule, opts: ExportOptions,
+                   work: Path) -> dict[str, GraphInfo]:
+    def example(role: str) -> tuple[int, int]:
+        frames = sched.stride + 2 * CONTEXT if role == "frontend" else sched.window
+        return (3 if frames == 2 else 2, frames)  # batch >= 2, and unlike the time dim
+
+    loaders = {work / g.file: OnnxFromTorch(model, g, example(role), spec.dim_min(), opts.opset)
+               for role, g in spec.graphs.items()}
+    jobs = opts.jobs or max(1, min(3, os.cpu_count() or 1))
+    done = export_graphs(loaders, jobs)
+    return {role: dataclasses.replace(done[work / g.file], sha256=file_sha256(work / g.file))
+            for role, g in spec.graphs.items()}
+
+
+def _convert(spec: ExportSpec, graphs: dict[str, GraphInfo], precision: str,
+             work: Path) -> dict[str, GraphInfo]:
+    rule = Fp32Rule.with_patterns(spec.fp32_patterns)
+    out = {}
+    for role, g in graphs.items():
+        path = work / converted_file(role, precision)
+        info = CONVERTERS[precision](g, work / g.file, path, rule)
+        out[role] = dataclasses.replace(info, sha256=file_sha256(path))
+    return out
+
+
+def _parity(model: nn.Module, spec: ExportSpec, reference: dict[str, GraphInfo],
+            artifacts: dict[str, GraphInfo], precision: str, sched: _Schedule,
+            opts: ExportOptions, work: Path) -> list[ParityRecord]:
+    """Parity of ONNX graphs on onnxruntime CPU; raises ParityError when out of tolerance."""
+    from lipx.runtime.ort_runner import OrtRunner
+
+    runners = {role: OrtRunner(work / g.file) for role, g in artifacts.items()}
+    result = check_artifacts(model, spec, reference, runners, spec.tolerances[precision],
+                             sched.window, sched.stride, opts.max_batch)
+    validate_parity(result)
+    return list(result.records)
+
+
+def _add_engines(manifest: Manifest, source: ExportSource, spec: ExportSpec, sched: _Schedule,
+                 opts: ExportOptions, work: Path, say: Progress) -> Manifest:
+    """Build a TensorRT plan per graph, check its parity, add both to the manifest."""
+    rule = Fp32Rule.with_patterns(spec.fp32_patterns)
+    settings = BuildSettings(sched.precision, opts.workspace_mb, opts.cache_dir, rule)
+    engines: list[EngineInfo] = []
+    for role in spec.graphs:
+        say(f"building the TensorRT {sched.precision} plan of {role}")
+        graph = manifest.graph(role)
+        dims = derive_dims(role, sched.window, sched.stride, opts.max_batch, spec.min_frames,
+                           sched.max_frames, CONTEXT)
+
+        def fp16_source(g: GraphInfo = graph) -> Path:
+            return work / _convert(spec, {g.role: g}, "fp16", work)[g.role].file
+
+        engines.append(build_engine(graph, work / graph.file, work / f"{role}.plan",
+                                    (profile_for(graph, dims),), settings, fp16_source))
+    records: list[ParityRecord] = []
+    if opts.parity:
+        say("checking TensorRT parity against PyTorch")
+        runner = get_backend("trt").runner_class()
+        runners = {e.role: runner(work / e.file, name=e.file) for e in engines}
+        reference = {g.role: g for g in manifest.graphs if g.precision == "fp32"}
+        result = check_artifacts(source.model, spec, reference, runners,
+                                 spec.tolerances[sched.precision], sched.window, sched.stride,
+                                 opts.max_batch)
+        validate_parity(result)
+        records = list(result.records)
+    return dataclasses.replace(manifest, engines=tuple(engines),
+                               parity=(*manifest.parity, *records))
+
+
+def _add_triton(manifest: Manifest, sched: _Schedule, opts: ExportOptions, work: Path,
+                say: Progress) -> None:
+    from lipx.export.triton import TritonSettings, validate_repository, write_repository
+
+    say("writing the Triton model repository")
+    kind = opts.triton_kind or ("cpu" if sched.precision == "int8" else "gpu")
+    settings = TritonSettings(engine=opts.engine, precision=sched.precision,
+                              max_batch=opts.max_batch, instances=opts.triton_instances,
+                              kind=kind, workspace_mb=opts.workspace_mb)
+    write_repository(manifest, work, work / "triton", settings)
+    problems = validate_repository(work / "triton", manifest, settings)
+    if problems:
+        raise ManifestError(f"Triton repository does not match the manifest: {problems[0]}")
+
+
+def _move_into_place(work: Path, out: Path) -> None:
+    """Rename the finished package to ``out`` (replacing it; check_output allowed that)."""
+    work.chmod(0o755)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, out)

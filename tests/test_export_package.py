@@ -1,0 +1,246 @@
+"""End to end: `lipx export` of the toy lipreading and lip-to-speech models (same method contract
+as the real ones), the written packages run through the runtime, and every bad input gives one
+line, a non-zero exit and nothing half-written."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from export_toys import ToyConfig, ToyLip2Speech, ToyLipreading
+from lipx.export import api
+from lipx.export.api import ExportOptions, ExportSource, export_model
+from lipx.export.split import SplitPipeline
+from lipx.export.triton import TritonSettings, validate_repository
+from lipx.export.trt import file_sha256
+from lipx.runtime.ort_runner import OrtRunner
+from typer.testing import CliRunner
+
+from lipx import cli
+from lipx.errors import BackendUnavailableError, InputError, ToleranceExceeded
+from lipx.package import Manifest
+
+VOCAB = ("ABOUT", "BLUE", "GREEN", "PLACE", "RED", "SET", "WHITE")
+
+
+def lipreading_source(path=None) -> ExportSource:
+    return ExportSource(ToyLipreading(), "lipreading", "toy-lipreading", "toy",
+                        checkpoint_sha256="ab" * 32, vocabulary=VOCAB)
+
+
+@pytest.fixture(scope="module")
+def lipreading_pkg(tmp_path_factory) -> tuple[Path, str]:
+    """Exported through the CLI: int8 graphs and a Triton repository, window 12, stride 3."""
+    out = tmp_path_factory.mktemp("lipreading") / "pkg"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(api, "load_source", lipreading_source)
+        result = CliRunner().invoke(cli.app, [
+            "export", "toy.pt", "-o", str(out), "--precision", "int8", "--format", "triton",
+            "--window", "12", "--stride", "3"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@pytest.fixture(scope="module")
+def lip2speech_pkg(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lip2speech") / "pkg"
+    source = ExportSource(ToyLip2Speech(), "lip2speech", "toy-l2s", "toy")
+    result = export_model(source, ExportOptions(output=out, precision="fp16", window=16))
+    assert result.path == out and "parity passed" in result.summary()
+    return out
+
+
+def test_cli_export_writes_a_complete_package(lipreading_pkg):
+    out, output = lipreading_pkg
+    assert "PASSED" in output and "lipreading package" in output and "parity passed" in output
+    names = {p.name for p in out.iterdir()}
+    assert names == {"manifest.json", "model.onnx", "frontend.onnx", "backend.onnx",
+                     "model.int8.onnx", "frontend.int8.onnx", "backend.int8.onnx", "triton"}
+    assert [p.name for p in out.parent.iterdir()] == ["pkg"]  # no partial folders left
+    m = Manifest.read(out)
+    assert (m.task, m.model_name, m.preset, m.vocabulary) == ("lipreading", "toy-lipreading",
+                                                             "toy", VOCAB)
+    assert (m.streaming.window, m.streaming.stride, m.streaming.context) == (12, 3, 2)
+    assert m.graph("frontend").inputs[0].shape == ("batch", 1, "chunk", 112, 112)
+    assert m.graph("backend").inputs[0].shape == ("batch", "frames", 16)
+    assert m.graph("model").outputs[0].shape == ("batch", 7)
+    assert m.graph("model", "int8").exporter.endswith("+ int8") and m.engines == ()
+    for g in m.graphs:
+        assert g.sha256 == file_sha256(out / g.file) and g.opset == 18
+
+
+def test_parity_is_recorded_for_every_artifact_and_the_split(lipreading_pkg):
+    m = Manifest.read(lipreading_pkg[0])
+    by_name = {r.artifact: r for r in m.parity}
+    assert set(by_name) == {"model.onnx", "frontend.onnx", "backend.onnx",
+                            "frontend.onnx+backend.onnx", "model.int8.onnx",
+                            "frontend.int8.onnx", "backend.int8.onnx",
+                            "frontend.int8.onnx+backend.int8.onnx"}
+    assert all(r.passed and r.reference == "torch" for r in m.parity)
+    fp32 = by_name["model.onnx"]
+    assert fp32.outputs[0].max_abs < 1e-5 and fp32.top1_agreement == 1.0
+    assert {t for _, t in fp32.cases} - {12}  # lengths other than the export example
+    assert {b for b, _ in fp32.cases} - {2}  # and other batch sizes
+    int8 = by_name["model.int8.onnx"]
+    assert int8.outputs[0].rtol == 0.2 and int8.min_top1 == 0.8
+    assert int8.outputs[0].max_abs > fp32.outputs[0].max_abs  # measured, not copied
+
+
+def test_exported_graphs_match_pytorch_and_each_other(lipreading_pkg):
+    out = lipreading_pkg[0]
+    video = np.random.default_rng(3).standard_normal((2, 1, 17, 112, 112), dtype=np.float32)
+    with torch.inference_mode():
+        expected = ToyLipreading()(torch.from_numpy(video)).numpy()
+    with OrtRunner(out / "model.onnx") as whole:
+        np.testing.assert_allclose(whole.infer({"video": video})["logits"], expected, atol=1e-5)
+    for chunk in (1, 3, 5):
+        with SplitPipeline(OrtRunner(out / "frontend.onnx"), OrtRunner(out / "backend.onnx"),
+                           chunk=chunk) as split:
+            np.testing.assert_allclose(split.infer({"video": video})["logits"], expected,
+                                       atol=1e-5)
+
+
+def test_triton_repository_matches_the_manifest(lipreading_pkg):
+    out = lipreading_pkg[0]
+    m = Manifest.read(out)
+    settings = TritonSettings("onnx", "int8", max_batch=8, kind="cpu")
+    assert validate_repository(out / "triton", m, settings) == []
+    config = (out / "triton/toy_lipreading_backend/config.pbtxt").read_text()
+    assert "KIND_CPU" in config and "dynamic_batching" in config
+    assert (out / "triton/toy_lipreading_model/1/model.onnx").read_bytes() == (
+        out / "model.int8.onnx").read_bytes()
+
+
+def test_lip2speech_package(lip2speech_pkg):
+    m = Manifest.read(lip2speech_pkg)
+    assert m.streaming.window == 16 and m.streaming.stride == 8 and m.vocabulary is None
+    assert m.graph("backend").inputs[1].shape == ("batch", 3, 20, "frames")
+    assert [t.name for t in m.graph("model").outputs] == ["mel", "linear"]
+    fp16 = m.graph("model", "fp16")
+    assert fp16.inputs[0].dtype == "float32" and fp16.file == "model.fp16.onnx"
+    records = {r.artifact: r for r in m.parity}
+    assert all(r.passed for r in m.parity)
+    assert records["model.fp16.onnx"].outputs[0].atol == 1e-3
+    assert records["frontend.onnx+backend.onnx"].outputs[0].max_abs < 1e-5
+    rng = np.random.default_rng(4)
+    feeds = {"video": rng.standard_normal((3, 1, 9, 112, 112), dtype=np.float32),
+             "noise": rng.standard_normal((3, 3, 20, 9), dtype=np.float32)}
+    with OrtRunner(lip2speech_pkg / "model.onnx") as whole:
+        out = whole.infer(feeds)
+    assert out["mel"].shape == (3, 1, 80, 36) and out["linear"].shape == (3, 1, 321, 36)
+    with SplitPipeline(OrtRunner(lip2speech_pkg / "frontend.fp16.onnx"),
+                       OrtRunner(lip2speech_pkg / "backend.fp16.onnx"), chunk=4) as split:
+        np.testing.assert_allclose(split.infer(feeds)["mel"], out["mel"], atol=5e-3)
+
+
+# -- bad input: one line, non-zero exit, nothing half-written -----------------------------------
+def run_lipx(args, monkeypatch, capsys) -> tuple[int, list[str]]:
+    monkeypatch.setattr(sys, "argv", ["lipx", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return exit_info.value.code, err
+
+
+def test_missing_checkpoint(tmp_path, monkeypatch, capsys):
+    code, err = run_lipx(["export", str(tmp_path / "none.pt"), "-o", str(tmp_path / "pkg")],
+                         monkeypatch, capsys)
+    assert code == 1 and len(err) == 1 and "none.pt does not exist" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engine", "trt", "--precision", "int8"], "--precision int8 is not available with --engine trt"),
+    (["--stride", "30", "--window", "29"], "--stride 30 is larger than --window 29"),
+    (["--opset", "17"], "--opset 17 is not supported"),
+    (["--max-batch", "0"], "--max-batch must be >= 1"),
+])
+def test_unsupported_option_combinations(tmp_path, monkeypatch, capsys, args, message):
+    code, err = run_lipx(["export", "x.pt", "-o", str(tmp_path / "pkg"), *args],
+                         monkeypatch, capsys)
+    assert code == 1 and len(err) == 1 and message in err[0]
+
+
+def test_unknown_choice_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    code, err = run_lipx(["export", "x.pt", "-o", str(tmp_path), "--format", "zip"],
+                         monkeypatch, capsys)
+    assert code == 2 and any("zip" in line for line in err)
+
+
+def test_output_that_cannot_be_written(tmp_path, monkeypatch, capsys):
+    code, err = run_lipx(["export", "x.pt", "-o", str(tmp_path / "no" / "pkg")],
+                         monkeypatch, capsys)
+    assert code == 1 and len(err) == 1 and "does not exist" in err[0]
+    with pytest.raises(InputError, match="cannot write"):  # root may pass os.access; mkdtemp not
+        export_model(lipreading_source(), ExportOptions(output=Path("/proc/lipx-export-test")))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    code, err = run_lipx(["export", "x.pt", "-o", str(tmp_path / "full")], monkeypatch, capsys)
+    assert code == 1 and "not empty" in err[0] and "--force" in err[0]
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_model_specific_errors(tmp_path):
+    with pytest.raises(InputError, match="cannot export task 'asr'"):
+        export_model(ExportSource(ToyLipreading(), "asr", "x"), ExportOptions(output=tmp_path / "p"))
+    short = ExportSource(ToyLipreading(ToyConfig(min_frames=5)), "lipreading", "x")
+    with pytest.raises(InputError, match="--window 3 is shorter than .* minimum of 5 frames"):
+        export_model(short, ExportOptions(output=tmp_path / "p", window=3))
+    with pytest.raises(InputError, match="Triton options need --format triton"):
+        ExportOptions(output=tmp_path / "p", triton_instances=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def fake_onnx_stage(package: Path):
+    """Stands in for the (slow) ONNX stage: copies a finished package's files into the work dir."""
+
+    def stage(source, spec, sched, opts, work, say):
+        for f in package.iterdir():
+            if f.is_file() and f.name != "manifest.json":
+                shutil.copy(f, work / f.name)
+        return Manifest.read(package)
+
+    return stage
+
+
+def test_failure_leaves_nothing_half_written(tmp_path, monkeypatch, lipreading_pkg):
+    def failing_stage(source, spec, sched, opts, work, say):
+        (work / "model.onnx").write_bytes(b"half")
+        raise ToleranceExceeded("parity check failed: model.onnx: output 'logits' ...")
+
+    monkeypatch.setattr(api, "_onnx_package", failing_stage)
+    with pytest.raises(ToleranceExceeded):
+        export_model(lipreading_source(), ExportOptions(output=tmp_path / "pkg"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_force_replaces_an_existing_package(tmp_path, monkeypatch, lipreading_pkg):
+    monkeypatch.setattr(api, "_onnx_package", fake_onnx_stage(lipreading_pkg[0]))
+    out = tmp_path / "pkg"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    export_model(lipreading_source(), ExportOptions(output=out, force=True))
+    assert not (out / "old.txt").exists() and (out / "manifest.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["pkg"]
+
+
+def test_trt_without_tensorrt_still_writes_the_onnx_package(tmp_path, monkeypatch, capsys,
+                                                             lipreading_pkg):
+    monkeypatch.setattr(api, "_onnx_package", fake_onnx_stage(lipreading_pkg[0]))
+    monkeypatch.setattr(api, "load_source", lipreading_source)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    out = tmp_path / "pkg"
+    code, err = run_lipx(["export", "x.pt", "-o", str(out), "--engine", "trt", "--format",
+                          "triton"], monkeypatch, capsys)
+    errors = [line for line in err if line.startswith("error:")]  # progress lines precede it
+    assert code == 1 and len(errors) == 1 and err[-1] == errors[0]
+    assert "TensorRT plans not built: TensorRT is not installed" in errors[0]
+    assert f"ONNX package was written to {out}" in errors[0]
+    m = Manifest.read(out)
+    assert m.engines == () and (out / "model.onnx").is_file() and not (out / "triton").exists()
+    with pytest.raises(BackendUnavailableError):
+        export_model(lipreading_source(), ExportOptions(output=tmp_path / "again", engine="trt"))

@@ -1,0 +1,131 @@
+"""The model package manifest: typed round trip, schema versioning, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from lipx.audio import AudioSpec
+from lipx.errors import InputError, ManifestError
+from lipx.package import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    EngineInfo,
+    GraphInfo,
+    Manifest,
+    OutputParity,
+    ParityRecord,
+    PlanTarget,
+    ShapeRange,
+    Streaming,
+    TensorInfo,
+)
+from lipx.video import VideoSpec
+
+
+def make_manifest(**changes) -> Manifest:
+    video = TensorInfo("video", "float32", ("batch", 1, "frames", 112, 112))
+    logits = TensorInfo("logits", "float32", ("batch", 500))
+    graph = GraphInfo("model", "model.onnx", (video,), (logits,), 18, "torch 2.13 dynamo",
+                      sha256="ab" * 32)
+    fp16 = dataclasses.replace(graph, file="model.fp16.onnx", precision="fp16")
+    engine = EngineInfo(
+        role="model", file="model.plan", source="model.onnx", precision="fp16",
+        profiles=((ShapeRange("video", (1, 1, 1, 112, 112), (8, 1, 29, 112, 112),
+                              (8, 1, 87, 112, 112)),),),
+        tensorrt_version="10.3.0", gpu_name="NVIDIA L4", compute_capability="8.9",
+        timing_cache="/cache/timing.cache", workspace_mb=2048, fp32_layers=("gru/GRU/x",),
+    )
+    parity = ParityRecord(
+        artifact="model.onnx", reference="torch", engine="onnxruntime CPUExecutionProvider",
+        cases=((1, 29), (3, 34)),
+        outputs=(OutputParity("logits", 2e-7, 1e-7, 3e-8, 1e-4, 1e-4, True),),
+        top1_agreement=1.0, min_top1=None,
+    )
+    base = dict(
+        task="lipreading", model_name="mvm-gru", preset="tiny", lipx_version="0.1.0",
+        checkpoint_sha256="cd" * 32, video=VideoSpec(), audio=AudioSpec.lipreading(),
+        vocabulary=("ABOUT", "ABSOLUTELY"), streaming=Streaming(window=29, stride=7),
+        graphs=(graph, fp16), engines=(engine,), parity=(parity,), created="2026-01-01",
+    )
+    return Manifest(**{**base, **changes})
+
+
+def test_round_trip_through_json(tmp_path):
+    m = make_manifest()
+    path = m.write(tmp_path)
+    assert path == tmp_path / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == SCHEMA_VERSION
+    assert data["preprocessing"]["video"]["box"] == [59, 95, 195, 231]
+    assert data["engines"][0]["profiles"][0][0]["max"] == [8, 1, 87, 112, 112]
+    back = Manifest.read(tmp_path)
+    assert back == m
+    assert back.graph("model", "fp16").file == "model.fp16.onnx"
+    assert back.graph("model").inputs[0].dynamic == {0: "batch", 2: "frames"}
+    assert back.engine("model").fp32_layers == ("gru/GRU/x",)
+    assert back.video.box == (59, 95, 195, 231) and back.audio == AudioSpec.lipreading()
+    assert not [p for p in tmp_path.iterdir() if p.name != MANIFEST_NAME]  # no temp files left
+
+
+def test_manifest_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        make_manifest().task = "lip2speech"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("version, fix", [(2, "upgrade lipx"), (0, "re-export"), (None, "re-export")])
+def test_other_schema_versions_are_refused(tmp_path, version, fix):
+    data = make_manifest().to_dict()
+    data["schema_version"] = version
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=fix):
+        Manifest.read(tmp_path)
+
+
+def test_missing_fields_are_named():
+    data = make_manifest().to_dict()
+    del data["graphs"][0]["opset"]
+    with pytest.raises(ManifestError, match=r"graphs\[0\] lacks opset"):
+        Manifest.from_dict(data)
+    data = make_manifest().to_dict()
+    del data["streaming"]
+    with pytest.raises(ManifestError, match="lacks streaming"):
+        Manifest.from_dict(data)
+
+
+def test_unknown_task_and_bad_files(tmp_path):
+    with pytest.raises(ManifestError, match="unknown task 'lipread'.*lipreading"):
+        make_manifest(task="lipread")
+    with pytest.raises(ManifestError, match="not a lipx model package"):
+        Manifest.read(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        Manifest.read(tmp_path / MANIFEST_NAME)
+
+
+def test_missing_graph_or_engine_lists_what_exists():
+    m = make_manifest(engines=())
+    with pytest.raises(ManifestError, match="no int8 backend graph.*model/fp32, model/fp16"):
+        m.graph("backend", "int8")
+    with pytest.raises(ManifestError, match="--engine trt"):
+        m.engine("model")
+
+
+def test_plan_target_key_is_file_safe():
+    key = PlanTarget("10.3.0", "NVIDIA GeForce RTX 4090 (24GB)", "8.9").key
+    assert key == "trt10.3.0-sm89-nvidia-geforce-rtx-4090-24gb"
+
+
+def test_engine_mismatch_is_detected_with_a_clear_message(caplog):
+    engine = make_manifest().engine("model")
+    assert engine.mismatch(PlanTarget("10.3.0", "NVIDIA L4", "8.9")) is None
+    other_trt = engine.mismatch(PlanTarget("10.7.0", "NVIDIA L4", "8.9"))
+    assert "built for TensorRT 10.3.0, this machine has 10.7.0" in other_trt
+    assert "--engine trt" in other_trt
+    with pytest.raises(InputError, match=r"compute capability 8.9 \(NVIDIA L4\), this one is 9.0"):
+        engine.check(PlanTarget("10.3.0", "NVIDIA H100", "9.0"))
+    # same architecture, another board: allowed, with a warning
+    assert engine.mismatch(PlanTarget("10.3.0", "NVIDIA RTX 4000 Ada", "8.9")) is None
+    assert "built on NVIDIA L4" in caplog.text
