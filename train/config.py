@@ -95,6 +95,9 @@ class TrainConfig:
             raise InputError("--backend applies to lipreading only")
         if self.window is not None and self.window < 1:
             raise InputError(f"window must be >= 1, got {self.window}")
+        if self.task == "lip2speech" and self.window is not None and self.window < 20:
+            raise InputError(f"lip2speech windows need >= 20 frames (the discriminators pool time "
+                             f"by 4 down to 5 steps), got {self.window}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

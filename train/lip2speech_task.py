@@ -131,9 +131,16 @@ class Lip2SpeechTask:
                       info=self.info)
         self.dis.zero_grad(set_to_none=True)
         self._last = {"mel": out["mel_80"][:1].detach().cpu(), "target": mel[:1].detach().cpu()}
-        return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), "adv_d": float(adv_d),
-                "adv_g": float(adv_g), "r1": float(r1), "sync_d": float(sync_d),
-                "sync_g": float(sync_g), "recon": float(recon)}
+        losses = {"loss_d": loss_d, "loss_g": loss_g, "adv_d": adv_d, "adv_g": adv_g, "r1": r1,
+                  "sync_d": sync_d, "sync_g": sync_g, "recon": recon}
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def training_state(self) -> dict[str, Any]:
+        """The noise generator's state (restored on resume)."""
+        return {"noise_rng": self.generator.get_state()}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["noise_rng"])
 
     def validate(self, batches: Iterator[dict[str, Any]]) -> dict[str, float]:
         rows = []

@@ -126,6 +126,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.task.optimizers.items()},
             "schedules": {k: s.state_dict() for k, s in self.schedules.items()},
             "rng": rng_state(),
+            "task": self.task.training_state() if hasattr(self.task, "training_state") else {},
         }
         return save_checkpoint(ckpt, self.out / f"{name}.lipx")
 
@@ -146,6 +147,8 @@ class Trainer:
             s.load_state_dict(state["schedules"][k])
         self.progress = Progress(**state["progress"])
         set_rng_state(state["rng"])
+        if hasattr(self.task, "load_training_state"):
+            self.task.load_training_state(state["task"])
         log.info("resumed from %s at step %d", path, self.progress.step)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -157,7 +160,9 @@ class Trainer:
                 self.train_set.set_epoch(self.progress.epoch)
             loader = DataLoader(self.train_set, self.cfg.batch_size, sampler=self.sampler,
                                 collate_fn=self.collate, num_workers=self.cfg.workers,
-                                drop_last=True)
+                                drop_last=True, generator=torch.Generator().manual_seed(0))
+            # (its own generator: creating an iterator must not draw from the global RNG, which a
+            # resumed run restores exactly)
             for batch in loader:
                 yield batch
             self.progress.epoch += 1
@@ -167,7 +172,7 @@ class Trainer:
         if self.val_set is None:
             return {}
         loader = DataLoader(self.val_set, self.cfg.batch_size, collate_fn=self.collate,
-                            num_workers=self.cfg.workers)
+                            num_workers=self.cfg.workers, generator=torch.Generator())
         limit = self.cfg.val_batches or len(loader)
         batches = (b for i, b in zip(range(limit), loader))
         for m in self.task.modules.values():
