@@ -19,7 +19,7 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(VENV)/bin/lipx demo
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" scripts/demo.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info
