@@ -25,19 +25,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
+from lipx import __version__
+from lipx.audio import AudioSpec
+from lipx.errors import BackendUnavailableError, InputError, ManifestError
 from lipx.export.onnx_export import OnnxFromTorch, export_graphs
 from lipx.export.parity import check_artifacts, validate_parity
 from lipx.export.precision import Fp32Rule
 from lipx.export.quantize import CONVERTERS, converted_file
 from lipx.export.spec import CONTEXT, ExportSpec, export_spec
 from lipx.export.trt import BuildSettings, build_engine, derive_dims, file_sha256, profile_for
-from lipx.runtime.backends import BACKENDS, FORMATS, get_backend
-from torch import nn
-
-from lipx import __version__
-from lipx.audio import AudioSpec
-from lipx.errors import BackendUnavailableError, InputError, ManifestError
 from lipx.package import EngineInfo, GraphInfo, Manifest, ParityRecord, Streaming
+from lipx.runtime.backends import BACKENDS, FORMATS, get_backend
 from lipx.video import VideoSpec
 
 log = logging.getLogger(__name__)

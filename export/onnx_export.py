@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from lipx.export.artifact import log_artifact
-from lipx.export.spec import GraphSpec
 from torch import nn
 
 from lipx.errors import LipxError
+from lipx.export.artifact import log_artifact
+from lipx.export.spec import GraphSpec
 from lipx.package import GraphInfo, TensorInfo
 
 log = logging.getLogger(__name__)

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from lipx.export.spec import CONTEXT, ExportSpec, Tolerance
-from lipx.export.split import SplitPipeline
-from lipx.export.torch_runner import TorchRunner
-from lipx.runtime.runner import Runner
 from torch import nn
 
 from lipx.errors import ShapeMismatch, ToleranceExceeded
+from lipx.export.spec import CONTEXT, ExportSpec, Tolerance
+from lipx.export.split import SplitPipeline
+from lipx.export.torch_runner import TorchRunner
 from lipx.package import GraphInfo, OutputParity, ParityRecord
+from lipx.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnx
+
+from lipx.errors import BackendUnavailableError
 from lipx.export.artifact import artifact
 from lipx.export.onnx_export import graph_info, topological_sort
 from lipx.export.precision import Fp32Rule
-
-from lipx.errors import BackendUnavailableError
 from lipx.package import GraphInfo
 
 log = logging.getLogger(__name__)

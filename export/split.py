@@ -13,9 +13,9 @@ import time
 from collections.abc import Mapping
 
 import numpy as np
-from lipx.runtime.runner import Runner
 
 from lipx.package import TensorInfo
+from lipx.runtime.runner import Runner
 
 
 class SplitPipeline(Runner):

@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
-from lipx.runtime.runner import Runner
 from torch import nn
 
 from lipx.errors import InputError
 from lipx.package import GraphInfo, TensorInfo
+from lipx.runtime.runner import Runner
 
 
 class TorchRunner(Runner):

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lipx.export.artifact import artifact
-
 from lipx.errors import ManifestError
+from lipx.export.artifact import artifact
 from lipx.package import GraphInfo, Manifest, TensorInfo
 
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64",

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lipx.errors import BackendUnavailableError, LipxError
 from lipx.export.artifact import artifact
 from lipx.export.precision import Fp32Rule
-
-from lipx.errors import BackendUnavailableError, LipxError
+from lipx.files import file_sha256  # noqa: F401  (re-exported)
 from lipx.package import EngineInfo, GraphInfo, PlanTarget, ShapeRange
 
 log = logging.getLogger(__name__)
@@ -290,14 +290,6 @@ def build_engine(graph: GraphInfo, src: Path, path: Path,
         timing_cache=str(timing_cache_file(cache_dir, target)),
         workspace_mb=settings.workspace_mb, fp32_layers=tuple(layers), sha256=file_sha256(path),
     )
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

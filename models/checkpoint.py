@@ -14,7 +14,6 @@ a resumed run needs (optimiser, scheduler, step, RNG state).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -221,12 +220,3 @@ def state_dict_problems(expected: dict[str, torch.Tensor], given: dict[str, torc
     if shapes:
         parts.append(f"wrong shapes {few(shapes)}")
     return "; ".join(parts)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file (the checkpoint digest recorded in manifests)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -53,3 +53,6 @@ def run_cli(capsys, monkeypatch):
         return code, out, err
 
     return run
+
+
+from corpora import grid_corpus, lrw_corpus  # noqa: E402,F401  (session-scoped corpora)

@@ -132,8 +132,8 @@ def test_info_rejects_original_and_points_to_convert(originals, run_cli):
 
 def test_checkpoint_round_trip_rebuilds_the_model_by_itself(tmp_path):
     config = preset_config("lipreading", "tiny")
-    from lipx.models.registry import get_family
     from lipx.models.checkpoint import Checkpoint
+    from lipx.models.registry import get_family
 
     model = get_family("lipreading").build(config).eval()
     ckpt = Checkpoint(task="lipreading", config=config, state_dict=model.state_dict(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from corpora import grid_corpus, lrw_corpus  # noqa: F401  (session fixtures)
 
 from lipx import audio
 from lipx.train.datasets import LipreadingDataset, LipToSpeechDataset

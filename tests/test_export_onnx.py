@@ -7,6 +7,9 @@ from __future__ import annotations
 import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper
+from torch import nn
+
 from lipx.export.onnx_export import (
     ExportFailed,
     OnnxFromTorch,
@@ -17,9 +20,6 @@ from lipx.export.onnx_export import (
     topological_sort,
 )
 from lipx.export.spec import GraphSpec, InputSpec
-from onnx import TensorProto, helper
-from torch import nn
-
 from lipx.package import GraphInfo, TensorInfo
 
 SPEC = GraphSpec("backend", (InputSpec("features", ("batch", "frames", 4)),), ("logits",),

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 from export_toys import ToyConfig, ToyLip2Speech, ToyLipreading
+from typer.testing import CliRunner
+
+from lipx import cli
+from lipx.errors import BackendUnavailableError, InputError, ToleranceExceeded
 from lipx.export import api
 from lipx.export.api import ExportOptions, ExportSource, export_model
 from lipx.export.split import SplitPipeline
 from lipx.export.triton import TritonSettings, validate_repository
 from lipx.export.trt import file_sha256
-from lipx.runtime.ort_runner import OrtRunner
-from typer.testing import CliRunner
-
-from lipx import cli
-from lipx.errors import BackendUnavailableError, InputError, ToleranceExceeded
 from lipx.package import Manifest
+from lipx.runtime.ort_runner import OrtRunner
 
 VOCAB = ("ABOUT", "BLUE", "GREEN", "PLACE", "RED", "SET", "WHITE")
 

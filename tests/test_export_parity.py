@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
+
+from lipx.errors import ShapeMismatch, ToleranceExceeded
 from lipx.export.parity import compare, parity_cases, top1_agreements, validate_parity
 from lipx.export.spec import Tolerance
 from lipx.export.split import SplitPipeline
-from lipx.runtime.runner import Runner
-
-from lipx.errors import ShapeMismatch, ToleranceExceeded
 from lipx.package import ParityRecord, TensorInfo
+from lipx.runtime.runner import Runner
 
 
 class FnRunner(Runner):

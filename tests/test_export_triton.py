@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from lipx.export.triton import (
     TritonSettings,
     ensemble_config,
@@ -14,7 +15,6 @@ from lipx.export.triton import (
     validate_repository,
     write_repository,
 )
-
 from lipx.package import EngineInfo, GraphInfo, Manifest, Streaming, TensorInfo
 from lipx.video import VideoSpec
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lipx.runtime.heads import SpeechHead, WordHead
 from test_streaming_gl import FRAMES, speech_linear
 
 from lipx import audio as A
 from lipx.audio import AudioSpec
 from lipx.errors import InputError
+from lipx.runtime.heads import SpeechHead, WordHead
 
 SPEC = AudioSpec()
 W, STRIDE, LOOKAHEAD = 40, 8, 4

@@ -34,8 +34,9 @@ def test_every_runtime_module_imports_without_torch():
 
 
 def test_every_subcommand_has_help(run_cli):
-    from lipx.cli import app
     import typer.main
+
+    from lipx.cli import app
 
     group = typer.main.get_command(app)
     names = [n for n in group.commands]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lipx.errors import BackendUnavailableError, InputError
 from lipx.runtime.roi import (
     HAAR_FACE_IN_LRW,
     LRW_MOUTH_BOX,
@@ -18,8 +20,6 @@ from lipx.runtime.roi import (
     make_roi,
     resize_rgb,
 )
-
-from lipx.errors import BackendUnavailableError, InputError
 
 REFERENCE = Path(__file__).parent / "data" / "reference" / "lrw_reference_face_98.txt"
 

@@ -9,14 +9,14 @@ import textwrap
 import numpy as np
 import onnx
 import pytest
-from lipx.runtime import ort_runner
-from lipx.runtime.backends import BACKENDS, FORMATS, all_precisions, get_backend
-from lipx.runtime.ort_runner import OrtRunner, check_no_fallback, providers_for
-from lipx.runtime.runner import Runner, RunnerStateError
 from onnx import TensorProto, helper
 
 from lipx.errors import BackendUnavailableError, InputError
 from lipx.package import TensorInfo
+from lipx.runtime import ort_runner
+from lipx.runtime.backends import BACKENDS, FORMATS, all_precisions, get_backend
+from lipx.runtime.ort_runner import OrtRunner, check_no_fallback, providers_for
+from lipx.runtime.runner import Runner, RunnerStateError
 
 
 class Doubler(Runner):

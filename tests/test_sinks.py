@@ -10,6 +10,8 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
+
+from lipx.errors import BackendUnavailableError, InputError, LipxError
 from lipx.runtime.mp4 import AnnotatedVideoSink
 from lipx.runtime.roi import RoiResult
 from lipx.runtime.sinks import (
@@ -25,8 +27,6 @@ from lipx.runtime.sinks import (
     WordEvent,
 )
 from lipx.runtime.sources import Frame
-
-from lipx.errors import BackendUnavailableError, InputError, LipxError
 
 SR = 16000
 WORDS = [WordEvent("ABOUT", 0.5, 1.04, 0.91), WordEvent("HOUSE", 62.25, 62.8, 0.5)]

@@ -13,6 +13,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
+from lipx.errors import InputError
 from lipx.runtime.sources import (
     ResampledSource,
     Resampler,
@@ -20,8 +22,6 @@ from lipx.runtime.sources import (
     open_source,
     source_kind,
 )
-
-from lipx.errors import InputError
 
 
 def write_mp4(

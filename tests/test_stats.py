@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+
 from lipx.runtime.stats import Percentiles, StageTimer, algorithmic_latency_s
 
 

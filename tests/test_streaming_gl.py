@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lipx.runtime.griffin_lim import StreamingGriffinLim
 
 from lipx import audio as A
 from lipx.audio import AudioSpec
 from lipx.errors import InputError
+from lipx.runtime.griffin_lim import StreamingGriffinLim
 
 SPEC = AudioSpec()
 FRAMES = 88

@@ -11,6 +11,11 @@ import cv2
 import numpy as np
 import pytest
 import soundfile as sf
+from typer.testing import CliRunner
+
+from lipx.cli import app
+from lipx.errors import InputError
+from lipx.landmarks import read_landmarks, reference_face, similarity_transform
 from lipx.train import lexicon
 from lipx.train.render import Appearance, Placement, render_frames
 from lipx.train.synth import (
@@ -22,11 +27,6 @@ from lipx.train.synth import (
     synthesize_corpus,
 )
 from lipx.train.voice import Voice, synthesize
-from typer.testing import CliRunner
-
-from lipx.cli import app
-from lipx.errors import InputError
-from lipx.landmarks import read_landmarks, reference_face, similarity_transform
 
 LRW_BOX = (59, 95, 195, 231)
 

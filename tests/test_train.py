@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-from corpora import grid_corpus, lrw_corpus  # noqa: F401  (session fixtures)
 
 from lipx.errors import InputError
 from lipx.models.checkpoint import load_checkpoint

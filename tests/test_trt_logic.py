@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lipx.errors import BackendUnavailableError, InputError
 from lipx.export import trt as lx_trt
 from lipx.export.api import ExportOptions
 from lipx.export.precision import Fp32Rule
@@ -27,8 +29,6 @@ from lipx.export.trt import (
     profile_for,
     timing_cache_file,
 )
-
-from lipx.errors import BackendUnavailableError, InputError
 from lipx.package import GraphInfo, PlanTarget, ShapeRange, TensorInfo
 
 VIDEO = TensorInfo("video", "float32", ("batch", 1, "chunk", 112, 112))

@@ -163,8 +163,7 @@ class Trainer:
                                 drop_last=True, generator=torch.Generator().manual_seed(0))
             # (its own generator: creating an iterator must not draw from the global RNG, which a
             # resumed run restores exactly)
-            for batch in loader:
-                yield batch
+            yield from loader
             self.progress.epoch += 1
             self.progress.batch_in_epoch = 0
 

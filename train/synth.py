@@ -32,11 +32,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from lipx.errors import InputError
 from lipx.train import lexicon
 from lipx.train.render import Appearance, Placement, render_frames
 from lipx.train.voice import SAMPLE_RATE, Voice, synthesize
-
-from lipx.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+
 from lipx.train.lexicon import CH, Tracks
 
 log = logging.getLogger(__name__)
