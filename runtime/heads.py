@@ -13,12 +13,12 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from lipx.runtime.griffin_lim import StreamingGriffinLim
-from lipx.runtime.sinks import AudioChunk, WordEvent
 from scipy import signal
 
 from lipx.audio import AudioSpec
 from lipx.errors import InputError
+from lipx.runtime.griffin_lim import StreamingGriffinLim
+from lipx.runtime.sinks import AudioChunk, WordEvent
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from lipx.runtime.sinks import SAMPLE_RATE, AudioChunk, AudioTimeline, FrameEvent, Sink, WordEvent
 
 from lipx.errors import InputError
+from lipx.runtime.sinks import SAMPLE_RATE, AudioChunk, AudioTimeline, FrameEvent, Sink, WordEvent
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lipx.runtime.runner import Runner
 
 from lipx.errors import BackendUnavailableError, InputError, did_you_mean
 from lipx.package import TensorInfo
+from lipx.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
 

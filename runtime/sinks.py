@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
-from lipx.runtime.roi import RoiResult
-from lipx.runtime.sources import Frame
 
 from lipx.errors import BackendUnavailableError, InputError, LipxError
+from lipx.runtime.roi import RoiResult
+from lipx.runtime.sources import Frame
 
 log = logging.getLogger(__name__)
 
