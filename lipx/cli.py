@@ -263,7 +263,14 @@ def train(
     options.update({k: v for k, v in explicit.items() if v is not None})
     cfg = TrainConfig.from_dict({**options, "task": task, "data": str(data), "out": str(out)})
     with _progress(f"train {task}", cfg.steps) as advance:
-        result = run_train(cfg, resume=resume, on_step=lambda step, logs: advance(step, logs))
+        def on_step(step: int, logs: dict) -> None:
+            advance(step, logs)
+            val = {k: v for k, v in logs.items() if k.startswith("val_")}
+            if val:
+                console.print(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in val.items())
+                              + f" loss={logs.get('loss', logs.get('loss_g', float('nan'))):.4f}")
+
+        result = run_train(cfg, resume=resume, on_step=on_step)
     best = f"best {result.metric} {result.best:.3f}" if result.best is not None else "no validation"
     done(f"{result.steps} steps, {best} -> {out}/best.lipx, {out}/last.lipx", started)
 
@@ -334,6 +341,84 @@ def _progress(description: str, total: int | None):
     return bar()
 
 
+# --- stream ---------------------------------------------------------------------------------
+
+
+class _ClearingLines:
+    """A text stream that first clears the live status line (words on a terminal)."""
+
+    def __init__(self, out) -> None:
+        self.out, self.clear = out, "\r\x1b[K" if console.is_terminal else ""
+
+    def write(self, text: str) -> None:
+        self.out.write(self.clear + text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _status(line: str) -> None:
+    console.file.write(f"\r\x1b[K{line}")
+    console.file.flush()
+
+
+@app.command()
+def stream(
+    source: Annotated[str, typer.Argument(help="webcam, webcam:N, a video file, an rtsp/http URL, lavfi:GRAPH or a folder of images.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model package (lipx export).")],
+    backend: Annotated[str, typer.Option(help="Engine: onnx (onnxruntime) or trt (the package's TensorRT plans).")] = "onnx",
+    device: Annotated[Optional[str], typer.Option(help="onnx: cpu, cuda or tensorrt; trt: cuda. (default: cpu for onnx, cuda for trt)")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="onnx: which exported graphs to run (fp32, fp16, int8). (default: fp32)")] = None,
+    crop: Annotated[str, typer.Option(help="lrw: frames are aligned 256x256 faces; auto: track the face in any video.")] = "lrw",
+    window: Annotated[Optional[int], typer.Option(help="Frames per backend window. (default: the package's)")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Frames between backend runs. (default: the package's)")] = None,
+    chunk: Annotated[int, typer.Option(help="New frames per front-end call (1: lowest latency; more: throughput).")] = 1,
+    threshold: Annotated[float, typer.Option(help="Lipreading: least posterior of a window's top word.")] = 0.5,
+    agreement: Annotated[int, typer.Option(help="Lipreading: successive windows that must agree on a word.")] = 2,
+    lookahead: Annotated[int, typer.Option(help="Lip-to-speech: frames at each window's end kept as right context only.")] = 4,
+    jsonl: Annotated[Optional[str], typer.Option(help="Write results as JSON lines to FILE, or - for stdout.")] = None,
+    wav: Annotated[Optional[Path], typer.Option(help="Lip-to-speech: write the generated speech to this WAV file.")] = None,
+    srt: Annotated[Optional[Path], typer.Option(help="Lipreading: write subtitles (SRT).")] = None,
+    vtt: Annotated[Optional[Path], typer.Option(help="Lipreading: write subtitles (WebVTT).")] = None,
+    save: Annotated[Optional[Path], typer.Option(help="Write an annotated MP4 (mouth box, word or level meter, speech as audio).")] = None,
+    play: Annotated[bool, typer.Option("--play", help="Lip-to-speech: play the speech live (needs sounddevice).")] = False,
+    realtime: Annotated[bool, typer.Option("--realtime", help="Pace a file at its own speed, dropping frames when behind, as a camera would.")] = False,
+    reconnect: Annotated[int, typer.Option(help="Reopen a broken network stream or webcam up to N times in a row.")] = 0,
+    stats: Annotated[Optional[Path], typer.Option("--stats", help="Write the latency statistics as JSON.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every window with model.onnx instead of caching per-frame features (to measure the cache).")] = False,
+    max_frames: Annotated[Optional[int], typer.Option(help="Stop after N frames.")] = None,
+) -> None:
+    """Run a model package on a camera, file or network stream: words as they are read
+    (lipreading) or generated speech (lip-to-speech), with per-stage latency at the end."""
+    from lipx.package import Manifest
+    from lipx.runtime.stream import Outputs, StreamOptions, make_sinks
+    from lipx.runtime.stream import stream as run_stream
+
+    started = time.perf_counter()
+    opts = StreamOptions(backend=backend, device=device, precision=precision, crop=crop,
+                         window=window, stride=stride, chunk=chunk, threshold=threshold,
+                         agreement=agreement, lookahead=lookahead, cache=not no_cache,
+                         realtime=realtime, reconnect=reconnect, max_frames=max_frames)
+    outputs = Outputs(jsonl=jsonl, wav=wav, srt=srt, vtt=vtt, save=save, play=play)
+    sinks = make_sinks(Manifest.read(model), opts, outputs, console=_ClearingLines(sys.stdout))
+    result = run_stream(model, source, opts, sinks,
+                        on_status=_status if console.is_terminal else None)
+    if console.is_terminal:
+        _status("")
+    console.print(result.format_table())
+    extra = result.extra
+    if extra["frames_without_face"]:
+        console.print(f"frames without a face: {extra['frames_without_face']}")
+    if stats:
+        result.save(stats)
+    made = (f"{extra['words']} word{'s' * (extra['words'] != 1)}" if extra["task"] == "lipreading"
+            else f"{extra['audio_s']:.1f} s of speech")
+    stopped = "interrupted, " if extra["interrupted"] else ""
+    done(f"{stopped}{extra['task']} on {extra['backend']}/{extra['device']}: "
+         f"{result.frames_out} frames, {made}; compute p50 {result.compute.p50_ms:.1f} ms, "
+         f"RTF {result.rtf:.2f}", started)
+
+
 # --- export ---------------------------------------------------------------------------------
 from enum import Enum  # noqa: E402
 
@@ -376,6 +461,66 @@ def export(
     done(result.summary(), started)
 
 
+
+
+# --- bench ----------------------------------------------------------------------------------
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    from lipx.errors import InputError
+
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
+@app.command()
+def bench(
+    target: Annotated[Path, typer.Argument(help="A model package (lipx export) or a lipx checkpoint (exported first).")],
+    engines: Annotated[str, typer.Option(help="Comma-separated engines (default: all): torch, torch-compile, onnx-cpu-fp32, onnx-cpu-int8, onnx-cuda-fp32, onnx-cuda-fp16, onnx-tensorrt-fp32, trt-fp16, trt-fp32. Absent ones are listed as skipped.")] = "",
+    batch_sizes: Annotated[str, typer.Option(help="Whole-model batch sizes for throughput.")] = "1,4,8",
+    budget_s: Annotated[float, typer.Option(help="Seconds of timed runs per engine.")] = 5.0,
+    window: Annotated[Optional[int], typer.Option(help="Frames per window (default: the package's).")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Frames per streaming step (default: the package's).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="The package's checkpoint, for the PyTorch reference (without it parity is against onnxruntime CPU fp32).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Prepared corpus for parity and accuracy (default: random inputs).")] = None,
+    split: Annotated[str, typer.Option(help="Split protocol of --data (default: the corpus').")] = "",
+    part: Annotated[str, typer.Option(help="Part of --data: train, val or test.")] = "test",
+    max_clips: Annotated[int, typer.Option(help="Clips of --data (0: all), or random clips (0: 8).")] = 0,
+    gate: Annotated[bool, typer.Option("--gate", help="Exit 1 when an engine is outside tolerance or failed (defaults per precision: fp32 1e-4+1e-4|ref|, fp16 1e-3+2e-2|ref|, int8 1e-2+0.2|ref|; top-1 >= .99/.95/.80; STOI drop <= .01/.02/.05).")] = False,
+    atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance for every engine.")] = None,
+    rtol: Annotated[Optional[float], typer.Option(help="Tolerance relative to max|reference|.")] = None,
+    min_top1: Annotated[Optional[float], typer.Option(help="Least top-1 agreement (lipreading).")] = None,
+    max_stoi_drop: Annotated[Optional[float], typer.Option(help="Largest STOI loss (lip-to-speech).")] = None,
+    compile_timeout_s: Annotated[float, typer.Option(help="Seconds torch.compile may spend compiling (0: skip it).")] = 120.0,
+    threads: Annotated[Optional[int], typer.Option(help="Intra-op threads of PyTorch and onnxruntime (default: theirs).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write bench.json, bench.md and plots here (and the exported package).")] = None,
+    device: Annotated[str, typer.Option(help="Device of the PyTorch rows: auto, cpu, cuda, cuda:N.")] = "auto",
+) -> None:
+    """Benchmark every available engine x precision: latency, throughput, streams, parity."""
+    from lipx.benchmarks.api import BenchOptions
+    from lipx.benchmarks.api import bench as run_bench
+    from lipx.benchmarks.report import notes, table, write_report
+
+    started = time.perf_counter()
+    opts = BenchOptions(
+        engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+        batch_sizes=_ints(batch_sizes, "--batch-sizes"), budget_s=budget_s, window=window,
+        stride=stride, checkpoint=checkpoint, data=data, split=split, part=part,
+        max_clips=max_clips,
+        atol=atol, rtol=rtol, min_top1=min_top1, max_stoi_drop=max_stoi_drop, out=out,
+        device=device, compile_timeout_s=compile_timeout_s, threads=threads,
+    )
+    report = run_bench(target, opts, progress=lambda m: console.print(f"[dim]{m}[/dim]"))
+    Console(width=200).print(table(report))
+    for line in notes(report):
+        print(line)
+    if out:
+        print("wrote " + ", ".join(str(p) for p in write_report(report, out)))
+    if gate:
+        report.check_gate()
+    done(report.summary(), started)
 
 
 def main() -> None:

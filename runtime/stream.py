@@ -1,0 +1,527 @@
+"""The stream loop: source -> mouth ROI -> cached front-end -> window backend -> head -> events.
+
+    opts = StreamOptions(backend="onnx", device="cpu")
+    stats = stream("pkg", "clip.mp4", opts, [ConsoleWords(), WavSink("out.wav")])
+
+:class:`Streamer` is the generator side (STYLE point 13): ``Streamer.events()`` yields a
+:class:`~lipx.runtime.sinks.FrameEvent` per frame and the :class:`WordEvent` /
+:class:`AudioChunk` results as they become final; it writes nothing. :func:`stream` drives it
+into sinks, calls a status callback, and returns the :class:`StreamStats`. Every stage is timed
+(decode, crop, frontend, backend, head, sinks); the last frame also pays for the end-of-stream
+flush. Ctrl-C (KeyboardInterrupt) ends :func:`stream` like the end of the source, except that
+nothing is flushed: every sink is closed (valid WAV/MP4) and the stats say ``interrupted``.
+
+With ``cache=False`` (``--no-cache``) every window is recomputed by the whole model
+(``model.onnx``, zero-padded at the window's edges) instead of the cached split, so the cost of
+the cache can be measured on the same stream (:func:`compare_cache`). Torch-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipx.errors import InputError, ManifestError
+from lipx.package import Manifest
+from lipx.runtime.heads import SpeechHead, WordHead
+from lipx.runtime.mp4 import AnnotatedVideoSink
+from lipx.runtime.package_runners import check_profiles, open_runners, resolve_backend
+from lipx.runtime.roi import make_roi
+from lipx.runtime.sinks import (
+    AudioChunk,
+    ConsoleWords,
+    Event,
+    FrameEvent,
+    JsonLines,
+    LiveAudio,
+    Sink,
+    SinkGroup,
+    SubtitleSink,
+    WavSink,
+    WordEvent,
+)
+from lipx.runtime.sources import Frame, Source, open_source
+from lipx.runtime.stats import STAGES, StageTimer, StreamStats
+from lipx.runtime.window import CachedWindows, FrameWindows, Window
+from lipx.video import mouth_crop_frame
+
+log = logging.getLogger(__name__)
+
+CROPS = ("lrw", "auto")
+HEAD_OUTPUT = {"lipreading": "logits", "lip2speech": "linear"}
+"""The backend output each task's head reads."""
+WindowHook = Callable[[Window, dict[str, np.ndarray]], None]
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How to run a package on a stream; checked once, here (incompatible choices are errors)."""
+
+    backend: str = "onnx"
+    """Engine: ``onnx`` (onnxruntime) or ``trt`` (TensorRT plans of the package)."""
+    device: str | None = None
+    """onnx: ``cpu`` (default), ``cuda`` or ``tensorrt`` (execution providers); trt: ``cuda``."""
+    precision: str | None = None
+    """onnx: which exported graphs to run (``fp32`` default, ``fp16``, ``int8``)."""
+    crop: str = "lrw"
+    """``lrw``: frames are aligned 256x256 faces; ``auto``: track the face in any video."""
+    window: int | None = None
+    """Frames per backend window (None: the package's)."""
+    stride: int | None = None
+    """Frames between backend runs (None: the package's)."""
+    chunk: int = 1
+    """New frames per front-end call (1: per frame, lowest latency; larger: throughput)."""
+    threshold: float = 0.5
+    """Lipreading: least posterior of a window's top word for it to count."""
+    agreement: int = 2
+    """Lipreading: successive windows that must agree before a word is emitted."""
+    lookahead: int = 4
+    """Lip-to-speech: frames at each window's end kept only as right context."""
+    crossfade: int = 2
+    """Lip-to-speech: frames cross-faded at each join (<= lookahead)."""
+    gl_iters: int = 16
+    """Lip-to-speech: Griffin-Lim iterations per chunk."""
+    cache: bool = True
+    """Cache per-frame features (split graphs); False recomputes each window with model.onnx."""
+    realtime: bool = False
+    """Pace a file at its own speed and drop stale frames, as if it were a camera."""
+    reconnect: int = 0
+    """Reopen a broken network stream or webcam up to this many times in a row."""
+    max_frames: int | None = None
+    """Stop after this many frames (None: at the end of the source)."""
+    threads: int | None = None
+    """onnxruntime intra-op threads (None: 1 on the CPU, where one frame at a time gains little
+    from a thread pool whose spinning threads slow every other stage; the default elsewhere)."""
+    blas_threads: int | None = 1
+    """numpy's BLAS threads during :func:`stream` (needs threadpoolctl; None leaves them): the
+    per-frame matrices are tiny, and threads make them slower, not faster."""
+    cuda_graph: bool = False
+    """TensorRT: capture CUDA graphs for the fixed chunk and window shapes."""
+    status_every_s: float = 0.5
+    """Seconds between status callbacks."""
+
+    def __post_init__(self) -> None:
+        resolve_backend(self.backend, self.device, self.precision)
+        if self.crop not in CROPS:
+            raise InputError(f"unknown --crop {self.crop!r}; choose from: {', '.join(CROPS)}")
+        for name in ("window", "stride", "chunk", "agreement", "gl_iters", "max_frames",
+                     "threads", "blas_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        for name in ("lookahead", "crossfade", "reconnect"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise InputError(f"--threshold must be in [0, 1], got {self.threshold}")
+        if self.window and self.stride and self.stride > self.window:
+            raise InputError(f"--stride {self.stride} is larger than --window {self.window}: "
+                             f"frames would be skipped")
+        if self.window and self.chunk > self.window:
+            raise InputError(f"--chunk {self.chunk} is larger than --window {self.window}")
+        if not self.cache and self.chunk != 1:
+            raise InputError("--chunk sets the cached front-end's chunk; it has no meaning with "
+                             "--no-cache")
+        if self.cuda_graph and self.backend != "trt":
+            raise InputError("CUDA graphs are for --backend trt")
+
+    def schedule(self, manifest: Manifest) -> tuple[int, int]:
+        """(window, stride): the options', else the package's; InputError when they clash."""
+        window = self.window or manifest.streaming.window
+        stride = self.stride or min(manifest.streaming.stride, window)
+        if stride > window:
+            raise InputError(f"--stride {stride} is larger than the window ({window} frames)")
+        if self.chunk > window:
+            raise InputError(f"--chunk {self.chunk} is larger than the window ({window} frames)")
+        return window, stride
+
+
+def make_head(manifest: Manifest, opts: StreamOptions, window: int,
+              stride: int) -> WordHead | SpeechHead:
+    """The task's head: words from logits, or speech from linear spectrograms."""
+    fps = manifest.video.fps
+    if manifest.task == "lipreading":
+        if not manifest.vocabulary:
+            raise ManifestError("lipreading package has no vocabulary; re-export it from a "
+                                "checkpoint with one")
+        return WordHead(list(manifest.vocabulary), fps, opts.threshold, opts.agreement)
+    if manifest.audio is None:
+        raise ManifestError("lip2speech package has no audio spec; re-export it")
+    return SpeechHead(manifest.audio, fps, window, stride, opts.lookahead, opts.crossfade,
+                      opts.gl_iters)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a stream's results go (the CLI's output options)."""
+
+    words: bool = True
+    """Print words as they are read (lipreading)."""
+    jsonl: str | None = None
+    """JSON lines file, or ``-`` for stdout (words; audio chunks for lip-to-speech)."""
+    wav: Path | None = None
+    """Generated speech as a WAV file (lip-to-speech)."""
+    srt: Path | None = None
+    """Subtitles, one cue per word (lipreading)."""
+    vtt: Path | None = None
+    """WebVTT subtitles (lipreading)."""
+    save: Path | None = None
+    """Annotated MP4: mouth box, current word or level meter, generated speech as audio."""
+    play: bool = False
+    """Play the generated speech live (needs sounddevice)."""
+
+
+def make_sinks(manifest: Manifest, opts: StreamOptions, outputs: Outputs,
+               console: Any = None) -> list[Sink]:
+    """The sinks for ``outputs``; InputError for an output the package's task cannot make.
+
+    Args:
+        console: text stream for printed words (default stdout).
+    """
+    speech = manifest.task == "lip2speech"
+    wrong = [name for name, given, ok in (
+        ("--wav", outputs.wav, speech), ("--play", outputs.play, speech),
+        ("--srt", outputs.srt, not speech), ("--vtt", outputs.vtt, not speech)) if given and not ok]
+    if wrong:
+        need = "lip2speech" if wrong[0] in ("--wav", "--play") else "lipreading"
+        raise InputError(f"{wrong[0]} needs a {need} model; {manifest.model_name} is a "
+                         f"{manifest.task} package")
+    sinks: list[Sink] = []
+    if outputs.words and not speech and outputs.jsonl != "-":
+        sinks.append(ConsoleWords(console))
+    if outputs.jsonl:
+        sinks.append(JsonLines(outputs.jsonl, audio=speech))
+    sinks += [SubtitleSink(p) for p in (outputs.srt, outputs.vtt) if p]
+    if outputs.wav:
+        sinks.append(WavSink(outputs.wav, manifest.audio.sample_rate))
+    if outputs.save:
+        window, stride = opts.schedule(manifest)
+        delay = output_delay_s(manifest, opts, make_head(manifest, opts, window, stride))
+        audio = {"sample_rate": manifest.audio.sample_rate} if speech else {}
+        sinks.append(AnnotatedVideoSink(outputs.save, manifest.video.fps, audio=speech,
+                                        caption=not speech, meter=speech, delay_s=delay, **audio))
+    if outputs.play:
+        sinks.append(LiveAudio(manifest.audio.sample_rate))
+    return sinks
+
+
+def output_delay_s(manifest: Manifest, opts: StreamOptions, head: WordHead | SpeechHead) -> float:
+    """How long after a frame its word or audio can arrive (to delay an annotated video)."""
+    window, stride = opts.schedule(manifest)
+    context = manifest.streaming.context if opts.cache else 0
+    if isinstance(head, SpeechHead):
+        return (context + head.algorithmic_latency_frames + 1) / manifest.video.fps
+    return (window + context + opts.agreement * stride) / manifest.video.fps
+
+
+class Streamer:
+    """An opened package, source and ROI; :meth:`events` runs the stream.
+
+    Args:
+        package_dir: a model package (``lipx export``).
+        source: a source spec (``webcam``, a file, a URL, ``lavfi:...``) or an opened Source.
+        opts: the options.
+        window_hook: called with each window and the backend's outputs (tests, benchmarks).
+    Raises:
+        ManifestError: not a package, or it lacks the graphs/plans needed.
+        InputError: bad options for this package, or a source that cannot be opened.
+        BackendUnavailableError: the backend's library or device is missing.
+    """
+
+    def __init__(self, package_dir: str | Path, source: str | Source, opts: StreamOptions,
+                 window_hook: WindowHook | None = None) -> None:
+        self.opts, self.window_hook = opts, window_hook
+        self.manifest = m = Manifest.read(package_dir)
+        self.window, self.stride = opts.schedule(m)
+        self.fps = m.video.fps
+        self.context = m.streaming.context if opts.cache else 0
+        if opts.backend == "trt" and opts.cache:
+            check_profiles(m, self.window, opts.chunk, m.streaming.context)
+        self.head = make_head(m, opts, self.window, self.stride)
+        self.roi = make_roi(opts.crop, fps=self.fps)
+        roles = ("frontend", "backend") if opts.cache else ("model",)
+        threads = opts.threads or (1 if resolve_backend(opts.backend, opts.device, None)[1]
+                                   == "cpu" else None)
+        runners = open_runners(package_dir, m, roles, opts.backend, opts.device, opts.precision,
+                               threads, opts.cuda_graph)
+        self._stack = contextlib.ExitStack()
+        try:  # the source first: a camera that cannot be opened fails before the engines load
+            if isinstance(source, str):
+                source = open_source(source, self.fps, realtime=opts.realtime,
+                                     reconnect=opts.reconnect, max_frames=opts.max_frames)
+            self.source = self._stack.enter_context(source)
+            self.runners = {role: self._stack.enter_context(r) for role, r in runners.items()}
+        except BaseException:
+            self._stack.close()
+            raise
+        waits = ("decode",) if self.source.info.live else ()
+        self.timer = StageTimer(STAGES, self.fps, wait_stages=waits)
+        self._pts = array("d")  # stream position -> presentation time (frames may be dropped)
+        self._dropped = 0
+        self.backend_calls = 0
+        self.words = 0
+        self.audio_s = 0.0
+        self.interrupted = False
+
+    def __enter__(self) -> Streamer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the source and release the engines (idempotent)."""
+        self._stack.close()
+
+    # -- the loop -------------------------------------------------------------------------------
+    def events(self) -> Iterator[Event]:
+        """Run the stream: a FrameEvent per frame, then the words or audio it made final."""
+        windows = self._windows()
+        frames = iter(self.source)
+        pending = False  # the previous frame's record is closed once its events were consumed
+        try:
+            while (frame := self._next_frame(frames, pending)) is not None:
+                pending = True
+                self.timer.count_in(1, frame.dropped_before)
+                with self.timer.stage("crop"):
+                    roi = self.roi(frame.image)
+                    crop = mouth_crop_frame(roi.face256, self.manifest.video)
+                self._pts.append(frame.pts_s)
+                self._dropped += frame.dropped_before
+                yield FrameEvent(frame, roi)
+                for window in windows.push(crop):
+                    yield from self._run_window(window)
+            for window in windows.flush():
+                yield from self._run_window(window)
+            with self.timer.stage("head"):
+                tail = self.head.flush()
+            for event in tail:
+                yield from self._results(event)
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+        if pending:
+            self.timer.end_frame()
+
+    def _next_frame(self, frames: Iterator[Frame], pending: bool) -> Frame | None:
+        """The next frame; closes the previous frame's record first (not at the end of the
+        stream: the last frame also pays for the flush)."""
+        start = time.perf_counter()
+        frame = next(frames, None)
+        seconds = time.perf_counter() - start
+        if frame is not None and pending:
+            self.timer.end_frame()
+        self.timer.add("decode", seconds)
+        return frame
+
+    def _windows(self) -> CachedWindows | FrameWindows:
+        size = self.manifest.video.size
+        if not self.opts.cache:
+            return FrameWindows(self.window, self.stride, (size, size))
+        graph = self.manifest.graph("backend")  # its features input has the fixed size D
+        dim = graph.inputs[0].shape[-1]
+        if not isinstance(dim, int):
+            raise ManifestError(f"{graph.file}: feature size is not fixed ({dim!r}); re-export")
+        return CachedWindows(self._frontend, self.window, self.stride, dim, self.opts.chunk,
+                             self.manifest.streaming.context)
+
+    def _frontend(self, clip: np.ndarray) -> np.ndarray:
+        """(C + 4, H, W) frames -> (C, D) features through the front-end engine."""
+        runner = self.runners["frontend"]
+        name = self.manifest.graph("frontend").inputs[0].name
+        with self.timer.stage("frontend"):
+            out = runner.infer({name: clip[None, None]})
+        return next(iter(out.values()))[0]
+
+    def _run_window(self, window: Window) -> Iterator[Event]:
+        if isinstance(self.head, SpeechHead) and len(window.data) <= self.head.lookahead:
+            log.warning("stream of %d frames is too short for the speech head's look-ahead "
+                        "(%d frames); no audio", window.stop, self.head.lookahead)
+            return
+        role = "backend" if self.opts.cache else "model"
+        runner = self.runners[role]
+        with self.timer.stage("backend"):
+            outputs = runner.infer(self._feeds(role, window))
+        self.backend_calls += 1
+        if self.window_hook is not None:
+            self.window_hook(window, outputs)
+        result = outputs[HEAD_OUTPUT[self.manifest.task]][0]
+        with self.timer.stage("head"):
+            if isinstance(self.head, WordHead):
+                events = self.head.push(result, window.start, window.stop)
+            else:
+                events = self.head.push(result, window.start)
+        for event in events:
+            yield from self._results(event)
+
+    def _feeds(self, role: str, window: Window) -> dict[str, np.ndarray]:
+        """The engine inputs for one window: features or frames, and zero noise (lip2speech)."""
+        graph = self.manifest.graph(role)
+        n = len(window.data)
+        data = window.data[None] if self.opts.cache else window.data[None, None]
+        feeds = {graph.inputs[0].name: np.ascontiguousarray(data, dtype=np.float32)}
+        for t in graph.inputs[1:]:  # the generator's noise: (batch, N, rows, frames)
+            shape = tuple(1 if d == "batch" else n if isinstance(d, str) else d for d in t.shape)
+            feeds[t.name] = np.zeros(shape, dtype=t.dtype)
+        return feeds
+
+    def _results(self, event: WordEvent | AudioChunk) -> list[WordEvent | AudioChunk]:
+        """Count a result and put it on the source's clock.
+
+        The head counts frames as they arrived; a live source may have dropped frames in
+        between, so positions after a drop are later on the clock. Words move with their ends;
+        audio is cut where the offset changes and each piece moves (the WAV and MP4 sinks fill
+        the gaps with silence). Without drops this changes nothing.
+        """
+        if isinstance(event, WordEvent):
+            self.words += 1
+        else:
+            self.audio_s += len(event.samples) / event.sample_rate
+        if not self._dropped:
+            return [event]
+        if isinstance(event, WordEvent):
+            return [dataclasses.replace(event, start_s=event.start_s + self._offset(event.start_s),
+                                        end_s=event.end_s + self._offset(event.end_s, end=True))]
+        rate, per_frame = event.sample_rate, event.sample_rate / self.fps
+        first = round(event.start_s * rate)
+        pieces, begin = [], 0
+        while begin < len(event.samples):
+            frame = int((first + begin) / per_frame + 1e-9)
+            offset = self._offset(frame / self.fps)
+            end = begin
+            while end < len(event.samples) and self._offset(frame / self.fps) == offset:
+                frame += 1
+                end = min(len(event.samples), round(frame * per_frame) - first)
+            pieces.append(AudioChunk((first + begin) / rate + offset,
+                                     event.samples[begin:end], rate))
+            begin = end
+        return pieces
+
+    def _offset(self, t: float, end: bool = False) -> float:
+        """Seconds the source's clock is ahead of the arrival count at stream time ``t``."""
+        k = int(t * self.fps - (1 - 1e-6 if end else -1e-6))  # the frame t starts (or ends)
+        k = min(max(k, 0), len(self._pts) - 1)
+        return self._pts[k] - k / self.fps
+
+    # -- reporting ------------------------------------------------------------------------------
+    @property
+    def lookahead_frames(self) -> int:
+        """Frames a result waits for beyond the front-end context and the stride."""
+        if isinstance(self.head, SpeechHead):
+            return self.head.algorithmic_latency_frames - (self.stride - 1)
+        return (self.opts.agreement - 1) * self.stride
+
+    def status_line(self) -> str:
+        line = self.timer.status_line()
+        missing = self.roi.frames_without_face
+        return f"{line} | no face {missing}" if missing else line
+
+    def stats(self) -> StreamStats:
+        """The run's statistics (also valid after an interruption).
+
+        ``extra`` adds the run's settings and ``model_ms_per_frame``: engine time (front-end +
+        backend, or the whole model without the cache) per frame.
+        """
+        stats = self.timer.summary(
+            self.stride, self.lookahead_frames, self.context,
+            task=self.manifest.task, backend=self.opts.backend,
+            device=self.opts.device or resolve_backend(self.opts.backend, None, None)[1],
+            cache=self.opts.cache, schedule={"window": self.window, "stride": self.stride,
+                                               "chunk": self.opts.chunk},
+            backend_calls=self.backend_calls, frames_without_face=self.roi.frames_without_face,
+            source=self.source.info.spec, interrupted=self.interrupted, words=self.words,
+            audio_s=round(self.audio_s, 3),
+        )
+        model_s = sum(stats.stages[s].total_s for s in ("frontend", "backend")
+                      if s in stats.stages)
+        stats.extra["model_ms_per_frame"] = 1e3 * model_s / max(stats.frames_out, 1)
+        return stats
+
+
+def stream(
+    package_dir: str | Path,
+    source: str | Source,
+    opts: StreamOptions,
+    sinks: Sequence[Sink] = (),
+    on_status: Callable[[str], None] | None = None,
+    window_hook: WindowHook | None = None,
+) -> StreamStats:
+    """Run ``package_dir`` on ``source`` into ``sinks``; returns the statistics.
+
+    Args:
+        package_dir: a model package.
+        source: a source spec or an opened Source.
+        opts: stream options.
+        sinks: where events go (closed at the end, on errors and on Ctrl-C).
+        on_status: called with a one-line status about every ``opts.status_every_s`` seconds.
+        window_hook: called with each window and its backend outputs.
+    Raises:
+        LipxError: see :class:`Streamer`; a source that breaks mid-stream (sinks are closed).
+    """
+    with _blas_threads(opts.blas_threads), Streamer(package_dir, source, opts,
+                                                    window_hook) as streamer:
+        events = streamer.events()
+        last = time.perf_counter()
+        try:
+            with SinkGroup(sinks) as group:
+                for event in events:
+                    with streamer.timer.stage("sinks"):
+                        group.write(event)
+                    if on_status and isinstance(event, FrameEvent):
+                        now = time.perf_counter()
+                        if now - last >= opts.status_every_s:
+                            last = now
+                            on_status(streamer.status_line())
+        except KeyboardInterrupt:
+            streamer.interrupted = True
+            log.info("stream interrupted; outputs closed")
+        finally:
+            events.close()
+        return streamer.stats()
+
+
+def _blas_threads(limit: int | None) -> contextlib.AbstractContextManager[object]:
+    """Limit numpy's BLAS thread pool (threadpoolctl, when installed)."""
+    if limit is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        log.debug("threadpoolctl is not installed; BLAS threads left as they are")
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=limit, user_api="blas")
+
+
+def compare_cache(package_dir: str | Path, source: str, opts: StreamOptions,
+                  repeats: int = 2) -> dict[str, Any]:
+    """Per-frame model cost with the feature cache versus recomputing every window.
+
+    Runs the stream with and without the cache, alternating ``repeats`` times (so both see the
+    same machine load), on the same source.
+
+    Returns:
+        ``{"cache_ms", "no_cache_ms"}``: the best mean engine milliseconds per frame of each mode
+        (front-end + backend, or the whole model), their ``ratio`` (no-cache / cache), and the
+        best per-frame compute p50 of each mode (``*_compute_p50_ms``, including decode and crop).
+    """
+    runs: dict[bool, list[StreamStats]] = {True: [], False: []}
+    for _ in range(repeats):
+        for cache in (True, False):
+            mode = dataclasses.replace(opts, cache=cache, chunk=opts.chunk if cache else 1)
+            runs[cache].append(stream(package_dir, source, mode))
+    best = {c: min(float(s.extra["model_ms_per_frame"]) for s in r) for c, r in runs.items()}
+    p50 = {c: min(s.compute.p50_ms for s in r) for c, r in runs.items()}
+    return {"cache_ms": best[True], "no_cache_ms": best[False],
+            "ratio": best[False] / best[True] if best[True] else float("nan"),
+            "cache_compute_p50_ms": p50[True], "no_cache_compute_p50_ms": p50[False],
+            "frames": runs[True][0].frames_out}
