@@ -297,7 +297,8 @@ def _onnx_package(source: ExportSource, spec: ExportSpec, sched: _Schedule,
 def _export_graphs(model: nn.Module, spec: ExportSpec, sched: _Schedule, opts: ExportOptions,
                    work: Path) -> dict[str, GraphInfo]:
     def example(role: str) -> tuple[int, int]:
-        frames = sched.stride + 2 * CONTEXT if role == "frontend" else sched.window
+        # the example must exceed the declared minimum (5 frames), or the exporter fixes the dim
+        frames = max(sched.stride, 2) + 2 * CONTEXT if role == "frontend" else sched.window
         return (3 if frames == 2 else 2, frames)  # batch >= 2, and unlike the time dim
 
     loaders = {work / g.file: OnnxFromTorch(model, g, example(role), spec.dim_min(), opts.opset)

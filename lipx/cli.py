@@ -533,7 +533,9 @@ def main() -> None:
     except LipxError as e:
         if _state["debug"]:
             console.print_exception()
-        console.print(f"[red]error:[/red] {e}")
+        from rich.markup import escape
+
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
