@@ -1,0 +1,357 @@
+"""`lipx bench` end to end on this CPU for both tasks (tiny random-weight checkpoints, exported by
+the bench itself), the gate against a deliberately corrupted engine, the reports, the options and
+the timing statistics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from test_prepare import build_lrw, grid_clip
+
+from lipx.benchmarks.api import BenchOptions, bench
+from lipx.benchmarks.engines import DEVICE_PRECISIONS, engine_matrix
+from lipx.benchmarks.parity import TOLERANCES, gate_for
+from lipx.benchmarks.report import markdown, write_report
+from lipx.benchmarks.timing import Budget, Stats, time_calls, warm_up
+from lipx.errors import InputError, ParityError
+from lipx.models.checkpoint import Checkpoint, save_checkpoint
+from lipx.models.registry import get_family, preset_config
+from lipx.train.prepare import PrepareOptions, prepare_corpus
+
+WORDS = ("ABOUT", "BOARD")
+FAST = ("--budget-s", "0.3", "--batch-sizes", "1,2", "--compile-timeout-s", "0")
+
+
+def tiny_checkpoint(task: str, path: Path) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    cfg = preset_config(task, "tiny")
+    model = get_family(task).build(cfg)
+    vocab = None
+    if task == "lipreading":  # the corpus' words, in another order, among others
+        vocab = [f"W{i:03d}" for i in range(cfg.num_classes)]
+        vocab[7], vocab[3] = WORDS
+    ckpt = Checkpoint(task=task, config=cfg, state_dict=model.state_dict(), preset="tiny",
+                      vocabulary=vocab)
+    return save_checkpoint(ckpt, path)
+
+
+@pytest.fixture(scope="module")
+def lipreading(tmp_path_factory, run_cli_module):
+    """`lipx bench CHECKPOINT --data LRW --gate --out OUT` through the real entry point."""
+    root = tmp_path_factory.mktemp("bench_lr")
+    ckpt = tiny_checkpoint("lipreading", root / "lr.lipx")
+    data = root / "lrw"
+    prepare_corpus(PrepareOptions("lrw", build_lrw(root / "lrw_src", WORDS), data))
+    out = root / "out"
+    code, stdout, stderr = run_cli_module(
+        "bench", ckpt, "--engines", "torch,torch-compile,onnx-cpu-fp32,onnx-cpu-int8,trt-fp16,"
+        "onnx-cuda-fp16", "--window", "8", "--stride", "4", "--data", data, "--split", "lrw",
+        "--gate", "--out", out, *FAST)
+    return {"ckpt": ckpt, "out": out, "data": data, "code": code, "stdout": stdout,
+            "stderr": stderr, "json": json.loads((out / "bench.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def run_cli_module():
+    """The real `lipx` entry point for module fixtures (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+    import sys
+
+    from lipx import cli
+
+    def run(*args):
+        out, err = io.StringIO(), io.StringIO()
+        argv, debug = sys.argv, cli._state["debug"]
+        sys.argv = ["lipx", *map(str, args)]
+        code = 0
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                cli.main()  # rich's consoles write to whatever sys.stdout/stderr are now
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            sys.argv, cli._state["debug"] = argv, debug
+        return code, out.getvalue(), err.getvalue()
+
+    return run
+
+
+def test_lipreading_bench_from_a_checkpoint_end_to_end(lipreading):
+    assert lipreading["code"] == 0, lipreading["stderr"] + lipreading["stdout"]
+    out, report = lipreading["out"], lipreading["json"]
+    assert {"bench.json", "bench.md", "latency.png", "accuracy-speed.png"} <= {
+        p.name for p in out.iterdir()}
+    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "package" / "manifest.json").is_file()  # the exported package is kept
+    rows = {r["key"]: r for r in report["rows"]}
+    assert list(rows)[0] == "torch" and report["reference"] == "torch"
+    assert report["settings"]["window"] == 8 and report["settings"]["stride"] == 4
+    assert report["machine"]["load_average"] and report["machine"]["versions"]["onnxruntime"]
+    for key in ("torch", "onnx-cpu-fp32", "onnx-cpu-int8"):
+        r = rows[key]
+        assert r["status"] == "ok", r["reason"]
+        assert r["window"]["n"] >= 3 and len(r["samples_ms"]["window"]) == r["window"]["n"]
+        assert set(r["batches"]) == {"1", "2"} and r["streams"] >= 0 and r["peak_rss_mb"] > 0
+        assert r["parity"]["metrics"]["accuracy"] in (0.0, 0.5, 1.0)  # 2 test clips
+    fp32 = rows["onnx-cpu-fp32"]["parity"]
+    assert fp32["outputs"][0]["max_abs"] < 1e-4 and fp32["top1_agreement"] == 1.0
+    assert {o["graph"] for o in fp32["outputs"]} == {"model", "split"}
+    assert rows["onnx-cpu-fp32"]["speedup"] > 0
+    int8 = rows["onnx-cpu-int8"]["parity"]["outputs"][0]
+    assert int8["max_abs"] > fp32["outputs"][0]["max_abs"]  # measured, not copied
+    assert rows["torch-compile"]["status"] == "skipped" and "disabled" in rows["torch-compile"]["reason"]
+    assert rows["trt-fp16"]["status"] == "skipped" and "tensorrt" in rows["trt-fp16"]["reason"]
+    assert "CUDAExecutionProvider" in rows["onnx-cuda-fp16"]["reason"]
+    assert "PASSED" in lipreading["stderr"] and "onnx-cpu-int8" in lipreading["stdout"]
+    md = (out / "bench.md").read_text()
+    assert "| onnx-cpu-int8 | ok |" in md and "trt-fp16: skipped" in md
+
+
+def corrupt(package: Path, dest: Path) -> Path:
+    """A copy of ``package`` whose float32 whole model has one weight tensor scaled."""
+    shutil.copytree(package, dest)
+    model = onnx.load(str(dest / "model.onnx"))
+    for init in model.graph.initializer:
+        weights = numpy_helper.to_array(init)
+        if weights.dtype == np.float32 and weights.size > 100:
+            init.CopyFrom(numpy_helper.from_array(weights * 1.5 + 0.01, init.name))
+            break
+    onnx.save(model, str(dest / "model.onnx"))
+    return dest
+
+
+def test_gate_fails_on_a_corrupted_engine_and_passes_on_the_clean_one(lipreading, tmp_path,
+                                                                       run_cli):
+    package, ckpt = lipreading["out"] / "package", lipreading["ckpt"]
+    bad = corrupt(package, tmp_path / "bad")
+    args = ("--checkpoint", ckpt, "--engines", "onnx-cpu-fp32", "--gate", *FAST)
+    code, _, err = run_cli("bench", bad, *args)
+    assert code == 1 and "bench gate failed" in err and "onnx-cpu-fp32: parity-failed" in err
+    assert "Traceback" not in err
+    code, _, err = run_cli("bench", package, *args)
+    assert code == 0, err
+    report = bench(bad, BenchOptions(checkpoint=ckpt, engines=("onnx-cpu-fp32",), budget_s=0.2,
+                                     batch_sizes=(1,), compile_timeout_s=0))
+    row = report.row("onnx-cpu-fp32")
+    assert row.status == "parity-failed" and "max abs error" in row.reason
+    assert row.parity and not row.parity.passed and row.window is not None  # timed all the same
+    with pytest.raises(ParityError, match="onnx-cpu-fp32"):
+        report.check_gate()
+
+
+def test_a_broken_graph_is_export_failed_and_fails_the_gate(lipreading, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(lipreading["out"] / "package", broken)
+    (broken / "model.onnx").write_bytes(b"not an onnx file")
+    report = bench(broken, BenchOptions(checkpoint=lipreading["ckpt"], budget_s=0.2,
+                                        engines=("onnx-cpu-fp32", "onnx-cpu-int8"),
+                                        batch_sizes=(1,)))
+    fp32, int8 = report.row("onnx-cpu-fp32"), report.row("onnx-cpu-int8")
+    assert fp32.status == "export-failed" and "cannot load" in fp32.reason
+    assert int8.status == "export-failed" and "converting model.onnx to int8" in int8.reason
+    assert report.row("torch").status == "ok"  # the others go on
+    with pytest.raises(ParityError, match="export-failed"):
+        report.check_gate()
+
+
+def test_package_without_checkpoint_is_compared_with_onnxruntime_fp32(lipreading):
+    report = bench(lipreading["out"] / "package",
+                   BenchOptions(engines=("torch", "onnx-cpu-int8"), budget_s=0.2,
+                                batch_sizes=(1,), max_clips=3))
+    assert report.reference == "onnx-cpu-fp32" and report.rows[0].key == "onnx-cpu-fp32"
+    torch_row = report.row("torch")
+    assert torch_row.status == "skipped" and "--checkpoint" in torch_row.reason
+    int8 = report.row("onnx-cpu-int8")
+    assert int8.status == "ok" and int8.parity.reference == "onnx-cpu-fp32"
+    assert "3 random clips" in report.inputs
+    report.check_gate()  # skipped rows do not fail the gate
+
+
+def test_a_checkpoint_of_another_model_is_refused(lipreading, tmp_path):
+    other = tiny_checkpoint("lip2speech", tmp_path / "other.lipx")
+    with pytest.raises(InputError, match="lip2speech model but the package is lipreading"):
+        bench(lipreading["out"] / "package", BenchOptions(checkpoint=other))
+
+
+@pytest.fixture(scope="module")
+def lip2speech(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_l2s")
+    src = root / "grid_src"
+    for speaker in ("s1", "s2"):
+        for name, frames in (("bbaf2n", 50), ("bbaf3s", 30), ("bgaa1a", 45)):
+            grid_clip(src, speaker, name, frames=frames)
+    prepare_corpus(PrepareOptions("grid", src, root / "grid"))
+    ckpt = tiny_checkpoint("lip2speech", root / "l2s.lipx")
+    messages: list[str] = []
+    opts = BenchOptions(engines=("onnx-cpu-fp32", "onnx-cpu-int8"), window=24, stride=12,
+                        budget_s=0.3, batch_sizes=(1, 2), data=root / "grid", split="overlap",
+                        out=root / "out", compile_timeout_s=0)
+    report = bench(ckpt, opts, progress=messages.append)
+    return report, write_report(report, root / "out"), messages
+
+
+def test_lip2speech_bench_with_data_scores_speech_per_engine(lip2speech):
+    report, paths, messages = lip2speech
+    assert [p.name for p in paths] == ["bench.json", "bench.md", "latency.png",
+                                      "accuracy-speed.png"]
+    assert any("exporting" in m for m in messages) and report.export_s > 0
+    assert report.task == "lip2speech" and "overlap/test" in report.inputs
+    assert [r.key for r in report.rows] == ["torch", "onnx-cpu-fp32", "onnx-cpu-int8"]
+    ref = report.row("torch")
+    assert ref.reference and {"stoi", "estoi", "pesq", "mel_l1", "linear_l1"} <= set(
+        ref.parity.metrics)
+    for key in ("onnx-cpu-fp32", "onnx-cpu-int8"):
+        row = report.row(key)
+        assert row.status == "ok", row.reason
+        assert {o.name for o in row.parity.outputs} == {"mel", "linear"}
+        assert set(row.parity.deltas) >= {"stoi", "estoi", "mel_l1"}
+        assert row.parity.stoi_drop == pytest.approx(-row.parity.deltas["stoi"])
+    fp32 = report.row("onnx-cpu-fp32").parity
+    assert abs(fp32.deltas["stoi"]) < 1e-3 and fp32.worst_abs < 1e-4
+    assert report.row("onnx-cpu-fp32").rtf_stream > 0
+    saved = json.loads(paths[0].read_text())
+    assert saved["rows"][1]["parity"]["metrics"]["stoi"] == pytest.approx(
+        fp32.metrics["stoi"])
+    assert "STOI" in paths[1].read_text()
+
+
+def test_markdown_lists_every_engine(lip2speech):
+    report = lip2speech[0]
+    text = markdown(report, [])
+    assert all(f"| {r.key} |" in text for r in report.rows)
+    assert "load average" in text
+
+
+# --- options, matrix, gate defaults ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"engines": ("onnx-cpu-int9",)}, "did you mean 'onnx-cpu-int8'"),
+    ({"batch_sizes": (0, 2)}, "positive"),
+    ({"batch_sizes": (2, 2)}, "duplicates"),
+    ({"window": 8, "stride": 9}, "larger than --window"),
+    ({"split": "overlap"}, "--split needs --data"),
+    ({"min_top1": 1.5}, "within 0..1"),
+    ({"budget_s": 0}, "--budget-s"),
+    ({"device": "tpu"}, "--device"),
+])
+def test_bad_options_are_refused(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        BenchOptions(**kwargs)
+
+
+def test_cli_reports_bad_input_in_one_line(run_cli, tmp_path):
+    code, _, err = run_cli("bench", tmp_path / "missing.lipx")
+    assert code == 1 and "does not exist" in err and "Traceback" not in err
+    code, _, err = run_cli("bench", tmp_path, "--engines", "onnx-gpu")
+    assert code == 1 and "unknown engine 'onnx-gpu'" in err
+    code, _, err = run_cli("bench", tmp_path, "--batch-sizes", "1,x")
+    assert code == 1 and "comma-separated integers" in err
+
+
+def test_importing_the_bench_loads_neither_torch_nor_onnxruntime():
+    import subprocess
+    import sys
+
+    code = ("import sys, lipx.benchmarks.api, lipx.benchmarks.report\n"
+            "print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_matrix_comes_from_the_backend_registry():
+    keys = list(engine_matrix())
+    assert keys[:2] == ["torch", "torch-compile"]
+    assert {"onnx-cpu-fp32", "onnx-cpu-int8", "onnx-cuda-fp32", "onnx-cuda-fp16",
+            "onnx-tensorrt-fp32", "trt-fp16", "trt-fp32"} == set(keys[2:])
+    for spec in engine_matrix().values():
+        if spec.backend == "onnx":
+            assert spec.precision in DEVICE_PRECISIONS[spec.device]
+
+
+def test_gate_defaults_and_overrides():
+    assert gate_for("int8") == TOLERANCES["int8"]
+    g = gate_for("fp16", atol=0.5, min_top1=0.5)
+    assert (g.atol, g.rtol, g.min_top1) == (0.5, TOLERANCES["fp16"].rtol, 0.5)
+
+
+def test_compile_clock_charges_first_calls_per_shape_and_gives_up_past_its_limit():
+    from lipx.benchmarks.engines import CompileClock, CompileTimed, EngineSkipped
+    from lipx.package import TensorInfo
+    from lipx.runtime.runner import Runner
+
+    class Slow(Runner):
+        """A runner whose calls take 0.05 s."""
+
+        def _activate(self):
+            pass
+
+        def _deactivate(self):
+            pass
+
+        def _input_metadata(self):
+            return {"x": TensorInfo("x", "float32", ("batch",))}
+
+        def _output_metadata(self):
+            return {"y": TensorInfo("y", "float32", ("batch",))}
+
+        def _infer(self, feeds):
+            time.sleep(0.05)
+            return {"y": feeds["x"]}
+
+    clock = CompileClock(limit_s=0.12)
+    with CompileTimed(Slow("slow"), clock) as runner:
+        for _ in range(3):
+            runner.infer({"x": np.zeros(2, np.float32)})
+        assert 0.05 <= clock.spent_s < 0.1  # only the first call with this shape
+        runner.infer({"x": np.zeros(3, np.float32)})
+        with pytest.raises(EngineSkipped, match="over the 0 s limit"):
+            runner.infer({"x": np.zeros(4, np.float32)})
+
+
+def test_tensorrt_stage_times_are_read_in_seconds():
+    from lipx.benchmarks.measure import stage_seconds
+
+    class Trt:
+        last_timings = {"h2d_ms": 0.5, "compute_ms": 2.0, "d2h_ms": 0.25}
+
+    assert stage_seconds(Trt()) == {"h2d": 0.0005, "compute": 0.002, "d2h": 0.00025}
+    assert stage_seconds(object()) == {}
+
+
+# --- timing ---------------------------------------------------------------------------------
+
+
+def test_stats_percentiles_and_sigma_clipping():
+    samples = [0.010] * 50 + [0.011] * 49 + [1.0]  # one 1 s outlier among ~10 ms calls
+    s = Stats.of(samples)
+    assert s.n == 100 and s.clipped == 1 and s.max == pytest.approx(1000.0)
+    assert s.p50 == pytest.approx(10.5) and s.mean == pytest.approx(10.49, abs=0.01)
+    assert s.std < 1.0 and s.p99 > 11.0
+
+
+def test_warm_up_goes_on_while_calls_get_faster():
+    times = iter([1.3, 1.3, 0.38, 0.011, 0.011, 0.011, 0.011])
+    seen = warm_up(lambda: next(times), Budget(1.0, warmup=3))
+    assert seen == [1.3, 1.3, 0.38, 0.011, 0.011]
+    steady = iter([0.5, 0.01, 0.01, 0.01])
+    assert warm_up(lambda: next(steady), Budget(1.0, warmup=3)) == [0.5, 0.01, 0.01]
+
+
+def test_time_calls_keeps_every_sample_within_the_budget():
+    calls = []
+    timing = time_calls(lambda: calls.append(1), Budget(0.05, min_runs=5, max_runs=50, warmup=1),
+                        stages=lambda: {"compute": 0.001})
+    assert len(timing.samples_s) + len(timing.warmup_s) == len(calls)
+    assert 5 <= len(timing.samples_s) <= 50 and timing.stages_s["compute"][0] == 0.001
+    assert timing.stage_stats()["compute"].p50 == pytest.approx(1.0)
