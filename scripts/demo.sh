@@ -2,7 +2,7 @@
 # The main job end to end on a CPU, in a few minutes, with data lipx makes itself:
 # a synthetic LRW-layout corpus -> prepared -> a short lipreading training run -> evaluation ->
 # an ONNX model package with parity checks -> streaming a held-out test clip through it.
-# (Short training: the words it reads are not yet reliable; see README "Training results".)
+# (60 training steps: the words it reads are not yet reliable; see README "What was not verified".)
 # Outputs go to ${LIPX_DEMO_DIR:-lipx-demo}; a second run reuses what exists.
 set -euo pipefail
 DIR="${LIPX_DEMO_DIR:-lipx-demo}"
