@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from lipx.benchmarks.results import BenchReport, EngineRow
+from lipx.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -181,13 +181,7 @@ def _json_default(value: Any) -> Any:
 
 def _write(path: Path, text: str) -> Path:
     """Write atomically: readers never see half a report."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _md_table(headers: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:

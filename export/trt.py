@@ -34,7 +34,7 @@ from typing import Any
 from lipx.errors import BackendUnavailableError, LipxError
 from lipx.export.artifact import artifact
 from lipx.export.precision import Fp32Rule
-from lipx.files import file_sha256  # noqa: F401  (re-exported)
+from lipx.files import atomic_write, file_sha256  # noqa: F401  (file_sha256 re-exported)
 from lipx.package import EngineInfo, GraphInfo, PlanTarget, ShapeRange
 
 log = logging.getLogger(__name__)
@@ -294,6 +294,4 @@ def build_engine(graph: GraphInfo, src: Path, path: Path,
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))

@@ -20,14 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lipx.audio import AudioSpec
 from lipx.errors import InputError, ManifestError, did_you_mean
+from lipx.files import atomic_write
 from lipx.video import VideoSpec
 
 log = logging.getLogger(__name__)
@@ -392,16 +391,8 @@ class Manifest:
         """Write ``manifest.json`` into ``directory`` atomically. Returns its path."""
         directory = Path(directory)
         text = json.dumps(self.to_dict(), indent=2) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a manifest is meant to be read
-            os.replace(tmp, directory / MANIFEST_NAME)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return directory / MANIFEST_NAME
+        return atomic_write(directory / MANIFEST_NAME,
+                            lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def replace(manifest: Manifest, **changes: Any) -> Manifest:

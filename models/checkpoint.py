@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lipx import __version__
+from lipx import __version__, files
 from lipx.audio import AudioSpec
 from lipx.errors import CheckpointError, InputError
 from lipx.models.registry import families, get_family
@@ -129,14 +128,7 @@ def atomic_write(path: Path, write) -> None:
         raise InputError(f"output folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise InputError(f"output folder {parent} is not writable")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.atomic_write(path, write)
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lipx.files import atomic_write
+
 STAGES = ("decode", "crop", "frontend", "backend", "head", "sinks")
 FRONTEND_CONTEXT = 2
 """Future frames the front-end's temporal convolution (kernel 5) needs: t+1 and t+2."""
@@ -109,10 +111,9 @@ class StreamStats:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``to_json()`` atomically (temp file + rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        path, text = Path(path), self.to_json() + "\n"
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                     tmp=path.with_name(path.name + ".partial"))
 
     def format_table(self) -> str:
         """Plain-text table of the stages (ms), then the totals, for the end-of-run report."""

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import zlib
 from collections.abc import Iterable
@@ -54,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from lipx.errors import InputError
+from lipx.files import atomic_write
 
 FORMAT = "lipx-prepared"
 VERSION = 1
@@ -77,9 +77,8 @@ def write_clip(path: Path, video: np.ndarray, audio: np.ndarray, meta: dict) -> 
     np.savez_compressed(buffer, video=np.ascontiguousarray(video, np.uint8), audio=pcm,
                         meta=np.array(json.dumps(meta)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    data = buffer.getvalue()
+    atomic_write(path, lambda tmp: tmp.write_bytes(data), tmp=path.with_name(path.name + ".tmp"))
 
 
 def read_meta(path: Path) -> dict:
@@ -118,13 +117,11 @@ def make_record(meta: dict, path: str) -> dict:
 
 def write_json_atomic(path: Path, obj: Any, lines: bool = False) -> None:
     """Write JSON (or JSON lines, one per item) atomically."""
-    tmp = path.with_name(path.name + ".tmp")
     if lines:
         text = "".join(json.dumps(item, sort_keys=True) + "\n" for item in obj)
     else:
         text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(text), tmp=path.with_name(path.name + ".tmp"))
 
 
 def read_corpus(root: str | Path) -> tuple[dict, list[dict]]:

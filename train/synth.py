@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 import time
 import zlib
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lipx.errors import InputError
+from lipx.files import atomic_write
 from lipx.train import lexicon
 from lipx.train.render import Appearance, Placement, render_frames
 from lipx.train.voice import SAMPLE_RATE, Voice, synthesize
@@ -324,12 +324,7 @@ def clip_files(opts: SynthOptions, key: str) -> dict[str, Path]:
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through ``<name>.part`` in the same folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, write, tmp=path.with_name(path.name + ".part"))
 
 
 def _write_text(path: Path, text: str) -> None:
