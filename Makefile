@@ -19,7 +19,7 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" scripts/demo.sh
+	$(VENV)/bin/lipx demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -90,6 +90,22 @@ def convert(
          started)
 
 
+@app.command("slim")
+def slim_(
+    src: Annotated[Path, typer.Argument(help="A lipx checkpoint (a training run's best.lipx).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the slim checkpoint.")],
+    half: Annotated[bool, typer.Option("--half", help="Store weights as float16 (about half the size; loaded back as float32).")] = False,
+) -> None:
+    """Keep only what inference and export need: drop the optimiser state (--resume) and the
+    training-only discriminators."""
+    from lipx.models.checkpoint import load_checkpoint, save_checkpoint, slim
+
+    started = time.perf_counter()
+    before = src.stat().st_size if src.is_file() else 0
+    save_checkpoint(slim(load_checkpoint(src), half=half), out)
+    done(f"{before / 1e6:.1f} MB -> {out} {out.stat().st_size / 1e6:.1f} MB", started)
+
+
 def _read_vocab(path: Path) -> list[str]:
     from lipx.errors import InputError
 
@@ -267,7 +283,8 @@ def train(
             advance(step, logs)
             val = {k: v for k, v in logs.items() if k.startswith("val_")}
             if val:
-                console.print(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in val.items())
+                console.print(f"step {step} ({(time.perf_counter() - started) / 60:.1f} min): "
+                              + " ".join(f"{k}={v:.4f}" for k, v in val.items())
                               + f" loss={logs.get('loss', logs.get('loss_g', float('nan'))):.4f}")
 
         result = run_train(cfg, resume=resume, on_step=on_step)
@@ -521,6 +538,32 @@ def bench(
     if gate:
         report.check_gate()
     done(report.summary(), started)
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Argument(help="Folder for everything the demo makes.")] = Path("lipx-demo"),
+    checkpoints: Annotated[Optional[Path], typer.Option(help="Folder with lipreading.lipx and lip2speech.lipx trained on synthetic corpora. (default: the small checkpoints shipped with lipx)")] = None,
+    words: Annotated[int, typer.Option(help="Words the held-out speaker says in the lipreading test video.")] = 6,
+    speaker: Annotated[int, typer.Option(help="Which held-out speaker to render (0: the first).")] = 0,
+    bench_s: Annotated[float, typer.Option(help="Seconds of timed runs per engine in the closing benchmark (0 skips it).")] = 2.0,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Redo every step instead of reusing what OUT holds.")] = False,
+) -> None:
+    """The whole job in a few minutes on a CPU: render held-out synthetic speakers, export both
+    trained models, stream the videos (words read, speech generated, annotated MP4s), score them
+    and benchmark the packages."""
+    from lipx.demo import CHECKPOINTS, DemoOptions, next_commands, run_demo
+
+    started = time.perf_counter()
+    opts = DemoOptions(out=out, checkpoints=checkpoints or CHECKPOINTS, words=words,
+                       speaker=speaker, bench_s=bench_s, fresh=fresh)
+    result = run_demo(opts, say=lambda line: print(line, flush=True))
+    print("\nOutputs: " + ", ".join(str(p) for p in result.files.values() if p.exists()))
+    print("Next:\n" + "\n".join(f"  {c}" for c in next_commands(result)))
+    done(result.summary(), started)
 
 
 def main() -> None:

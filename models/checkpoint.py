@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,20 @@ def atomic_write(path: Path, write) -> None:
     if not os.access(parent, os.W_OK):
         raise InputError(f"output folder {parent} is not writable")
     files.atomic_write(path, write)
+
+
+def slim(ckpt: Checkpoint, half: bool = False) -> Checkpoint:
+    """What inference and export need only: no optimiser state, no training-only modules.
+
+    Args:
+        half: store floating-point weights as float16 (about half the file); loading casts them
+            back into the float32 model, so only the rounding of the weights changes.
+    """
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.half() if half and t.is_floating_point() else t
+
+    return replace(ckpt, state_dict={k: cast(v) for k, v in ckpt.state_dict.items()}, aux={},
+                   training=None, meta={**ckpt.meta, "slim": {"half": half}})
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:

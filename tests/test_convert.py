@@ -143,3 +143,30 @@ def test_checkpoint_round_trip_rebuilds_the_model_by_itself(tmp_path):
     video = torch.randn(2, 1, 7, 112, 112)
     with torch.no_grad():
         torch.testing.assert_close(again(video), model(video))
+
+
+def test_slim_drops_training_state_and_halves_weights(tmp_path, run_cli):
+    from lipx.models.checkpoint import Checkpoint
+    from lipx.models.registry import get_family
+
+    config = preset_config("lip2speech", "tiny")
+    family = get_family("lip2speech")
+    torch.manual_seed(0)
+    model = family.build(config).eval()
+    aux = {k: m.state_dict() for k, m in family.build_aux(config).items()}
+    full = Checkpoint(task="lip2speech", config=config, state_dict=model.state_dict(),
+                      aux=aux, preset="tiny", training={"progress": {"step": 3}})
+    src = save_checkpoint(full, tmp_path / "full.lipx")
+    code, _, err = run_cli("slim", src, "-o", tmp_path / "slim.lipx", "--half")
+    assert code == 0, err
+    slim = load_checkpoint(tmp_path / "slim.lipx")
+    assert slim.aux == {} and slim.training is None and slim.meta["slim"] == {"half": True}
+    assert all(t.dtype == torch.float16 for t in slim.state_dict.values() if t.is_floating_point())
+    assert (tmp_path / "slim.lipx").stat().st_size < 0.6 * src.stat().st_size
+    again = build_model(slim)  # float16 weights load into the float32 model
+    assert next(again.parameters()).dtype == torch.float32
+    for name, weight in again.state_dict().items():
+        if weight.is_floating_point():
+            torch.testing.assert_close(weight, model.state_dict()[name], atol=2e-3, rtol=1e-3)
+    code, _, err = run_cli("slim", tmp_path / "missing.lipx", "-o", tmp_path / "x.lipx")
+    assert code == 1 and "does not exist" in err

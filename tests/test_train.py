@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -53,12 +54,16 @@ def test_lipreading_run_validates_saves_best_and_evaluates(lrw_corpus, tmp_path,
                            "--steps", "4", "--batch-size", "2", "--set", "val_every=2",
                            "--set", "threads=1")
     assert code == 0, err
-    assert "step 2: val_accuracy=" in err and (out / "best.lipx").exists()
+    assert "step 2 (" in err and "val_accuracy=" in err and (out / "best.lipx").exists()
     assert (out / "config.yaml").exists() and any((out / "tensorboard").iterdir())
     best = load_checkpoint(out / "best.lipx")
     corpus, _ = read_corpus(lrw_corpus)
     assert best.vocabulary == corpus["labels"] and len(best.vocabulary) == 4
     assert best.config.num_classes == len(best.vocabulary)
+    # provenance: the synthetic corpus' recipe travels from synth.json to corpus.json to the
+    # checkpoint, so `lipx demo` can render its held-out speakers again
+    assert best.meta["corpus_synth"] == corpus["synth"]
+    assert corpus["synth"]["layout"] == "lrw" and corpus["synth"]["speakers"] >= 2
     report = tmp_path / "eval.json"
     code, out_text, err = run_cli("eval", out / "best.lipx", lrw_corpus, "--json", report)
     assert code == 0, err
@@ -85,6 +90,44 @@ def test_lip2speech_eval_scores_and_writes_wavs(grid_corpus, tmp_path, run_cli):
     assert {"stoi", "estoi", "pesq", "mel_l1", "linear_l1"} <= set(metrics)
     assert -1.0 <= metrics["stoi"] <= 1.0 and metrics["mel_l1"] > 0
     assert len(list(wavs.glob("*.wav"))) == 2
+
+
+def test_time_budget_stops_validates_and_erasing_can_be_turned_off(lrw_corpus, tmp_path):
+    from lipx.train.datasets import LipreadingDataset
+    from lipx.train.run import _datasets
+
+    cfg = _cfg("lipreading", lrw_corpus, tmp_path / "run", steps=500, minutes=1e-4,
+               val_every=50, erase=False)
+    result = train(cfg)
+    assert 1 <= result.steps < 500
+    last = result.history[-1]
+    assert last["step"] == result.steps and last["minutes"] >= 0 and "accuracy" in last
+    assert (tmp_path / "run" / "best.lipx").exists()
+    train_set, _, _ = _datasets(cfg.resolved(), "lrw")
+    assert train_set.video_augment.erase_size == 0
+    assert LipreadingDataset.video_augment.erase_size == 56  # the class default is untouched
+    with pytest.raises(InputError, match="minutes"):
+        _cfg("lipreading", lrw_corpus, tmp_path / "x", minutes=-1)
+
+
+def test_lip2speech_without_adversarial_term_leaves_mel_discriminators_alone(grid_corpus):
+    from lipx.train.datasets import LipToSpeechDataset, collate
+    from lipx.train.distributed import DistInfo
+    from lipx.train.run import _task
+
+    cfg = _cfg("lip2speech", grid_corpus, "unused", window=20,
+               loss_weights={"adv": 0.0}).resolved()
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    task = _task(cfg, info, [])
+    before = {k: v.clone() for k, v in task.dis.state_dict().items()}
+    data = LipToSpeechDataset(grid_corpus, "train", protocol="unseen", window=20)
+    batch = collate([data[0], data[1]])
+    losses = task.train_step(batch, contextlib.nullcontext)
+    assert losses["adv_d"] == losses["adv_g"] == losses["r1"] == 0.0
+    assert losses["recon"] > 0 and losses["sync_d"] > 0
+    after = task.dis.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("sync"))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("sync"))
 
 
 def test_existing_run_needs_resume_and_bad_options_are_one_line(lrw_corpus, tmp_path, run_cli):

@@ -76,6 +76,8 @@ class Lip2SpeechTask:
     def __init__(self, model: nn.Module, discriminators: nn.ModuleDict, cfg: TrainConfig,
                  info: DistInfo, preset: str, video_spec: Any, audio_spec: Any) -> None:
         self.cfg, self.info, self.preset = cfg, info, preset
+        self.meta: dict[str, Any] = {}
+        """Extra checkpoint metadata (the corpus' synth options, when it is synthetic)."""
         self.video_spec, self.audio_spec = video_spec, audio_spec
         self.weights = {**LIP2SPEECH_WEIGHTS, **cfg.loss_weights}
         self.model = model.to(info.device)
@@ -108,11 +110,16 @@ class Lip2SpeechTask:
         reals = [m.detach().requires_grad_(True) for m in mel_scales(mel)]
         sentence = out["sentence"]
 
-        # discriminator step
-        real_logits = self._discriminate(reals, sentence.detach())
-        fake_logits = self._discriminate([f.detach() for f in fakes], sentence.detach())
-        adv_d = sum(gan_d_loss(r, f) for r, f in zip(real_logits, fake_logits)) / 3
-        r1 = sum(r1_penalty(r[0], x) for r, x in zip(real_logits, reals)) / 3
+        # discriminator step (the mel discriminators only matter with an adversarial term: with
+        # loss_weights.adv=0 they neither run nor train, which makes a step several times cheaper)
+        gan = self.weights["adv"] > 0
+        zero = torch.zeros((), device=dev)
+        adv_d = r1 = adv_g = zero
+        if gan:
+            real_logits = self._discriminate(reals, sentence.detach())
+            fake_logits = self._discriminate([f.detach() for f in fakes], sentence.detach())
+            adv_d = sum(gan_d_loss(r, f) for r, f in zip(real_logits, fake_logits)) / 3
+            r1 = sum(r1_penalty(r[0], x) for r, x in zip(real_logits, reals)) / 3
         sync_d = sync_infonce(feats, self.dis["sync"].embed(mel), lengths=lengths)
         loss_d = adv_d + self.weights["r1"] * r1 + self.weights["sync"] * sync_d
         clip_and_step(loss_d, self.dis.parameters(), opt_d, self.cfg, self.scalers["discriminators"],
@@ -122,7 +129,8 @@ class Lip2SpeechTask:
         for name, module in self.model.named_children():
             if name != "frontend":
                 module.zero_grad(set_to_none=True)
-        adv_g = sum(gan_g_loss(f) for f in self._discriminate(fakes, sentence)) / 3
+        if gan:
+            adv_g = sum(gan_g_loss(f) for f in self._discriminate(fakes, sentence)) / 3
         sync_g = sync_generator_term(feats.detach(), self.dis["sync"].embed(out["mel_80"]))
         recon = reconstruction_loss(fakes, mel_scales(mel), out["linear"], linear)
         loss_g = (self.weights["adv"] * adv_g + self.weights["sync"] * sync_g
@@ -163,7 +171,7 @@ class Lip2SpeechTask:
             state_dict={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             aux={"discriminators": {k: v.detach().cpu() for k, v in self.dis.state_dict().items()}},
             video=self.video_spec, audio=self.audio_spec,
-            meta={"trained_with": self.cfg.to_dict()})
+            meta={**self.meta, "trained_with": self.cfg.to_dict()})
 
     def log_media(self, writer: Any, step: int) -> None:
         """Predicted and target mel images of the last training batch."""

@@ -63,6 +63,8 @@ class LipreadingTask:
     def __init__(self, model: nn.Module, cfg: TrainConfig, info: DistInfo, preset: str,
                  vocabulary: list[str], video_spec: Any) -> None:
         self.cfg, self.info, self.preset = cfg, info, preset
+        self.meta: dict[str, Any] = {}
+        """Extra checkpoint metadata (the corpus' synth options, when it is synthetic)."""
         self.vocabulary, self.video_spec = vocabulary, video_spec
         self.model = model.to(info.device)
         forward = _TrainForward(self.model)
@@ -106,7 +108,7 @@ class LipreadingTask:
         return Checkpoint(task="lipreading", config=self.model.config, preset=self.preset,
                           state_dict={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                           vocabulary=list(self.vocabulary), video=self.video_spec,
-                          meta={"trained_with": self.cfg.to_dict()})
+                          meta={**self.meta, "trained_with": self.cfg.to_dict()})
 
     def log_media(self, writer: Any, step: int) -> None:
         """Lipreading logs scalars only."""

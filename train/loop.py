@@ -109,6 +109,7 @@ class Trainer:
         self.train_set, self.val_set, self.collate = train_set, val_set, collate
         self.schedules = {k: make_schedule(o, cfg) for k, o in task.optimizers.items()}
         self.progress = Progress()
+        self._started = time.perf_counter()
         self.writer = None
         if info.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -187,10 +188,17 @@ class Trainer:
         autocast = autocast_for(self.cfg, self.info.device)
         batches = self._batches()
         started, seen = time.perf_counter(), 0
+        self._started = started
         for m in self.task.modules.values():
             m.train()
         try:
             while self.progress.step < self.cfg.steps:
+                if self.cfg.minutes and time.perf_counter() - started > 60 * self.cfg.minutes:
+                    log.info("time budget of %g min reached at step %d", self.cfg.minutes,
+                             self.progress.step)
+                    if self.cfg.val_every and self.progress.step % self.cfg.val_every:
+                        self._record(self.validate(), self.progress.step)
+                    break
                 batch = next(batches)
                 self.progress.batch_in_epoch += 1
                 losses = self.task.train_step(batch, autocast)
@@ -227,7 +235,8 @@ class Trainer:
     def _record(self, metrics: dict[str, float], step: int) -> None:
         if not metrics:
             return
-        self.progress.history.append({"step": step, **metrics})
+        minutes = (time.perf_counter() - self._started) / 60
+        self.progress.history.append({"step": step, "minutes": round(minutes, 2), **metrics})
         if self.writer is not None:
             for k, v in metrics.items():
                 self.writer.add_scalar(f"val/{k}", v, step)

@@ -22,6 +22,7 @@ The output format is described in :mod:`lipx.train.prepare_format`.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import re
@@ -421,6 +422,17 @@ def prepare_corpus(opts: PrepareOptions, progress: Progress | None = None) -> Pr
     return _finish(opts, jobs, results, started)
 
 
+def _synth_options(src: Path) -> dict | None:
+    """The options ``lipx data synth`` made ``src`` with (None for a real corpus): kept in
+    corpus.json and, by training, in checkpoints, so held-out speakers can be rendered again."""
+    path = src / "synth.json"
+    try:
+        return json.loads(path.read_text())["options"] if path.is_file() else None
+    except (ValueError, KeyError, TypeError):
+        log.warning("%s is not a readable synth manifest; not recorded", path)
+        return None
+
+
 def _finish(opts: PrepareOptions, jobs: list[ClipJob], results: list[ClipResult],
             started: float) -> PrepareReport:
     sources = {job.clip_id: job.source for job in jobs}
@@ -435,7 +447,8 @@ def _finish(opts: PrepareOptions, jobs: list[ClipJob], results: list[ClipResult]
         "format": fmt.FORMAT, "version": fmt.VERSION, "layout": opts.layout, "fps": spec.fps,
         "sample_rate": 16000, "box": list(spec.box), "margin": opts.margin,
         "labels": _labels(opts) if opts.layout == "lrw" else [],
-        "clips": len(records), "splits": split_sources, "lipx_version": __version__})
+        "clips": len(records), "splits": split_sources, "lipx_version": __version__,
+        **({"synth": synth} if (synth := _synth_options(opts.src)) else {})})
     report = PrepareReport(
         prepared=sum(r.status == "prepared" for r in results),
         skipped=sum(r.status == "skipped" for r in results), failed=failed, out=opts.out,

@@ -189,7 +189,8 @@ def _utterance_parts(ids: list[str], salt: str) -> dict[str, list[str]]:
             for n, i in enumerate(ordered)}
 
 
-def _speaker_parts(speakers: list[str]) -> dict[str, list[str]]:
+def speaker_parts(speakers: list[str]) -> dict[str, list[str]]:
+    """GRID ``unseen``: speaker -> parts, for speakers in natural order (the rule above)."""
     n = len(speakers)
     if n < 2:
         return {}
@@ -212,7 +213,7 @@ def generated_grid_splits(records: list[dict]) -> dict[str, dict[str, list[str]]
     four = [s for s in FOUR_SPEAKERS if s in by_speaker]
     four = four if len(four) == len(FOUR_SPEAKERS) else speakers[:4]
     splits: dict[str, dict[str, list[str]]] = {"overlap": {}, "unseen": {}, "four": {}}
-    unseen = _speaker_parts(speakers)
+    unseen = speaker_parts(speakers)
     for s in speakers:
         ids = by_speaker[s]
         held, _ = _held_out(ids, "overlap", 0.256, 1 if len(ids) >= 2 else 0)

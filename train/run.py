@@ -18,6 +18,7 @@ from lipx.models.registry import get_family, preset_config
 from lipx.train.config import TrainConfig
 from lipx.train.distributed import DistInfo, setup, teardown
 from lipx.train.loop import Progress, Trainer
+from lipx.train.prepare_format import read_corpus
 from lipx.train.state import seed_everything
 from lipx.video import VideoSpec
 
@@ -37,8 +38,6 @@ class TrainResult:
 
 
 def _default_split(task: str, data: Path) -> str:
-    from lipx.train.prepare_format import read_corpus
-
     corpus, records = read_corpus(data)
     protocols = sorted({p for r in records for p in r["splits"]})
     if task == "lipreading":
@@ -62,6 +61,8 @@ def _datasets(cfg: TrainConfig, split: str):
         kw = {"protocol": split, "seed": cfg.seed}
         train = ds.LipToSpeechDataset(cfg.data, "train", augment=cfg.augment, window=cfg.window, **kw)
         val = ds.LipToSpeechDataset(cfg.data, "val", augment=False, window=cfg.window, **kw)
+    if not cfg.erase:
+        train.video_augment = dataclasses.replace(train.video_augment, erase_size=0)
     return train, val, ds.collate
 
 
@@ -122,6 +123,9 @@ def train(cfg: TrainConfig, resume: bool = False,
         train_set, val_set, collate = _datasets(cfg, split)
         labels = list(getattr(train_set, "labels", []))
         task = _task(cfg, info, labels)
+        corpus, _ = read_corpus(cfg.data)
+        if "synth" in corpus:  # provenance: lets `lipx demo` render the held-out speakers again
+            task.meta["corpus_synth"] = corpus["synth"]
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

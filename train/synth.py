@@ -331,7 +331,7 @@ def _write_text(path: Path, text: str) -> None:
     _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def _write_video(path: Path, frames: np.ndarray, audio: np.ndarray, container: str) -> None:
+def write_video(path: Path, frames: np.ndarray, audio: np.ndarray, container: str) -> None:
     """Encode frames (T, H, W, 3) uint8 RGB at 25 fps with a mono 16 kHz audio track."""
     import av
 
@@ -361,7 +361,7 @@ def _write_video(path: Path, frames: np.ndarray, audio: np.ndarray, container: s
     _atomic(path, write)
 
 
-def _write_wav(path: Path, audio: np.ndarray) -> None:
+def write_wav(path: Path, audio: np.ndarray) -> None:
     import soundfile as sf
 
     _atomic(path, lambda p: sf.write(str(p), audio, SAMPLE_RATE, subtype="PCM_16",
@@ -401,15 +401,15 @@ def write_clip(opts: SynthOptions, clip: SynthClip) -> None:
     """Write one clip's files (each atomically; the video last)."""
     files = clip_files(opts, clip.spec.key)
     if opts.layout == "grid":
-        _write_wav(files["audio"], clip.audio)
+        write_wav(files["audio"], clip.audio)
         _write_text(files["align"], align_text(clip.words, len(clip.frames)))
         rel = files["video"].relative_to(opts.out).as_posix()
         _write_text(files["landmark"], landmark_text(rel, clip.landmarks))
-        _write_video(files["video"], clip.frames, clip.audio, "mpeg")
+        write_video(files["video"], clip.frames, clip.audio, "mpeg")
     else:
         word, a, b = clip.words[0]
         _write_text(files["text"], lrw_text(word, a, b))
-        _write_video(files["video"], clip.frames, clip.audio, "mp4")
+        write_video(files["video"], clip.frames, clip.audio, "mp4")
 
 
 def _make(opts: SynthOptions, spec: ClipSpec) -> str:

@@ -1,0 +1,335 @@
+"""``lipx demo``: lipx's whole job on a CPU in a few minutes, with no downloads.
+
+1. Test videos of held-out synthetic speakers, rendered again from the corpus recipe each trained
+   checkpoint records (``meta.corpus_synth``): for lipreading, one speaker saying a few
+   vocabulary words in a row; for lip-to-speech, one GRID sentence aligned to the 256x256 face
+   geometry. Their true words and speech are kept for scoring.
+2. Both checkpoints exported to ONNX model packages (TensorRT plans too where TensorRT exists).
+3. Each video streamed through its package: words printed as they are read, generated speech
+   as a WAV, an annotated MP4 each; then scored (words right, STOI/ESTOI of the speech).
+4. A short benchmark of each package against PyTorch.
+
+The checkpoints default to the small ones shipped in ``lipx/assets/checkpoints`` (made by the
+commands in the README's "Training results"). Everything goes to one folder; a step whose
+outputs exist is reused unless ``fresh``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lipx.errors import InputError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = Path(__file__).parent / "assets" / "checkpoints"
+"""The shipped small trained checkpoints: ``lipreading.lipx`` and ``lip2speech.lipx``."""
+TASKS = ("lipreading", "lip2speech")
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``lipx demo`` does."""
+
+    out: Path = Path("lipx-demo")
+    """Folder for every output (created)."""
+    checkpoints: Path = CHECKPOINTS
+    """Folder holding ``lipreading.lipx`` and ``lip2speech.lipx`` (trained on synthetic data)."""
+    words: int = 6
+    """Words in the lipreading test video."""
+    speaker: int = 0
+    """Which held-out speaker says them (0: the first held out)."""
+    bench_s: float = 2.0
+    """Seconds of timed runs per engine in the benchmark (0 skips it)."""
+    fresh: bool = False
+    """Redo every step instead of reusing what ``out`` holds."""
+
+    def __post_init__(self) -> None:
+        if self.words < 1:
+            raise InputError(f"--words must be >= 1, got {self.words}")
+        if self.speaker < 0:
+            raise InputError(f"--speaker must be >= 0, got {self.speaker}")
+        if self.bench_s < 0:
+            raise InputError(f"--bench-s must be >= 0, got {self.bench_s}")
+        missing = [t for t in TASKS if not (self.checkpoints / f"{t}.lipx").is_file()]
+        if missing:
+            raise InputError(f"{self.checkpoints} has no {missing[0]}.lipx; train one (README, "
+                             "'Training results') or pass --checkpoints")
+
+
+@dataclass
+class TestVideo:
+    """A held-out speaker's video and what it really says."""
+
+    video: Path
+    words: list[str]
+    """The words said (lipreading: one per clip of ``clip_s`` seconds)."""
+    clip_s: float = 0.0
+    speech: Path | None = None
+    """The speaker's real speech (lip-to-speech reference), 16 kHz WAV."""
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured, per task."""
+
+    out: Path
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    read: list[str] = field(default_factory=list)
+    """Words the stream read, in order."""
+    truth: list[str] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lr, ls = self.scores.get("lipreading", {}), self.scores.get("lip2speech", {})
+        return (f"read {lr.get('correct', 0):.0f}/{len(self.truth)} words of a held-out speaker; "
+                f"speech STOI {ls.get('stoi', float('nan')):.2f} -> {self.out}")
+
+
+Say = Callable[[str], None]
+
+
+def run_demo(opts: DemoOptions, say: Say = print) -> DemoResult:
+    """Run the four steps; ``say`` receives the narration (headings, words, scores)."""
+    out = opts.out
+    if opts.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = DemoResult(out)
+    ckpts = {t: opts.checkpoints / f"{t}.lipx" for t in TASKS}
+
+    say("== 1/4 test videos: held-out synthetic speakers (never seen in training)")
+    videos = {"lipreading": lipreading_video(ckpts["lipreading"], out, opts),
+              "lip2speech": lip2speech_video(ckpts["lip2speech"], out, opts)}
+    say(f"   {videos['lipreading'].video}: says {' '.join(videos['lipreading'].words)}")
+    say(f"   {videos['lip2speech'].video}: says {' '.join(videos['lip2speech'].words)}")
+
+    engine = "trt" if importlib.util.find_spec("tensorrt") else "onnx"
+    say(f"== 2/4 export both models ({'ONNX + TensorRT' if engine == 'trt' else 'ONNX'}, "
+        "parity checked against PyTorch)")
+    packages = {t: _export(ckpts[t], out / "packages" / t, engine, say) for t in TASKS}
+
+    say("== 3/4 stream the videos through the packages")
+    result.truth = videos["lipreading"].words
+    result.read, result.scores["lipreading"] = _stream_words(packages["lipreading"],
+                                                             videos["lipreading"], out, say)
+    result.scores["lip2speech"] = _stream_speech(packages["lip2speech"], videos["lip2speech"],
+                                                 out, say)
+    result.files = {name: out / name for name in (
+        "words.jsonl", "words.srt", "lipreading.mp4", "speech.wav", "lip2speech.mp4")}
+
+    if opts.bench_s > 0:
+        say(f"== 4/4 benchmark ({opts.bench_s:g} s per engine)")
+        for task in TASKS:
+            _bench(packages[task], ckpts[task], out / "bench" / task, opts.bench_s, say)
+    else:
+        say("== 4/4 benchmark skipped (--bench-s 0)")
+    (out / "demo.json").write_text(json.dumps(
+        {"read": result.read, "truth": result.truth, "scores": result.scores}, indent=2) + "\n")
+    return result
+
+
+# --- test videos ---------------------------------------------------------------------------
+
+
+def _recipe(ckpt_path: Path, layout: str):
+    """The SynthOptions of the corpus the checkpoint was trained on."""
+    from lipx.models.checkpoint import load_checkpoint
+    from lipx.train.synth import SynthOptions
+
+    ckpt = load_checkpoint(ckpt_path)
+    options = ckpt.meta.get("corpus_synth")
+    if not options or options.get("layout") != layout:
+        raise InputError(f"{ckpt_path} was not trained on a synthetic {layout.upper()}-layout "
+                         "corpus (no corpus_synth in its metadata); the demo renders held-out "
+                         "speakers of that corpus")
+    return ckpt, SynthOptions(out=Path("."), **{**options, "image_size": tuple(
+        options["image_size"]) if options.get("image_size") else None})
+
+
+def lipreading_video(ckpt_path: Path, out: Path, opts: DemoOptions) -> TestVideo:
+    """``opts.words`` vocabulary words said in a row by a held-out speaker (LRW clips)."""
+    from lipx.train import synth
+
+    truth_file, video = out / "lipreading_truth.json", out / "lipreading_test.mp4"
+    if video.is_file() and truth_file.is_file():
+        return TestVideo(video, **json.loads(truth_file.read_text()))
+    ckpt, recipe = _recipe(ckpt_path, "lrw")
+    held = list(range(recipe.speakers - recipe.n_held_out, recipe.speakers))
+    speaker = held[opts.speaker % len(held)]
+    vocab = list(ckpt.vocabulary)
+    rng = np.random.default_rng(opts.speaker)
+    words = [vocab[i] for i in rng.permutation(len(vocab))[:opts.words]]
+    words += [vocab[int(i)] for i in rng.integers(len(vocab), size=opts.words - len(words))]
+    clips = [synth.synthesize_clip(recipe, synth.ClipSpec(f"demo/{i}/{w}", speaker, (w,)))
+             for i, w in enumerate(words)]
+    synth.write_video(video, np.concatenate([c.frames for c in clips]),
+                      np.concatenate([c.audio for c in clips]), "mp4")
+    clip_s = len(clips[0].frames) / synth.FPS
+    truth_file.write_text(json.dumps({"words": words, "clip_s": clip_s}))
+    return TestVideo(video, words, clip_s)
+
+
+def lip2speech_video(ckpt_path: Path, out: Path, opts: DemoOptions) -> TestVideo:
+    """A GRID sentence of a held-out (``unseen`` test) speaker, faces aligned to 256x256."""
+    from lipx.audio import highpass
+    from lipx.landmarks import align_face
+    from lipx.train import synth
+    from lipx.train.prepare_format import speaker_parts
+    from lipx.train.voice import SAMPLE_RATE
+
+    truth_file, video = out / "lip2speech_truth.json", out / "lip2speech_test.mp4"
+    speech = out / "lip2speech_real.wav"
+    if video.is_file() and truth_file.is_file() and speech.is_file():
+        return TestVideo(video, json.loads(truth_file.read_text())["words"], speech=speech)
+    _, recipe = _recipe(ckpt_path, "grid")
+    names = [f"s{i + 1}" for i in range(recipe.speakers)]
+    parts = speaker_parts(names)
+    held = [i for i, n in enumerate(names) if parts.get(n) == ["test"]]
+    if not held:
+        raise InputError(f"{ckpt_path}: its corpus has no held-out test speakers")
+    speaker = held[opts.speaker % len(held)]
+    spec = next(c for c in synth.plan_clips(recipe) if c.speaker == speaker)
+    clip = synth.synthesize_clip(recipe, spec)
+    faces = np.stack([align_face(f, p) for f, p in zip(clip.frames, clip.landmarks)])
+    synth.write_video(video, faces, clip.audio, "mp4")
+    synth.write_wav(speech, highpass(clip.audio, SAMPLE_RATE))
+    truth_file.write_text(json.dumps({"words": list(spec.words)}))
+    return TestVideo(video, list(spec.words), speech=speech)
+
+
+# --- export, stream, bench -----------------------------------------------------------------
+
+
+def _export(ckpt: Path, package: Path, engine: str, say: Say) -> Path:
+    from lipx.export.api import ExportOptions, export_package
+    from lipx.package import Manifest
+
+    if (package / "manifest.json").is_file():
+        say(f"   {package}: reused ({Manifest.read(package).model_name})")
+        return package
+    package.parent.mkdir(parents=True, exist_ok=True)
+    result = export_package(ckpt, ExportOptions(output=package, engine=engine, force=True),
+                            progress=lambda m: log.info("%s", m))
+    say(f"   {result.summary()}")
+    return package
+
+
+def _stream(package: Path, video: TestVideo, outputs, say: Say):
+    from lipx.package import Manifest
+    from lipx.runtime.stream import StreamOptions, make_sinks, stream
+
+    opts = StreamOptions()
+    sinks = make_sinks(Manifest.read(package), opts, outputs, console=_Indented(say))
+    stats = stream(package, str(video.video), opts, sinks)
+    say(f"   compute p50 {stats.compute.p50_ms:.1f} ms per frame, real-time factor "
+        f"{stats.rtf:.2f} (< 1 keeps up with the camera)")
+    return stats
+
+
+def _stream_words(package: Path, video: TestVideo, out: Path, say: Say
+                  ) -> tuple[list[str], dict[str, float]]:
+    from lipx.runtime.stream import Outputs
+
+    say(f"   lipreading {video.video.name} (truth: {' '.join(video.words)}):")
+    jsonl = out / "words.jsonl"
+    _stream(package, video, Outputs(jsonl=str(jsonl), srt=out / "words.srt",
+                                    save=out / "lipreading.mp4"), say)
+    events = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    spans = [(e["word"], 0.5 * (e["start_s"] + e["end_s"])) for e in events if e["type"] == "word"]
+    scores = score_words(spans, video.words, video.clip_s)
+    say(f"   read {scores['correct']:.0f} of {len(video.words)} words right "
+        f"({scores['extra']:.0f} extra)")
+    return [w for w, _ in spans], scores
+
+
+def score_words(spans: list[tuple[str, float]], truth: list[str], clip_s: float
+                ) -> dict[str, float]:
+    """Per clip of ``clip_s`` seconds, is the word read with its centre inside it the true one?
+
+    Returns ``correct`` (clips whose word was read), ``extra`` (other words read) and
+    ``accuracy`` (correct / clips).
+    """
+    correct = extra = 0
+    for i, word in enumerate(truth):
+        inside = [w for w, centre in spans if i * clip_s <= centre < (i + 1) * clip_s]
+        hit = word in inside
+        correct += hit
+        extra += len(inside) - hit
+    extra += sum(1 for _, centre in spans if centre >= len(truth) * clip_s)
+    return {"correct": float(correct), "extra": float(extra),
+            "accuracy": correct / max(len(truth), 1)}
+
+
+def _stream_speech(package: Path, video: TestVideo, out: Path, say: Say) -> dict[str, float]:
+    from lipx.audio import load_audio
+    from lipx.runtime.stream import Outputs
+    from lipx.train.metrics import speech_scores
+
+    say(f"   lip-to-speech {video.video.name} (says: {' '.join(video.words)}):")
+    wav = out / "speech.wav"
+    _stream(package, video, Outputs(wav=wav, save=out / "lip2speech.mp4"), say)
+    generated, sr = load_audio(wav), 16000
+    reference = load_audio(video.speech)
+    n = min(len(generated), len(reference))
+    scores = speech_scores(reference[:n], generated[:n], sr, with_pesq=True)
+    say("   generated speech vs the speaker's real voice: " + ", ".join(
+        f"{k.upper()} {v:.2f}" for k, v in scores.items()))
+    return scores
+
+
+def _bench(package: Path, ckpt: Path, out: Path, budget_s: float, say: Say) -> None:
+    from lipx.benchmarks.api import BenchOptions, bench
+    from lipx.benchmarks.report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    report = bench(package, BenchOptions(
+        engines=("onnx-cpu-fp32",), batch_sizes=(1,), budget_s=budget_s, checkpoint=ckpt,
+        compile_timeout_s=0, max_clips=2, out=out))
+    write_report(report, out)
+    for row in report.rows:
+        if row.status != "ok" or row.window is None:
+            continue
+        parity = "" if row.parity is None else f", max |error| {row.parity.worst_abs:.1e}"
+        say(f"   {report.model} {row.label}: window p50 {row.window.p50:.1f} ms, streaming step "
+            f"{row.step_ms or float('nan'):.1f} ms (real-time factor {row.rtf_stream or 0:.2f})"
+            f"{parity}")
+    say(f"   full report: {out / 'bench.md'}")
+
+
+class _Indented:
+    """A text stream for the printed words that indents them under the demo's headings."""
+
+    def __init__(self, say: Say) -> None:
+        self.say, self.buffer = say, ""
+
+    def write(self, text: str) -> None:
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            self.say(f"     {line}")
+
+    def flush(self) -> None:
+        pass
+
+
+def next_commands(result: DemoResult) -> list[str]:
+    """What to try after the demo."""
+    pkg = result.out / "packages"
+    return [
+        f"lipx stream webcam --model {pkg}/lipreading --crop auto   # read your own lips",
+        f"lipx stream {result.out}/lip2speech_test.mp4 --model {pkg}/lip2speech --wav out.wav",
+        f"lipx bench {pkg}/lipreading --out bench/   # every engine x precision",
+        "lipx data synth corpus --layout lrw && lipx data prepare lrw corpus -o prep && "
+        "lipx train lipreading prep -o run   # train your own",
+    ]
+
+

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Reproduce the small trained checkpoints lipx ships (lipx/assets/checkpoints) and `lipx demo`
+# uses: two synthetic corpora -> prepared -> 30 minutes of training each on a CPU -> eval on the
+# held-out speakers -> slim fp16 copies. Both runs share the machine (one thread each), as the
+# README's results were measured. About 45 minutes on 2 cores; outputs in ${1:-runs-small}.
+set -euo pipefail
+DIR="${1:-runs-small}"
+mkdir -p "$DIR"
+step() { printf '\n== %s\n' "$*"; }
+
+step "corpora: synthetic LRW (20 words, 40 speakers, 8 held out) and GRID (24 speakers)"
+lipx data synth "$DIR/lrw" --layout lrw --speakers 40 --held-out 8 --words 20 \
+    --clips-per-word 100 --val-per-word 10 --test-per-word 10 --workers 2
+lipx data synth "$DIR/grid" --layout grid --speakers 24 --utterances 40 --workers 2
+lipx data prepare lrw "$DIR/lrw" -o "$DIR/lrw-prep" --workers 2
+lipx data prepare grid "$DIR/grid" -o "$DIR/grid-prep" --workers 2
+
+step "train both small presets at once, 30 minutes each (configs/*-small.yaml)"
+lipx train lipreading "$DIR/lrw-prep" -o "$DIR/lipreading" \
+    --config configs/lipreading-small.yaml > "$DIR/lipreading.log" 2>&1 & reading=$!
+lipx train lip2speech "$DIR/grid-prep" -o "$DIR/lip2speech" \
+    --config configs/lip2speech-small.yaml > "$DIR/lip2speech.log" 2>&1 & speech=$!
+wait "$reading" && wait "$speech"
+tail -n 3 "$DIR/lipreading.log" "$DIR/lip2speech.log"
+
+step "evaluate on the held-out speakers (test part)"
+lipx eval "$DIR/lipreading/best.lipx" "$DIR/lrw-prep" --json "$DIR/lipreading-eval.json"
+lipx eval "$DIR/lip2speech/best.lipx" "$DIR/grid-prep" --json "$DIR/lip2speech-eval.json"
+
+step "slim fp16 copies for lipx/assets/checkpoints"
+lipx slim "$DIR/lipreading/best.lipx" -o "$DIR/lipreading.lipx" --half
+lipx slim "$DIR/lip2speech/best.lipx" -o "$DIR/lip2speech.lipx" --half
+printf '\nTo ship them: cp %s/lipreading.lipx %s/lip2speech.lipx lipx/assets/checkpoints/\n' \
+    "$DIR" "$DIR"
