@@ -18,18 +18,33 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (top == labels[:, None]).any(axis=1)
 
 
-def align(reference: np.ndarray, estimate: np.ndarray, max_shift: int = 800) -> np.ndarray:
-    """Shift ``estimate`` by the lag (within +-max_shift samples) that best correlates it with
-    ``reference``, then cut or zero-pad it to the reference's length (the audio-video alignment
-    done before scoring)."""
+def align(reference: np.ndarray, estimate: np.ndarray, max_shift: int = 800,
+          hop: int = 16) -> np.ndarray:
+    """Shift ``estimate`` by the lag (within +-max_shift samples) whose amplitude envelope best
+    matches ``reference``'s, then cut or zero-pad it to the reference's length (the audio-video
+    alignment done before scoring).
+
+    The lag comes from the envelopes (RMS over ``hop`` samples, 1 ms at 16 kHz), not from the
+    waveforms: generated speech has Griffin-Lim's phase, which bears no relation to the real
+    phase, so a waveform cross-correlation picks an arbitrary lag (on a lip-to-speech clip it
+    cost 0.18 STOI against no alignment at all).
+    """
     n = len(reference)
-    est = np.pad(estimate, (0, max(0, n - len(estimate))))[: n + max_shift]
-    spec = np.fft.rfft(reference, 2 * len(est)) * np.conj(np.fft.rfft(est, 2 * len(est)))
-    corr = np.fft.irfft(spec)
-    lags = np.r_[np.arange(0, max_shift + 1), np.arange(-max_shift, 0)]
-    lag = lags[np.argmax(corr[lags])]
-    shifted = np.roll(np.pad(est, (max_shift, max_shift)), lag)[max_shift : max_shift + n]
+    est = np.pad(estimate, (0, max(0, n - len(estimate))))[:n]
+    env_r, env_e = _envelope(reference, hop), _envelope(est, hop)
+    env_r, env_e = env_r - env_r.mean(), env_e - env_e.mean()
+    m = len(env_r)
+    steps = max_shift // hop
+    scores = [float(np.dot(env_r[max(0, k):m + min(0, k)], env_e[max(0, -k):m - max(0, k)]))
+              for k in range(-steps, steps + 1)]
+    lag = (int(np.argmax(scores)) - steps) * hop
+    shifted = np.roll(np.pad(est, (max_shift, max_shift)), lag)[max_shift:max_shift + n]
     return np.pad(shifted, (0, n - len(shifted)))
+
+
+def _envelope(x: np.ndarray, hop: int) -> np.ndarray:
+    frames = len(x) // hop
+    return np.sqrt((x[:frames * hop].reshape(frames, hop).astype(np.float64) ** 2).mean(1))
 
 
 def speech_scores(reference: np.ndarray, estimate: np.ndarray, sr: int = 16000,
