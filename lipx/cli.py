@@ -288,8 +288,11 @@ def train(
                               + f" loss={logs.get('loss', logs.get('loss_g', float('nan'))):.4f}")
 
         result = run_train(cfg, resume=resume, on_step=on_step)
-    best = f"best {result.metric} {result.best:.3f}" if result.best is not None else "no validation"
-    done(f"{result.steps} steps, {best} -> {out}/best.lipx, {out}/last.lipx", started)
+    if result.best is None:
+        done(f"{result.steps} steps, no validation -> {out}/last.lipx", started)
+    else:
+        done(f"{result.steps} steps, best {result.metric} {result.best:.3f} -> {out}/best.lipx, "
+             f"{out}/last.lipx", started)
 
 
 @app.command("eval")

@@ -17,6 +17,7 @@ outputs exist is reused unless ``fresh``.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
 import shutil
@@ -216,7 +217,7 @@ def _export(ckpt: Path, package: Path, engine: str, say: Say) -> Path:
         return package
     package.parent.mkdir(parents=True, exist_ok=True)
     result = export_package(ckpt, ExportOptions(output=package, engine=engine, force=True),
-                            progress=lambda m: log.info("%s", m))
+                            progress=lambda m: say(f"     {m}"))
     say(f"   {result.summary()}")
     return package
 
@@ -289,21 +290,20 @@ def _stream_speech(package: Path, video: TestVideo, out: Path, say: Say) -> dict
 
 
 def _bench(package: Path, ckpt: Path, out: Path, budget_s: float, say: Say) -> None:
+    from rich.console import Console
+
     from lipx.benchmarks.api import BenchOptions, bench
-    from lipx.benchmarks.report import write_report
+    from lipx.benchmarks.report import table, write_report
 
     out.mkdir(parents=True, exist_ok=True)
     report = bench(package, BenchOptions(
         engines=("onnx-cpu-fp32",), batch_sizes=(1,), budget_s=budget_s, checkpoint=ckpt,
         compile_timeout_s=0, max_clips=2, out=out))
     write_report(report, out)
-    for row in report.rows:
-        if row.status != "ok" or row.window is None:
-            continue
-        parity = "" if row.parity is None else f", max |error| {row.parity.worst_abs:.1e}"
-        say(f"   {report.model} {row.label}: window p50 {row.window.p50:.1f} ms, streaming step "
-            f"{row.step_ms or float('nan'):.1f} ms (real-time factor {row.rtf_stream or 0:.2f})"
-            f"{parity}")
+    text = io.StringIO()
+    Console(file=text, width=190, force_terminal=False).print(table(report))
+    for line in text.getvalue().rstrip().splitlines():
+        say(f"   {line}")
     say(f"   full report: {out / 'bench.md'}")
 
 
@@ -323,6 +323,14 @@ class _Indented:
         pass
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working folder when it is inside it (shorter to copy)."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def next_commands(result: DemoResult) -> list[str]:
     """What to try after the demo."""
     pkg = result.out / "packages"
@@ -330,8 +338,10 @@ def next_commands(result: DemoResult) -> list[str]:
         f"lipx stream webcam --model {pkg}/lipreading --crop auto   # read your own lips",
         f"lipx stream {result.out}/lip2speech_test.mp4 --model {pkg}/lip2speech --wav out.wav",
         f"lipx bench {pkg}/lipreading --out bench/   # every engine x precision",
-        "lipx data synth corpus --layout lrw && lipx data prepare lrw corpus -o prep && "
-        "lipx train lipreading prep -o run   # train your own",
+        f"lipx export {_shown(CHECKPOINTS / 'lipreading.lipx')} -o pkg-trt --engine trt   "
+        "# TensorRT FP16 plans (NVIDIA GPU + TensorRT)",
+        "lipx data prepare lrw /data/lrw -o lrw-prep && lipx train lipreading lrw-prep -o run "
+        "--preset original   # train on real LRW (GRID: lipx data prepare grid ...)",
     ]
 
 
