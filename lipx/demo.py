@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lipx.errors import InputError
+from lipx.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,9 @@ def lipreading_video(ckpt_path: Path, out: Path, opts: DemoOptions) -> TestVideo
     from lipx.train import synth
 
     truth_file, video = out / "lipreading_truth.json", out / "lipreading_test.mp4"
-    if video.is_file() and truth_file.is_file():
-        return TestVideo(video, **json.loads(truth_file.read_text()))
+    key = {"checkpoint": file_sha256(ckpt_path), "words": opts.words, "speaker": opts.speaker}
+    if (truth := _made_from(key, truth_file, video)) is not None:
+        return TestVideo(video, truth["words"])
     ckpt, recipe = _recipe(ckpt_path, "lrw")
     held = list(range(recipe.speakers - recipe.n_held_out, recipe.speakers))
     speaker = held[opts.speaker % len(held)]
@@ -173,7 +175,7 @@ def lipreading_video(ckpt_path: Path, out: Path, opts: DemoOptions) -> TestVideo
              for i, w in enumerate(words)]
     synth.write_video(video, np.concatenate([c.frames for c in clips]),
                       np.concatenate([c.audio for c in clips]), "mp4")
-    truth_file.write_text(json.dumps({"words": words}))
+    truth_file.write_text(json.dumps({"words": words, "made_from": key}))
     return TestVideo(video, words)
 
 
@@ -187,8 +189,9 @@ def lip2speech_video(ckpt_path: Path, out: Path, opts: DemoOptions) -> TestVideo
 
     truth_file, video = out / "lip2speech_truth.json", out / "lip2speech_test.mp4"
     speech = out / "lip2speech_real.wav"
-    if video.is_file() and truth_file.is_file() and speech.is_file():
-        return TestVideo(video, json.loads(truth_file.read_text())["words"], speech=speech)
+    key = {"checkpoint": file_sha256(ckpt_path), "speaker": opts.speaker}
+    if (truth := _made_from(key, truth_file, video, speech)) is not None:
+        return TestVideo(video, truth["words"], speech=speech)
     _, recipe = _recipe(ckpt_path, "grid")
     names = [f"s{i + 1}" for i in range(recipe.speakers)]
     parts = speaker_parts(names)
@@ -201,8 +204,17 @@ def lip2speech_video(ckpt_path: Path, out: Path, opts: DemoOptions) -> TestVideo
     faces = np.stack([align_face(f, p) for f, p in zip(clip.frames, clip.landmarks)])
     synth.write_video(video, faces, clip.audio, "mp4")
     synth.write_wav(speech, highpass(clip.audio, SAMPLE_RATE))
-    truth_file.write_text(json.dumps({"words": list(spec.words)}))
+    truth_file.write_text(json.dumps({"words": list(spec.words), "made_from": key}))
     return TestVideo(video, list(spec.words), speech=speech)
+
+
+def _made_from(key: dict, truth_file: Path, *outputs: Path) -> dict | None:
+    """The stored truth when ``outputs`` exist and were made from ``key`` (checkpoint digest and
+    options), else None: what another checkpoint or other options made is made again."""
+    if not (truth_file.is_file() and all(p.is_file() for p in outputs)):
+        return None
+    truth = json.loads(truth_file.read_text())
+    return truth if truth.get("made_from") == key else None
 
 
 # --- export, stream, bench -----------------------------------------------------------------
@@ -213,8 +225,10 @@ def _export(ckpt: Path, package: Path, engine: str, say: Say) -> Path:
     from lipx.package import Manifest
 
     if (package / "manifest.json").is_file():
-        say(f"   {package}: reused ({Manifest.read(package).model_name})")
-        return package
+        manifest = Manifest.read(package)
+        if manifest.checkpoint_sha256 == file_sha256(ckpt):
+            say(f"   {package}: reused ({manifest.model_name})")
+            return package
     package.parent.mkdir(parents=True, exist_ok=True)
     result = export_package(ckpt, ExportOptions(output=package, engine=engine, force=True),
                             progress=lambda m: say(f"     {m}"))

@@ -58,3 +58,8 @@ def test_demo_reads_words_and_speaks_then_reuses(run_cli, tmp_path):
     assert code == 0
     assert stdout.count("reused") == 2  # both packages; the test videos are reused silently
     assert json.loads((out / "demo.json").read_text())["truth"] == result["truth"]
+
+    # other options make the test video again; the packages still fit their checkpoints
+    code, stdout, _ = run_cli("demo", out, "--words", "2", "--bench-s", "0")
+    assert code == 0 and stdout.count("reused") == 2
+    assert len(json.loads((out / "demo.json").read_text())["truth"]) == 2

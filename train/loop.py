@@ -187,13 +187,13 @@ class Trainer:
         """Train to ``cfg.steps``; saves ``last`` on Ctrl-C (then re-raises) and at the end."""
         autocast = autocast_for(self.cfg, self.info.device)
         batches = self._batches()
-        started, seen = time.perf_counter(), 0
-        self._started = started
+        self._started, seen = time.perf_counter(), 0
         for m in self.task.modules.values():
             m.train()
         try:
             while self.progress.step < self.cfg.steps:
-                if self.cfg.minutes and time.perf_counter() - started > 60 * self.cfg.minutes:
+                if (self.cfg.minutes
+                        and time.perf_counter() - self._started > 60 * self.cfg.minutes):
                     log.info("time budget of %g min reached at step %d", self.cfg.minutes,
                              self.progress.step)
                     if self.cfg.val_every and self.progress.step % self.cfg.val_every:
@@ -206,7 +206,7 @@ class Trainer:
                     s.step()
                 self.progress.step += 1
                 seen += self.cfg.batch_size * self.info.world_size
-                losses["clips_per_s"] = seen / (time.perf_counter() - started)
+                losses["clips_per_s"] = seen / (time.perf_counter() - self._started)
                 self._after_step(losses, on_step)
         except KeyboardInterrupt:
             path = self._save("last")

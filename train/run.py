@@ -123,9 +123,8 @@ def train(cfg: TrainConfig, resume: bool = False,
         train_set, val_set, collate = _datasets(cfg, split)
         labels = list(getattr(train_set, "labels", []))
         task = _task(cfg, info, labels)
-        corpus, _ = read_corpus(cfg.data)
-        if "synth" in corpus:  # provenance: lets `lipx demo` render the held-out speakers again
-            task.meta["corpus_synth"] = corpus["synth"]
+        if "synth" in train_set.corpus:  # provenance: lets `lipx demo` render held-out speakers
+            task.meta["corpus_synth"] = train_set.corpus["synth"]
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
