@@ -109,7 +109,8 @@ def _batches(items, key: str):
 
 def _lipreading(target: Target, items, labels: np.ndarray, where: str) -> EvalSet:
     graph = target.manifest.graph("model")
-    out = EvalSet([], where, labels=[])
+    batch_labels: list[np.ndarray] = []
+    out = EvalSet([], where, labels=batch_labels)
     unknown = 0
     for batch in _batches(items, "length"):
         keep = [b for b in batch if labels[int(b["label"])] >= 0]
@@ -118,7 +119,7 @@ def _lipreading(target: Target, items, labels: np.ndarray, where: str) -> EvalSe
             continue
         video = np.stack([b["video"].numpy() for b in keep])
         out.feeds.append(zero_inputs_like(graph, video))
-        out.labels.append(np.array([labels[int(b["label"])] for b in keep], dtype=np.int64))
+        batch_labels.append(np.array([labels[int(b["label"])] for b in keep], dtype=np.int64))
         out.clip_ids += [str(b["id"]) for b in keep]
     if unknown:
         log.warning("%d clips with words outside the model's vocabulary were left out", unknown)
@@ -129,12 +130,13 @@ def _lipreading(target: Target, items, labels: np.ndarray, where: str) -> EvalSe
 
 def _lip2speech(target: Target, items, where: str) -> EvalSet:
     graph = target.manifest.graph("model")
-    out = EvalSet([], where, targets=[])
+    targets: list[dict[str, np.ndarray]] = []
+    out = EvalSet([], where, targets=targets)
     for batch in _batches(items, "length"):
         video = np.stack([b["video"].numpy() for b in batch])
         out.feeds.append(zero_inputs_like(graph, video))
-        out.targets.append({k: np.stack([b[k].numpy()[0] if k != "wav" else b[k].numpy()
-                                         for b in batch]) for k in ("mel", "linear", "wav")})
+        targets.append({k: np.stack([b[k].numpy()[0] if k != "wav" else b[k].numpy()
+                                     for b in batch]) for k in ("mel", "linear", "wav")})
         out.clip_ids += [str(b["id"]) for b in batch]
     if not out.feeds:
         raise InputError(f"no usable clips in {where}")

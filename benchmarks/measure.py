@@ -178,7 +178,8 @@ def _with_timings(row: EngineRow, timings: dict[str, Timing]) -> EngineRow:
     stages = {k: t.stage_stats() for k, t in timings.items() if t.stages_s}
     return dataclasses.replace(
         row, window=timings["window"].stats, frontend_chunk=timings["frontend"].stats,
-        backend_window=timings["backend"].stats, batches=dict(sorted(batches.items())), stages=stages,
+        backend_window=timings["backend"].stats, batches=dict(sorted(batches.items())),
+        stages=stages,
         samples_ms={k: [s * 1e3 for s in t.samples_s] for k, t in timings.items()},
         warmup_ms={k: [s * 1e3 for s in t.warmup_s] for k, t in timings.items()},
     )

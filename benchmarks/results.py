@@ -167,8 +167,10 @@ class BenchReport:
     def summary(self) -> str:
         counts = {s: sum(r.status == s for r in self.rows) for s in STATUSES}
         parts = [f"{n} {s}" for s, n in counts.items() if n]
-        fastest = min((r for r in self.rows if r.window), key=lambda r: r.window.p50, default=None)
-        best = f"; fastest {fastest.key} {fastest.window.p50:.1f} ms/window" if fastest else ""
+        timed = [(r, r.window) for r in self.rows if r.window]
+        fastest = min(timed, key=lambda row_window: row_window[1].p50, default=None)
+        best = (f"; fastest {fastest[0].key} {fastest[1].p50:.1f} ms/window"
+                if fastest is not None else "")
         return f"{self.task} {self.model}: {len(self.rows)} engines ({', '.join(parts)}){best}"
 
     def to_dict(self) -> dict[str, Any]:

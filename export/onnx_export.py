@@ -252,7 +252,8 @@ def check_dynamic(info: GraphInfo, graph: GraphSpec) -> None:
     """ExportFailed unless every dynamic axis of ``graph`` is symbolic in the exported file."""
     names = [t.name for t in info.inputs]
     if names != [i.name for i in graph.inputs]:
-        raise ExportFailed(f"{info.file}: inputs {names}, expected {[i.name for i in graph.inputs]}")
+        expected = [i.name for i in graph.inputs]
+        raise ExportFailed(f"{info.file}: inputs {names}, expected {expected}")
     for spec, got in zip(graph.inputs, info.inputs, strict=True):
         for axis, dim in spec.axes.items():
             if not isinstance(got.shape[axis], str):

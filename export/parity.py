@@ -100,7 +100,8 @@ def compare(
             cases.append(_case(feed))
             expected = runners[reference].infer(feed)
             for name, tally in tallies.items():
-                _tally(tally, expected, runners[name].infer(feed), tolerance, top1_output, cases[-1])
+                _tally(tally, expected, runners[name].infer(feed), tolerance, top1_output,
+                       cases[-1])
         engines = {name: _engine(r) for name, r in runners.items()}
     records = tuple(
         _record(name, reference, engines[name], cases, tally, tolerance)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -114,12 +115,25 @@ class ExportSpec:
         return {"batch": 1, "frames": self.min_frames, "chunk": 2 * CONTEXT + 1}
 
 
+class _TaskModel(Protocol):
+    """The model contract of the module docstring, for the type checker (``nn.Module`` hides
+    its submodules and methods behind ``__getattr__``)."""
+
+    config: Any
+
+    def frame_features_chunk(self, video: torch.Tensor) -> torch.Tensor: ...
+
+    def window(self, features: torch.Tensor, *args: torch.Tensor) -> Any: ...
+
+    def __call__(self, video: torch.Tensor, *args: torch.Tensor) -> Any: ...
+
+
 class FrontendGraph(nn.Module):
     """``video (B, 1, C+4, 112, 112) -> features (B, C, D)``: the streaming front-end."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model = cast(_TaskModel, model)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.model.frame_features_chunk(video)
@@ -130,7 +144,7 @@ class ClassifierWindow(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model = cast(_TaskModel, model)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.model.window(features)
@@ -141,7 +155,7 @@ class ClassifierModel(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model = cast(_TaskModel, model)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.model(video)
@@ -152,7 +166,7 @@ class GeneratorWindow(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model = cast(_TaskModel, model)
 
     def forward(self, features: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(self.model.window(features, noise))
@@ -163,7 +177,7 @@ class GeneratorModel(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model = cast(_TaskModel, model)
 
     def forward(self, video: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(self.model(video, noise))
@@ -175,12 +189,13 @@ def _video(time_dim: str) -> InputSpec:
 
 def lipreading_spec(model: nn.Module) -> ExportSpec:
     """Lipreading: per-frame front-end + memory, and a window classifier."""
-    cfg = model.config
+    cfg = cast(_TaskModel, model).config
     features = InputSpec("features", ("batch", "frames", cfg.feature_dim))
     return ExportSpec(
         task="lipreading",
         graphs={
-            "model": GraphSpec("model", (_video("frames"),), ("logits",), ClassifierModel, "frames"),
+            "model": GraphSpec("model", (_video("frames"),), ("logits",), ClassifierModel,
+                               "frames"),
             "frontend": GraphSpec("frontend", (_video("chunk"),), ("features",), FrontendGraph,
                                   "chunk"),
             "backend": GraphSpec("backend", (features,), ("logits",), ClassifierWindow, "frames"),
@@ -199,7 +214,7 @@ def lipreading_spec(model: nn.Module) -> ExportSpec:
 
 def lip2speech_spec(model: nn.Module) -> ExportSpec:
     """Lip-to-speech: per-frame front-end, and a window generator fed explicit noise."""
-    cfg = model.config
+    cfg = cast(_TaskModel, model).config
     features = InputSpec("features", ("batch", "frames", cfg.feature_dim))
     noise = InputSpec("noise", ("batch", cfg.noise_dim, getattr(cfg, "rows", NOISE_ROWS), "frames"))
     outputs = ("mel", "linear")

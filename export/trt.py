@@ -160,7 +160,10 @@ class NetworkFromOnnx:
 
 
 def mark_fp32_layers(trt: Any, network: Any, rule: Fp32Rule) -> list[str]:
-    """Constrain the layers ``rule`` selects to FP32 (precision and float outputs). Returns names."""
+    """Constrain the layers ``rule`` selects to FP32 (precision and float outputs).
+
+    Returns their names.
+    """
     floats = (trt.float32, trt.float16)
     marked = []
     for i in range(network.num_layers):
@@ -213,7 +216,8 @@ class PlanFromNetwork:
             raise LipxError("TensorRT failed to build the plan (see the TensorRT log above); "
                             "try a larger --workspace-mb or --engine onnx")
         if cache is not None and self.timing_cache is not None:
-            _write_atomic(self.timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+            serialized = config.get_timing_cache().serialize()
+            _write_atomic(self.timing_cache, bytes(memoryview(serialized)))
         return bytes(memoryview(plan))
 
     def _load_cache(self, config: Any) -> Any:
@@ -269,10 +273,13 @@ def build_engine(graph: GraphInfo, src: Path, path: Path,
         log.info("%s: reusing cached plan %s", path.name, cached)
     else:
         typed = settings.precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16")
-        if typed and fp16_src is None:
-            raise BackendUnavailableError(f"TensorRT {trt.__version__} builds FP16 only from an "
-                                          f"fp16 graph; none was given for {graph.file}")
-        network = NetworkFromOnnx(fp16_src() if typed else src, strongly_typed=typed)
+        onnx_src = src
+        if typed:
+            if fp16_src is None:
+                raise BackendUnavailableError(f"TensorRT {trt.__version__} builds FP16 only from "
+                                              f"an fp16 graph; none was given for {graph.file}")
+            onnx_src = fp16_src()
+        network = NetworkFromOnnx(onnx_src, strongly_typed=typed)
         timing = timing_cache_file(cache_dir, target)
         loader = PlanFromNetwork(network, profiles, settings.precision, settings.workspace_mb,
                                  timing, settings.rule)

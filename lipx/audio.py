@@ -280,7 +280,7 @@ _SLANEY_LOG_MEL = _SLANEY_LOG_HZ / _SLANEY_F_SP
 _SLANEY_LOG_STEP = np.log(6.4) / 27.0
 
 
-def hz_to_mel(hz: np.ndarray, scale: str) -> np.ndarray:
+def hz_to_mel(hz: np.ndarray | float, scale: str) -> np.ndarray:
     """Hz to mel: ``htk`` 2595 log10(1 + f/700), or ``slaney`` (linear below 1 kHz, log above)."""
     hz = np.asarray(hz, np.float64)
     if scale == "htk":

@@ -295,6 +295,8 @@ def _stream_speech(package: Path, video: TestVideo, out: Path, say: Say) -> dict
     wav = out / "speech.wav"
     _stream(package, video, Outputs(wav=wav, save=out / "lip2speech.mp4"), say)
     generated, sr = load_audio(wav), 16000
+    if video.speech is None:
+        raise InputError(f"{video.video}: no reference speech to score the generated speech")
     reference = load_audio(video.speech)
     n = min(len(generated), len(reference))
     scores = speech_scores(reference[:n], generated[:n], sr, with_pesq=True)

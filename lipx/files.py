@@ -17,7 +17,9 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], object], tmp: Path | None = None) -> Path:
+def atomic_write(
+    path: str | Path, write: Callable[[Path], object], tmp: Path | None = None
+) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     Readers never see half a file, and a failed ``write`` leaves no temporary file behind.

@@ -301,7 +301,8 @@ class Manifest:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ManifestError(f"manifest: unknown task {self.task!r}{did_you_mean(self.task, TASKS)}")
+            raise ManifestError(
+                f"manifest: unknown task {self.task!r}{did_you_mean(self.task, TASKS)}")
 
     def graph(self, role: str, precision: str = "fp32") -> GraphInfo:
         """The graph of ``role`` at ``precision``; ManifestError listing what the package has."""

@@ -26,7 +26,8 @@ class AudioFrontConfig:
     out_dim: int = 512
     """Feature size per video frame."""
     dropout: float = 0.0
-    """Dropout before the projection (0.3 in the lipreading model, none in the sync discriminator)."""
+    """Dropout before the projection (0.3 in the lipreading model, none in the sync
+    discriminator)."""
 
     @classmethod
     def from_dict(cls, d: dict) -> AudioFrontConfig:

@@ -97,7 +97,7 @@ class Checkpoint:
             )
         task = payload.get("task")
         fam = get_family(task) if task in families() else None
-        if fam is None:
+        if fam is None or not isinstance(task, str):
             raise CheckpointError(f"{source}: unknown task {task!r} in checkpoint")
         try:
             config = fam.config_from_dict(payload["config"])

@@ -1,7 +1,8 @@
 """A model family: what the checkpoint, converter, exporter and CLI need to know about one task.
 
-Each task (``lipreading``, ``lip2speech``) registers one :class:`Family` in :mod:`lipx.models.registry`.
-Nothing else in lipx branches on the task name: it looks the family up and uses these fields.
+Each task (``lipreading``, ``lip2speech``) registers one :class:`Family` in
+:mod:`lipx.models.registry`. Nothing else in lipx branches on the task name: it looks the family
+up and uses these fields.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ cells (``pool="global"``), the lipreading model's ``AvgPool2d(3)`` averages only
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -94,7 +95,8 @@ class ResNetTrunk(nn.Module):
 
 
 class VisualFrontend(nn.Module):
-    """3D-conv stem + ResNet-18 trunk: ``(B, 1, T, 112, 112)`` -> ``(B, T, C)`` per-frame features."""
+    """3D-conv stem + ResNet-18 trunk: ``(B, 1, T, 112, 112)`` -> ``(B, T, C)`` per-frame
+    features."""
 
     def __init__(self, cfg: FrontendConfig) -> None:
         super().__init__()
@@ -130,8 +132,8 @@ class VisualFrontend(nn.Module):
             (B, C, D) float32, equal to what :meth:`forward` gives those C frames inside any longer
             clip that contains the whole chunk.
         """
-        stem = self.stem[0]
+        stem = cast(nn.Conv3d, self.stem[0])
         x = nn.functional.conv3d(video, stem.weight, None, stem.stride, (0, 3, 3))
-        for layer in self.stem[1:]:
+        for layer in cast(nn.Sequential, self.stem[1:]):
             x = layer(x)
         return self._trunk(x)

@@ -190,7 +190,8 @@ class Lip2SpeechModel(nn.Module):
         """
         if batch < 1 or frames < self.config.min_frames:
             raise InputError(
-                f"noise needs batch >= 1 and frames >= {self.config.min_frames}, got {batch}, {frames}"
+                f"noise needs batch >= 1 and frames >= {self.config.min_frames}, "
+                f"got {batch}, {frames}"
             )
         device = generator.device if generator is not None else next(self.parameters()).device
         shape = (batch, self.config.noise_dim, self.config.rows, frames)

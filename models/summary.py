@@ -30,7 +30,8 @@ def summarize(ckpt: Checkpoint) -> dict[str, Any]:
         "training-only modules": {
             name: sum(parameter_counts(sd).values()) for name, sd in ckpt.aux.items()
         },
-        "vocabulary": (f"{len(vocab)} words: {', '.join(vocab[:8])}{' ...' if len(vocab) > 8 else ''}"
+        "vocabulary": (f"{len(vocab)} words: {', '.join(vocab[:8])}"
+                       f"{' ...' if len(vocab) > 8 else ''}"
                        if vocab else "none"),
         "video": ckpt.video.to_dict(),
         "audio": ckpt.audio.to_dict() if ckpt.audio else None,

@@ -59,7 +59,8 @@ class BackendInfo:
         try:
             return getattr(importlib.import_module(module), cls)
         except (ImportError, AttributeError) as e:
-            raise BackendUnavailableError(f"engine {self.name!r}: cannot load {self.runner} ({e})") from e
+            raise BackendUnavailableError(
+                f"engine {self.name!r}: cannot load {self.runner} ({e})") from e
 
 
 BACKENDS: dict[str, BackendInfo] = {

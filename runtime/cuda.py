@@ -101,7 +101,7 @@ class PinnedBuffer:
         self._rt, self.nbytes = cudart, max(int(nbytes), 1)
         self.ptr: int = int(check(cudart, cudart.cudaMallocHost(self.nbytes), "cudaMallocHost"))
         raw = (ctypes.c_ubyte * self.nbytes).from_address(self.ptr)
-        self._bytes = np.frombuffer(raw, dtype=np.uint8)
+        self._bytes = np.frombuffer(memoryview(raw), dtype=np.uint8)
 
     def view(self, dtype: np.dtype | str, shape: tuple[int, ...]) -> np.ndarray:
         """The first ``prod(shape)`` elements as an array of ``shape`` (shares the memory)."""

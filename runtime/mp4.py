@@ -18,13 +18,20 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import types
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from lipx.errors import InputError
 from lipx.runtime.sinks import SAMPLE_RATE, AudioChunk, AudioTimeline, FrameEvent, Sink, WordEvent
+
+if TYPE_CHECKING:
+    from av.audio.stream import AudioStream
+    from av.container import OutputContainer
+    from av.video.stream import VideoStream
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +104,9 @@ class AnnotatedVideoSink(Sink):
         self.delay_s, self.caption_hold_s, self.codec = delay_s, caption_hold_s, codec
         self.timeline = AudioTimeline(sample_rate)
         self._tmp = self.path.with_name(self.path.name + ".partial")
-        self._container = self._vstream = self._astream = None
+        self._container: OutputContainer | None = None
+        self._vstream: VideoStream | None = None
+        self._astream: AudioStream | None = None
         self._pending: collections.deque[FrameEvent] = collections.deque()
         self._words: list[WordEvent] = []
         self._levels: list[float] = []  # dBFS per frame period of audio
@@ -106,7 +115,7 @@ class AnnotatedVideoSink(Sink):
         self._audio_pts = 0
         self._last_index = -1
         self.frames_written = 0
-        self._cv2 = None
+        self._cv2: types.ModuleType | None = None
         self._warned_text = False
 
     def _open(self) -> None:
@@ -201,7 +210,8 @@ class AnnotatedVideoSink(Sink):
         codec = self.codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
         self._container = av.open(str(self._tmp), "w", format="mp4")
         options = {"crf": "23", "preset": "veryfast"} if codec == "libx264" else {}
-        v = self._container.add_stream(codec, rate=self.rate, options=options)
+        # a codec named at run time: the stubs cannot tell it is a video one
+        v = cast("VideoStream", self._container.add_stream(codec, rate=self.rate, options=options))
         v.width, v.height, v.pix_fmt = width, height, "yuv420p"
         self._vstream = v
         if self.audio:
@@ -217,7 +227,7 @@ class AnnotatedVideoSink(Sink):
         if self._container is None:
             h, w = image.shape[:2]
             self._start(w - w % 2, h - h % 2)
-        v = self._vstream
+        container, v = self._video_stream()
         image = self._draw(event, image)
         if image.shape[:2] != (v.height, v.width):
             if image.shape[0] >= v.height and image.shape[1] >= v.width:
@@ -227,7 +237,7 @@ class AnnotatedVideoSink(Sink):
             frame = frame.reformat(width=v.width, height=v.height)
         frame.pts, frame.time_base = event.frame.index, 1 / self.rate
         for packet in v.encode(frame):
-            self._container.mux(packet)
+            container.mux(packet)
         self.frames_written += 1
         if self.audio:
             self._encode_audio(final=False)
@@ -235,14 +245,26 @@ class AnnotatedVideoSink(Sink):
     def _encode_audio(self, final: bool) -> None:
         import av
 
-        a, sr = self._astream, self.timeline.sample_rate
+        (container, a), sr = self._audio_stream(), self.timeline.sample_rate
         while len(self._fifo) >= AAC_FRAME or (final and len(self._fifo)):
             chunk, self._fifo = self._fifo[:AAC_FRAME], self._fifo[AAC_FRAME:]
             frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
             frame.sample_rate, frame.pts, frame.time_base = sr, self._audio_pts, Fraction(1, sr)
             self._audio_pts += len(chunk)
             for packet in a.encode(frame):
-                self._container.mux(packet)
+                container.mux(packet)
+
+    def _video_stream(self) -> tuple[OutputContainer, VideoStream]:
+        """The container and its video stream (``_start`` opens both)."""
+        if self._container is None or self._vstream is None:
+            raise RuntimeError(f"{self.path}: the video encoder is not started")
+        return self._container, self._vstream
+
+    def _audio_stream(self) -> tuple[OutputContainer, AudioStream]:
+        """The container and its audio stream (``_start`` opens both when ``audio``)."""
+        if self._container is None or self._astream is None:
+            raise RuntimeError(f"{self.path}: the audio encoder is not started")
+        return self._container, self._astream
 
     def _close(self) -> None:
         finished = False
@@ -260,10 +282,12 @@ class AnnotatedVideoSink(Sink):
                     )
                     self.timeline.written = video_end
                 self._encode_audio(final=True)
-                for packet in self._astream.encode(None):
-                    self._container.mux(packet)
-            for packet in self._vstream.encode(None):
-                self._container.mux(packet)
+                container, a = self._audio_stream()
+                for packet in a.encode(None):
+                    container.mux(packet)
+            container, v = self._video_stream()
+            for packet in v.encode(None):
+                container.mux(packet)
             finished = True
         finally:
             if self._container is not None:

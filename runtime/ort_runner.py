@@ -59,7 +59,8 @@ def providers_for(device: str, available: list[str]) -> list[str]:
             message lists the available ones).
     """
     if device not in DEVICE_PROVIDERS:
-        raise InputError(f"unknown onnxruntime device {device!r}{did_you_mean(device, DEVICE_PROVIDERS)}")
+        raise InputError(f"unknown onnxruntime device {device!r}"
+                         f"{did_you_mean(device, DEVICE_PROVIDERS)}")
     wanted = DEVICE_PROVIDERS[device]
     if wanted[0] not in available:
         hint = " (install onnxruntime-gpu: pip install 'lipx[gpu]')" if device != "cpu" else ""

@@ -308,9 +308,10 @@ class FaceTracker(MouthROI):
         boxes = [tuple(float(v) for v in b) for b in boxes]
         if not boxes:
             return None
-        if self._last_box is not None:
-            best = max(boxes, key=lambda b: _iou(b, self._last_box))
-            if _iou(best, self._last_box) > 0:
+        last = self._last_box
+        if last is not None:
+            best = max(boxes, key=lambda b: _iou(b, last))
+            if _iou(best, last) > 0:
                 return best
         return max(boxes, key=lambda b: b[2] * b[3])
 

@@ -107,7 +107,8 @@ class Runner(ABC):
                              f"(expected inputs: {', '.join(meta)})")
         for name in feeds:
             if name not in meta:
-                raise InputError(f"{self.name}: unexpected input {name!r}{did_you_mean(name, meta)}")
+                raise InputError(
+                    f"{self.name}: unexpected input {name!r}{did_you_mean(name, meta)}")
         sizes: dict[str, tuple[str, int]] = {}
         for name, info in meta.items():
             check_array(self.name, info, feeds[name], sizes)

@@ -22,13 +22,17 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from lipx.errors import BackendUnavailableError, InputError, LipxError
 from lipx.runtime.roi import RoiResult
 from lipx.runtime.sources import Frame
+
+if TYPE_CHECKING:
+    import sounddevice
+    import soundfile
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +332,7 @@ class WavSink(Sink):
         super().__init__()
         self.path = Path(path)
         self.timeline = AudioTimeline(sample_rate)
-        self._file = None
+        self._file: soundfile.SoundFile | None = None
         self._tmp = self.path.with_name(self.path.name + ".partial")
 
     def _open(self) -> None:
@@ -348,6 +352,8 @@ class WavSink(Sink):
     def on_audio(self, event: AudioChunk) -> None:
         samples = self.timeline.place(event)
         if len(samples):
+            if self._file is None:
+                raise LipxError(f"{type(self).__name__} was written before it was opened")
             self._file.write(samples)
             self._file.flush()
 
@@ -379,7 +385,7 @@ class LiveAudio(Sink):
         self._queue: collections.deque[np.ndarray] = collections.deque()
         self._queued = 0
         self._lock = threading.Lock()
-        self._stream = None
+        self._stream: sounddevice.OutputStream | None = None
         self.underruns = 0
         self.dropped_samples = 0
 
@@ -392,7 +398,7 @@ class LiveAudio(Sink):
             ) from e
         try:
             sd.query_devices(self.device, kind="output")
-            self._stream = sd.OutputStream(
+            stream = sd.OutputStream(
                 samplerate=self.sample_rate,
                 channels=1,
                 dtype="float32",
@@ -400,7 +406,8 @@ class LiveAudio(Sink):
                 callback=self._callback,
                 latency="low",
             )
-            self._stream.start()
+            self._stream = stream
+            stream.start()
         except (sd.PortAudioError, ValueError) as e:
             raise BackendUnavailableError(
                 f"no audio output device for live playback ({e}); "

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,7 +58,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 URL_TIMEOUT_S = 10.0
 """Seconds a network stream may stay silent (opening or reading) before it counts as broken."""
 
-RawFrames = Iterator[tuple[float, np.ndarray]]
+RawFrames = Iterable[tuple[float, np.ndarray]]
 """(time in seconds, (H, W, 3) uint8 RGB image) pairs in decode order."""
 
 
@@ -293,14 +293,14 @@ class ResampledSource(Source):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _direct_frames(self) -> Iterator[Frame]:
+    def _direct_frames(self) -> Generator[Frame, None, None]:
         try:
             for tick, image in self._ticks():
                 yield Frame(tick, tick / self.fps, image, 0)
         finally:
             self._close_raw()
 
-    def _live_frames(self) -> Iterator[Frame]:
+    def _live_frames(self) -> Generator[Frame, None, None]:
         slot = _LatestSlot()
         self._thread = threading.Thread(
             target=self._produce, args=(slot,), name="lipx-source", daemon=True
@@ -365,7 +365,7 @@ class ResampledSource(Source):
                 return False
         return not self._stop.is_set()
 
-    def _raw_with_reconnect(self, resampler: Resampler) -> RawFrames:
+    def _raw_with_reconnect(self, resampler: Resampler) -> Iterator[tuple[float, np.ndarray]]:
         failures = 0
         while True:
             try:
@@ -375,7 +375,7 @@ class ResampledSource(Source):
                     failures = 0
                     yield item
                 return
-            except (InputError, *_av_errors()) as e:
+            except _av_errors(InputError) as e:
                 error: Exception = e
             self._close_raw()
             if self.info.kind in ("file", "images", "lavfi") or failures >= self._reconnect:
@@ -402,12 +402,13 @@ class ResampledSource(Source):
             close()
 
 
-def _av_errors() -> tuple[type[Exception], ...]:
-    """Exceptions PyAV raises for unreadable or broken input (imported lazily)."""
+def _av_errors(*extra: type[Exception]) -> tuple[type[Exception], ...]:
+    """``extra`` and the exceptions PyAV raises for unreadable or broken input (imported
+    lazily)."""
     import av
 
     # ValueError: PyAV raises UnicodeDecodeError on some corrupt inputs.
-    return (av.error.FFmpegError, OSError, ValueError, EOFError)
+    return (*extra, av.error.FFmpegError, OSError, ValueError, EOFError)
 
 
 def _broken(info: SourceInfo, decoded: int, error: Exception, reconnect: int) -> InputError:
@@ -507,7 +508,7 @@ class _AVFrames:
         self.duration_s = container.duration / 1e6 if container.duration else None
         self._n = 0
 
-    def __iter__(self) -> RawFrames:
+    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
         for frame in self.container.decode(self.stream):
             t = frame.time
             if t is None:  # no timestamps: count frames at the declared rate
@@ -677,5 +678,5 @@ def _read_image(path: Path) -> np.ndarray:
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0))
             return frame.to_ndarray(format="rgb24")
-    except (*_av_errors(), StopIteration) as e:
+    except _av_errors(StopIteration) as e:
         raise InputError(f"cannot read image {path}: {_reason(e)} (corrupt or unsupported)") from e

@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import time
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,16 +202,23 @@ def make_sinks(manifest: Manifest, opts: StreamOptions, outputs: Outputs,
         sinks.append(JsonLines(outputs.jsonl, audio=speech))
     sinks += [SubtitleSink(p) for p in (outputs.srt, outputs.vtt) if p]
     if outputs.wav:
-        sinks.append(WavSink(outputs.wav, manifest.audio.sample_rate))
+        sinks.append(WavSink(outputs.wav, _sample_rate(manifest)))
     if outputs.save:
         window, stride = opts.schedule(manifest)
         delay = output_delay_s(manifest, opts, make_head(manifest, opts, window, stride))
-        audio = {"sample_rate": manifest.audio.sample_rate} if speech else {}
+        audio = {"sample_rate": _sample_rate(manifest)} if speech else {}
         sinks.append(AnnotatedVideoSink(outputs.save, manifest.video.fps, audio=speech,
                                         caption=not speech, meter=speech, delay_s=delay, **audio))
     if outputs.play:
-        sinks.append(LiveAudio(manifest.audio.sample_rate))
+        sinks.append(LiveAudio(_sample_rate(manifest)))
     return sinks
+
+
+def _sample_rate(manifest: Manifest) -> int:
+    """The audio rate of a lip-to-speech package."""
+    if manifest.audio is None:
+        raise ManifestError("lip2speech package has no audio spec; re-export it")
+    return manifest.audio.sample_rate
 
 
 def output_delay_s(manifest: Manifest, opts: StreamOptions, head: WordHead | SpeechHead) -> float:
@@ -283,7 +290,7 @@ class Streamer:
         self._stack.close()
 
     # -- the loop -------------------------------------------------------------------------------
-    def events(self) -> Iterator[Event]:
+    def events(self) -> Generator[Event, None, None]:
         """Run the stream: a FrameEvent per frame, then the words or audio it made final."""
         windows = self._windows()
         frames = iter(self.source)

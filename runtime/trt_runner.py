@@ -78,6 +78,18 @@ class _Tensor:
         self.device: DeviceBuffer | None = None
         self.host: PinnedBuffer | None = None
 
+    def profile_range(self) -> tuple[tuple[int, ...], ...]:
+        """:attr:`range`, which :meth:`TrtRunner._describe` sets on every input."""
+        if self.range is None:
+            raise RuntimeError(f"{self.name!r} is not an input of the profile")
+        return self.range
+
+    def buffers(self) -> tuple[DeviceBuffer, PinnedBuffer]:
+        """(device, host) buffers, which :meth:`TrtRunner._allocate` sets on every tensor."""
+        if self.device is None or self.host is None:
+            raise RuntimeError(f"buffers of {self.name!r} are not allocated")
+        return self.device, self.host
+
 
 class TrtRunner(Runner):
     """Runs a serialized TensorRT plan.
@@ -172,15 +184,17 @@ class TrtRunner(Runner):
         """Buffers for the largest shapes of the profile, bound to the context once."""
         for t in self._tensors.values():
             if t.is_input:
-                self._context.set_input_shape(t.name, t.range[2])
+                self._context.set_input_shape(t.name, t.profile_range()[2])
         for t in self._tensors.values():
-            shape = t.range[2] if t.is_input else tuple(self._context.get_tensor_shape(t.name))
+            shape = (t.profile_range()[2] if t.is_input
+                     else tuple(self._context.get_tensor_shape(t.name)))
             if any(d < 0 for d in shape):
                 raise InputError(f"{self.name}: output {t.name!r} has a data-dependent shape "
                                  f"{shape}; TrtRunner needs shapes known from the inputs")
             nbytes = int(np.prod(shape, dtype=np.int64)) * t.dtype.itemsize
-            t.device, t.host = DeviceBuffer(self._rt, nbytes), PinnedBuffer(self._rt, nbytes)
-            self._context.set_tensor_address(t.name, t.device.ptr)
+            device = DeviceBuffer(self._rt, nbytes)
+            t.device, t.host = device, PinnedBuffer(self._rt, nbytes)
+            self._context.set_tensor_address(t.name, device.ptr)
 
     def _deactivate(self) -> None:
         for g in self._graphs.values():
@@ -225,20 +239,22 @@ class TrtRunner(Runner):
             self._set_shape(t, tuple(feeds[t.name].shape))
         outputs = [t for t in self._tensors.values() if not t.is_input]
         out_shapes = {t.name: tuple(self._context.get_tensor_shape(t.name)) for t in outputs}
-        stream, ev = self._stream, self._events
+        stream, ev = self._live_stream(), self._events
         ev[0].record(stream)
         for t in inputs:
             array = np.asarray(feeds[t.name])
-            host = t.host.view(t.dtype, array.shape)
+            device, pinned = t.buffers()
+            host = pinned.view(t.dtype, array.shape)
             np.copyto(host, array, casting="same_kind")
-            stream.copy_h2d(t.device.ptr, t.host.ptr, host.nbytes)
+            stream.copy_h2d(device.ptr, pinned.ptr, host.nbytes)
         ev[1].record(stream)
         self._enqueue(tuple(tuple(feeds[t.name].shape) for t in inputs))
         ev[2].record(stream)
         views = {}
         for t in outputs:
-            views[t.name] = t.host.view(t.dtype, out_shapes[t.name])
-            stream.copy_d2h(t.host.ptr, t.device.ptr, views[t.name].nbytes)
+            device, pinned = t.buffers()
+            views[t.name] = pinned.view(t.dtype, out_shapes[t.name])
+            stream.copy_d2h(pinned.ptr, device.ptr, views[t.name].nbytes)
         ev[3].record(stream)
         stream.synchronize()
         result = {name: view.copy() for name, view in views.items()}
@@ -248,7 +264,7 @@ class TrtRunner(Runner):
         return result
 
     def _set_shape(self, t: _Tensor, shape: tuple[int, ...]) -> None:
-        low, _, high = t.range
+        low, _, high = t.profile_range()
         if len(shape) != len(high) or any(not lo <= s <= hi for s, lo, hi in
                                           zip(shape, low, high, strict=False)):
             raise InputError(f"{self.name}: input {t.name!r} of shape {shape} is outside the "
@@ -261,24 +277,30 @@ class TrtRunner(Runner):
 
     def _enqueue(self, key: tuple) -> None:
         """Run the engine on the stream: a replayed CUDA graph, or a plain enqueue."""
-        context, handle = self._context, int(self._stream.handle)
+        stream = self._live_stream()
+        context, handle = self._context, int(stream.handle)
         if not self.cuda_graph:
             self._execute(context, handle)
             return
         graph = self._graphs.get(key)
         if graph is not None:
-            graph.launch(self._stream)
+            graph.launch(stream)
             return
         self._execute(context, handle)  # the first run of a shape also does TensorRT's setup
         if len(self._graphs) >= MAX_GRAPHS:
             return
         try:
-            self._graphs[key] = Graph(self._rt, self._stream,
-                                      lambda: self._execute(context, handle))
+            self._graphs[key] = Graph(self._rt, stream, lambda: self._execute(context, handle))
         except CudaError as e:
             log.warning("%s: CUDA graph capture failed (%s); running without graphs",
                         self.name, e)
             self.cuda_graph = False
+
+    def _live_stream(self) -> Stream:
+        """The CUDA stream, which exists while the runner is active."""
+        if self._stream is None:
+            raise RuntimeError(f"{self.name}: not active (no CUDA stream)")
+        return self._stream
 
     def _execute(self, context: Any, handle: int) -> None:
         if not context.execute_async_v3(handle):

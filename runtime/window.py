@@ -80,7 +80,8 @@ class FeatureRing:
             IndexError: some of them were already overwritten or have not arrived.
         """
         if not self.start <= start <= stop <= self.end:
-            raise IndexError(f"items {start}..{stop} requested, ring holds {self.start}..{self.end}")
+            raise IndexError(
+                f"items {start}..{stop} requested, ring holds {self.start}..{self.end}")
         return self._data[np.arange(start, stop) % self.capacity]
 
 

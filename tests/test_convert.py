@@ -1,4 +1,5 @@
-"""`lipx convert` / `lipx info`: original checkpoints -> lipx checkpoints, golden fidelity, errors."""
+"""`lipx convert` / `lipx info`: original checkpoints -> lipx checkpoints, golden fidelity,
+errors."""
 
 from __future__ import annotations
 

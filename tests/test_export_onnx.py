@@ -33,7 +33,8 @@ def info(shape, out_shape=("batch", 3)):
 
 def test_fixed_time_or_batch_is_refused():
     check_dynamic(info(("batch", "frames", 4)), SPEC)
-    with pytest.raises(ExportFailed, match=r"'features' axis 1 \(frames\) was fixed to 29.*refusing"):
+    fixed = r"'features' axis 1 \(frames\) was fixed to 29.*refusing"
+    with pytest.raises(ExportFailed, match=fixed):
         check_dynamic(info(("batch", 29, 4)), SPEC)
     with pytest.raises(ExportFailed, match=r"axis 0 \(batch\) was fixed to 2"):
         check_dynamic(info((2, "frames", 4)), SPEC)
@@ -74,11 +75,13 @@ def test_finalize_renames_outputs_and_drops_stale_shapes(tmp_path):
 def test_rename_values_moves_colliding_names_aside():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-    nodes = [helper.make_node("Relu", ["x"], ["linear"]), helper.make_node("Neg", ["linear"], ["y"])]
+    nodes = [helper.make_node("Relu", ["x"], ["linear"]),
+             helper.make_node("Neg", ["linear"], ["y"])]
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]))
     rename_values(model, {"y": "linear"})
     assert [list(n.output) for n in model.graph.node] == [["linear_0"], ["linear"]]
-    assert list(model.graph.node[1].input) == ["linear_0"] and model.graph.output[0].name == "linear"
+    assert list(model.graph.node[1].input) == ["linear_0"]
+    assert model.graph.output[0].name == "linear"
 
 
 def test_scope_names_are_idempotent_and_skip_internal_nodes(tmp_path):

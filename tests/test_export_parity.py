@@ -84,10 +84,12 @@ def test_values_out_of_tolerance_raise_tolerance_exceeded():
 def test_wrong_shapes_or_missing_outputs_raise_shape_mismatch():
     bad = classifier("plan", lambda y: y[:, :5])
     result = compare({"torch": classifier("torch"), "plan": bad}, feeds(), "torch", Tolerance(1, 1))
-    with pytest.raises(ShapeMismatch, match=r"output 'logits' has shape \(1, 5\), reference \(1, 6\)"):
+    shapes = r"output 'logits' has shape \(1, 5\), reference \(1, 6\)"
+    with pytest.raises(ShapeMismatch, match=shapes):
         validate_parity(result)
     none = FnRunner("empty", lambda f: {}, (FEATURES,), ())
-    result = compare({"torch": classifier("torch"), "empty": none}, feeds(), "torch", Tolerance(1, 1))
+    result = compare({"torch": classifier("torch"), "empty": none}, feeds(), "torch",
+                     Tolerance(1, 1))
     with pytest.raises(ShapeMismatch, match="missing output 'logits'"):
         validate_parity(result)
 

@@ -73,7 +73,8 @@ def test_ensemble_chains_frontend_and_backend(tmp_path):
     assert cfg["platform"] == ["ensemble"]
     assert [t["name"][0] for t in cfg["input"]] == ["video", "noise"]
     steps = cfg["ensemble_scheduling"][0]["step"]
-    assert [s["model_name"][0] for s in steps] == ["vca_gan_small_frontend", "vca_gan_small_backend"]
+    assert [s["model_name"][0] for s in steps] == ["vca_gan_small_frontend",
+                                                    "vca_gan_small_backend"]
     assert {x["key"][0] for x in steps[1]["input_map"]} == {"features", "noise"}
 
 
@@ -84,7 +85,8 @@ def test_cpu_and_plan_repositories(tmp_path):
     settings = TritonSettings(engine="trt", precision="fp16")
     write_repository(m, package(tmp_path, m), tmp_path / "triton", settings)
     assert (tmp_path / "triton/vca_gan_small_frontend/1/model.plan").is_file()
-    assert 'backend: "tensorrt"' in (tmp_path / "triton/vca_gan_small_frontend/config.pbtxt").read_text()
+    config = (tmp_path / "triton/vca_gan_small_frontend/config.pbtxt").read_text()
+    assert 'backend: "tensorrt"' in config
     assert validate_repository(tmp_path / "triton", m, settings) == []
 
 

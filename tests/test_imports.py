@@ -1,4 +1,5 @@
-"""Import hygiene: the CLI and the runtime stay torch-free (and onnxruntime/TensorRT-free at import)."""
+"""Import hygiene: the CLI and the runtime stay torch-free (and onnxruntime/TensorRT-free at
+import)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ HEAVY = ("torch", "onnxruntime", "tensorrt")
 
 
 def _loaded_after(code: str) -> dict[str, bool]:
-    probe = f"{code}\nimport json, sys\nprint(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))"
+    report = f"print(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))"
+    probe = f"{code}\nimport json, sys\n{report}"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -75,7 +75,8 @@ def test_manifest_is_frozen():
         make_manifest().task = "lip2speech"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("version, fix", [(2, "upgrade lipx"), (0, "re-export"), (None, "re-export")])
+@pytest.mark.parametrize("version, fix",
+                         [(2, "upgrade lipx"), (0, "re-export"), (None, "re-export")])
 def test_other_schema_versions_are_refused(tmp_path, version, fix):
     data = make_manifest().to_dict()
     data["schema_version"] = version

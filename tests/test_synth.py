@@ -124,7 +124,8 @@ def test_grid_align_files(grid_corpus):
         assert ends[-1] == 75000 and all(a < b for a, b in zip(starts, ends, strict=True))
         assert starts[1:] == ends[:-1]
         assert tuple(r[2] for r in rows if r[2] not in ("sil", "sp")) == spec.words
-        speech = [(a, b) for a, b, r in zip(starts, ends, rows, strict=True) if r[2] not in ("sil", "sp")]
+        speech = [(a, b) for a, b, r in zip(starts, ends, rows, strict=True)
+                  if r[2] not in ("sil", "sp")]
         assert speech[0][0] >= 5000 and speech[-1][1] <= 70000  # >= 0.2 s of silence around
 
 

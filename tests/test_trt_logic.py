@@ -102,7 +102,8 @@ def test_plan_key_changes_with_everything_the_plan_depends_on():
 
 def test_missing_tensorrt_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(BackendUnavailableError, match=r"TensorRT is not installed: pip install 'lipx\[gpu\]'"):
+    missing = r"TensorRT is not installed: pip install 'lipx\[gpu\]'"
+    with pytest.raises(BackendUnavailableError, match=missing):
         build_engine(FRONTEND, tmp_path / "f.onnx", tmp_path / "f.plan", (), BuildSettings())
 
 

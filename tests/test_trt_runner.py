@@ -1,7 +1,8 @@
 """TrtRunner's logic without TensorRT or a GPU: stand-ins for the ``tensorrt`` module and for
-cuda-python's runtime (device memory as host bytes; ``stream_fixtures``) check the plan/target check, the buffers and
-copies, per-call shapes within the profile, CUDA graph capture and replay, timings, clean-up and
-the errors. The test marked ``trt`` runs a real plan where TensorRT and a GPU exist."""
+cuda-python's runtime (device memory as host bytes; ``stream_fixtures``) check the plan/target
+check, the buffers and copies, per-call shapes within the profile, CUDA graph capture and replay,
+timings, clean-up and the errors. The test marked ``trt`` runs a real plan where TensorRT and a
+GPU exist."""
 
 from __future__ import annotations
 

@@ -67,7 +67,8 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "clips": self.clips, "metrics": self.metrics,
                 "per_word": self.per_word,
-                "confusions": [{"true": a, "predicted": b, "count": c} for a, b, c in self.confusions],
+                "confusions": [{"true": a, "predicted": b, "count": c}
+                               for a, b, c in self.confusions],
                 "wavs": self.wavs}
 
 

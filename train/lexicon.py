@@ -438,10 +438,10 @@ def articulate(utt: Utterance, t0: float, t1: float, rate: float = 1000.0) -> Tr
                    for f in burst_at]
     values = np.zeros((n, len(CHANNELS)))
     for name, sigma_ms in _SMOOTH_MS.items():
-        c = CH[name]
-        col = (np.interp(times, xs[c], ys[c]) if xs[c]
+        ch = CH[name]
+        col = (np.interp(times, xs[ch], ys[ch]) if xs[ch]
                else np.full(n, _DEFAULTS.get(name, 0.0)))
-        values[:, c] = gaussian_filter1d(col, sigma_ms * rate / 1000.0, mode="nearest")
+        values[:, ch] = gaussian_filter1d(col, sigma_ms * rate / 1000.0, mode="nearest")
     for t, amp in bursts:
         values[:, CH["burst"]] += amp * np.exp(-0.5 * ((times - t) / 0.004) ** 2)
     values[:, CH["pitch"]] = _pitch(utt, times)

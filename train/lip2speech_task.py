@@ -10,7 +10,7 @@ visual front-end, which the generator optimiser applies together with the genera
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -33,6 +33,10 @@ from lipx.train.losses import (
 )
 from lipx.train.metrics import mean_scores, speech_scores
 
+if TYPE_CHECKING:
+    from lipx.models.discriminator import SyncDiscriminator
+    from lipx.models.lip2speech import Lip2SpeechModel
+
 
 def mel_scales(mel: torch.Tensor) -> list[torch.Tensor]:
     """The real mel at the generator's three scales (x0.25, x0.5 bilinear, and as is)."""
@@ -40,7 +44,7 @@ def mel_scales(mel: torch.Tensor) -> list[torch.Tensor]:
             for s in (0.25, 0.5)] + [mel]
 
 
-def synthesize(model: nn.Module, video: torch.Tensor, lengths: torch.Tensor | None = None,
+def synthesize(model: Lip2SpeechModel, video: torch.Tensor, lengths: torch.Tensor | None = None,
                flip_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Inference with zero noise (deterministic): (mel (B,1,80,4T), linear (B,1,321,4T)).
 
@@ -59,7 +63,7 @@ def synthesize(model: nn.Module, video: torch.Tensor, lengths: torch.Tensor | No
 class _Generate(nn.Module):
     """Front-end + decode as one module so DDP can wrap the generator's forward."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: Lip2SpeechModel) -> None:
         super().__init__()
         self.model = model
 
@@ -73,7 +77,7 @@ class Lip2SpeechTask:
 
     metric = "stoi"
 
-    def __init__(self, model: nn.Module, discriminators: nn.ModuleDict, cfg: TrainConfig,
+    def __init__(self, model: Lip2SpeechModel, discriminators: nn.ModuleDict, cfg: TrainConfig,
                  info: DistInfo, preset: str, video_spec: Any, audio_spec: Any) -> None:
         self.cfg, self.info, self.preset = cfg, info, preset
         self.meta: dict[str, Any] = {}
@@ -120,10 +124,11 @@ class Lip2SpeechTask:
             fake_logits = self._discriminate([f.detach() for f in fakes], sentence.detach())
             adv_d = sum(gan_d_loss(r, f) for r, f in zip(real_logits, fake_logits)) / 3
             r1 = sum(r1_penalty(r[0], x) for r, x in zip(real_logits, reals)) / 3
-        sync_d = sync_infonce(feats, self.dis["sync"].embed(mel), lengths=lengths)
+        sync = cast("SyncDiscriminator", self.dis["sync"])
+        sync_d = sync_infonce(feats, sync.embed(mel), lengths=lengths)
         loss_d = adv_d + self.weights["r1"] * r1 + self.weights["sync"] * sync_d
-        clip_and_step(loss_d, self.dis.parameters(), opt_d, self.cfg, self.scalers["discriminators"],
-                      retain_graph=True, info=self.info)
+        clip_and_step(loss_d, self.dis.parameters(), opt_d, self.cfg,
+                      self.scalers["discriminators"], retain_graph=True, info=self.info)
 
         # generator step: keep the front-end's gradient from the sync loss (the original's quirk)
         for name, module in self.model.named_children():
@@ -131,7 +136,7 @@ class Lip2SpeechTask:
                 module.zero_grad(set_to_none=True)
         if gan:
             adv_g = sum(gan_g_loss(f) for f in self._discriminate(fakes, sentence)) / 3
-        sync_g = sync_generator_term(feats.detach(), self.dis["sync"].embed(out["mel_80"]))
+        sync_g = sync_generator_term(feats.detach(), sync.embed(out["mel_80"]))
         recon = reconstruction_loss(fakes, mel_scales(mel), out["linear"], linear)
         loss_g = (self.weights["adv"] * adv_g + self.weights["sync"] * sync_g
                   + self.weights["recon"] * recon)
@@ -154,15 +159,17 @@ class Lip2SpeechTask:
         rows = []
         l1 = []
         for batch in batches:
-            video, mel = batch["video"].to(self.info.device), batch["mel"].to(self.info.device)
-            pred_mel, pred_lin = synthesize(self.model, video, batch["lengths"].to(self.info.device))
+            dev = self.info.device
+            video, mel = batch["video"].to(dev), batch["mel"].to(dev)
+            pred_mel, pred_lin = synthesize(self.model, video, batch["lengths"].to(dev))
             l1.append(float(F.l1_loss(pred_mel, mel)))
             for i in range(video.shape[0]):
                 n = int(batch["lengths"][i]) * self.audio_spec.sample_rate // 25
                 wav = laudio.spectrogram_to_wav(pred_lin[i, 0, :, : 4 * int(batch["lengths"][i])]
                                                 .float().cpu().numpy(), self.audio_spec, n_iter=30)
                 ref = batch["wav"][i, :n].numpy()
-                rows.append(speech_scores(ref, wav[:n], self.audio_spec.sample_rate, with_pesq=False))
+                rows.append(speech_scores(ref, wav[:n], self.audio_spec.sample_rate,
+                                          with_pesq=False))
         return {**mean_scores(rows), "mel_l1": float(np.mean(l1)) if l1 else float("nan")}
 
     def checkpoint(self) -> Checkpoint:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,11 +15,14 @@ from lipx.train.distributed import DistInfo, average_gradients
 from lipx.train.losses import lipreading_loss
 from lipx.train.metrics import topk_correct
 
+if TYPE_CHECKING:
+    from lipx.models.lipreading import LipreadingModel
+
 
 class _TrainForward(nn.Module):
     """Routes ``forward`` to ``forward_train`` so DDP can wrap the training pass."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: LipreadingModel) -> None:
         super().__init__()
         self.model = model
 
@@ -60,14 +63,14 @@ class LipreadingTask:
 
     metric = "accuracy"
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, info: DistInfo, preset: str,
+    def __init__(self, model: LipreadingModel, cfg: TrainConfig, info: DistInfo, preset: str,
                  vocabulary: list[str], video_spec: Any) -> None:
         self.cfg, self.info, self.preset = cfg, info, preset
         self.meta: dict[str, Any] = {}
         """Extra checkpoint metadata (the corpus' synth options, when it is synthetic)."""
         self.vocabulary, self.video_spec = vocabulary, video_spec
         self.model = model.to(info.device)
-        forward = _TrainForward(self.model)
+        forward: nn.Module = _TrainForward(self.model)
         if info.distributed:
             ids = [info.device.index] if info.device.type == "cuda" else None
             forward = nn.parallel.DistributedDataParallel(forward, device_ids=ids)
@@ -105,8 +108,9 @@ class LipreadingTask:
         return {"accuracy": correct1 / max(n, 1), "top5": correct5 / max(n, 1)}
 
     def checkpoint(self) -> Checkpoint:
+        state_dict = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         return Checkpoint(task="lipreading", config=self.model.config, preset=self.preset,
-                          state_dict={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                          state_dict=state_dict,
                           vocabulary=list(self.vocabulary), video=self.video_spec,
                           meta={**self.meta, "trained_with": self.cfg.to_dict()})
 

@@ -2,8 +2,8 @@
 
 A :class:`Task` owns its models, optimisers and the body of one step (the GAN alternates its
 discriminator and generator updates inside ``train_step``); this loop owns everything around it:
-the resumable data order, learning-rate schedules, mixed precision, periodic validation, ``last`` and
-``best`` checkpoints (atomic), TensorBoard, progress, and saving on Ctrl-C.
+the resumable data order, learning-rate schedules, mixed precision, periodic validation, ``last``
+and ``best`` checkpoints (atomic), TensorBoard, progress, and saving on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -79,7 +79,9 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def make_schedule(
+    opt: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up, then ``lr_gamma`` at each milestone step."""
     milestones = sorted(cfg.lr_milestones or ())
 
@@ -105,7 +107,9 @@ class Trainer:
                  collate: Callable, info: DistInfo) -> None:
         self.task, self.cfg, self.info = task, cfg, info
         self.out = Path(cfg.out)
-        self.sampler = ResumableSampler(len(train_set), cfg.seed, info.rank, info.world_size)
+        # a map-style dataset (it has a length)
+        self.sampler = ResumableSampler(len(cast(Sized, train_set)), cfg.seed, info.rank,
+                                        info.world_size)
         self.train_set, self.val_set, self.collate = train_set, val_set, collate
         self.schedules = {k: make_schedule(o, cfg) for k, o in task.optimizers.items()}
         self.progress = Progress()

@@ -12,6 +12,7 @@ de-normalised log-mels (three scales) plus the linear magnitude.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -41,19 +42,20 @@ def lipreading_loss(out: dict[str, torch.Tensor], labels: torch.Tensor,
         "kl": out["kl_loss"].float(),
         "recon": out["recon_loss"].float(),
     }
-    total = sum(w[k] * v for k, v in terms.items())
+    total = cast(torch.Tensor, sum(w[k] * v for k, v in terms.items()))  # terms is not empty
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
 def gan_d_loss(real: tuple[torch.Tensor, torch.Tensor],
                fake: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Discriminator side of the non-saturating loss for one scale (both heads)."""
-    return sum(F.softplus(-r).mean() + F.softplus(f).mean() for r, f in zip(real, fake))
+    return cast(torch.Tensor,
+                sum(F.softplus(-r).mean() + F.softplus(f).mean() for r, f in zip(real, fake)))
 
 
 def gan_g_loss(fake: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Generator side of the non-saturating loss for one scale (both heads)."""
-    return sum(F.softplus(-f).mean() for f in fake)
+    return cast(torch.Tensor, sum(F.softplus(-f).mean() for f in fake))
 
 
 def r1_penalty(real_logit: torch.Tensor, real_input: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -192,10 +193,10 @@ def _decode(job: ClipJob) -> np.ndarray:
         raise _Unusable("truncated" if frames else "corrupt", str(e)) from e
     if len(frames) < job.min_frames:  # before resampling: cheap, and a clear count
         raise _Unusable("too_short", f"{len(frames)} frames, need at least {job.min_frames}")
-    frames = vid.resample_frames(times, frames, _SPEC.fps)
-    if len(frames) < job.min_frames:
-        raise _Unusable("too_short", f"{len(frames)} frames at 25 fps, need {job.min_frames}")
-    return frames
+    resampled = vid.resample_frames(times, frames, _SPEC.fps)
+    if len(resampled) < job.min_frames:
+        raise _Unusable("too_short", f"{len(resampled)} frames at 25 fps, need {job.min_frames}")
+    return resampled
 
 
 def _audio(job: ClipJob, frames: int) -> np.ndarray:
@@ -273,7 +274,7 @@ def _lrw_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
                         f"are {_SPEC.face_size}x{_SPEC.face_size}")
     region = vid.mouth_region(frames, _SPEC, job.margin)
     wav = fit_length(_audio(job, len(frames)), len(frames) * 640, centre=True)
-    meta = {"text": job.word, "word": job.word, "label": job.label}
+    meta: dict[str, Any] = {"text": job.word, "word": job.word, "label": job.label}
     if job.info is not None:
         m = re.search(r"Duration:\s*([0-9.]+)", job.info.read_text(errors="replace"))
         meta["duration"] = float(m.group(1)) if m else None

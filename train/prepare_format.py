@@ -229,7 +229,7 @@ def generated_grid_splits(records: list[dict]) -> dict[str, dict[str, list[str]]
 
 def read_split_files(folder: Path) -> dict[str, dict[str, list[str]]]:
     """Users' GRID split lists in ``folder``: protocol -> clip id (``sN/name``) -> parts."""
-    files = {f"overlap_{p}.txt": ("overlap", p) for p in PARTS}
+    files: dict[str, tuple[str, str | None]] = {f"overlap_{p}.txt": ("overlap", p) for p in PARTS}
     files.update({f"{p}_4.txt": ("four", p) for p in PARTS})
     files.update({f"unseen_{p}.txt": ("unseen", p) for p in PARTS})
     files["unseen_splits.txt"] = ("unseen", None)

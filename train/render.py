@@ -196,7 +196,8 @@ def _eyes_brows_nose(app: Appearance, blink: float) -> tuple[np.ndarray, dict[st
         upper = EYE_LINE_Y - 4.8 * lid * (1 - u ** 2) ** 0.8 - 0.6
         lower = EYE_LINE_Y + 3.4 * lid * (1 - u ** 2) ** 0.8 + 0.8
         eye = [(ex - 12, left_y)] + [(ex + 12 * v, y) for v, y in zip(u, upper, strict=True)] \
-            + [(ex + 12, right_y)] + [(ex + 12 * v, y) for v, y in zip(u[::-1], lower[::-1], strict=True)]
+            + [(ex + 12, right_y)] \
+            + [(ex + 12 * v, y) for v, y in zip(u[::-1], lower[::-1], strict=True)]
         pts[f"eye_{side}"] = np.array(eye)
         pts[f"pupil_{side}"] = np.array([[ex, EYE_LINE_Y]])
         v = np.linspace(0, 1, 5)  # outer -> inner along the upper edge

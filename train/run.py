@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 import yaml
@@ -21,6 +22,10 @@ from lipx.train.loop import Progress, Trainer
 from lipx.train.prepare_format import read_corpus
 from lipx.train.state import seed_everything
 from lipx.video import VideoSpec
+
+if TYPE_CHECKING:
+    from lipx.models.lip2speech import Lip2SpeechModel
+    from lipx.models.lipreading import LipreadingModel
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +64,8 @@ def _datasets(cfg: TrainConfig, split: str):
         val = ds.LipreadingDataset(cfg.data, "val", augment=False, **kw)
     else:
         kw = {"protocol": split, "seed": cfg.seed}
-        train = ds.LipToSpeechDataset(cfg.data, "train", augment=cfg.augment, window=cfg.window, **kw)
+        train = ds.LipToSpeechDataset(cfg.data, "train", augment=cfg.augment, window=cfg.window,
+                                      **kw)
         val = ds.LipToSpeechDataset(cfg.data, "val", augment=False, window=cfg.window, **kw)
     if not cfg.erase:
         train.video_augment = dataclasses.replace(train.video_augment, erase_size=0)
@@ -87,11 +93,13 @@ def _task(cfg: TrainConfig, info: DistInfo, labels: list[str]):
     if cfg.task == "lipreading":
         from lipx.train.lipreading_task import LipreadingTask
 
-        return LipreadingTask(model, cfg, info, cfg.preset, labels, VideoSpec())
+        return LipreadingTask(cast("LipreadingModel", model), cfg, info, cfg.preset, labels,
+                              VideoSpec())
     from lipx.train.lip2speech_task import Lip2SpeechTask
 
     aux = family.build_aux(config)["discriminators"]
-    return Lip2SpeechTask(model, aux, cfg, info, cfg.preset, VideoSpec(), AudioSpec())
+    return Lip2SpeechTask(cast("Lip2SpeechModel", model), aux, cfg, info, cfg.preset,
+                          VideoSpec(), AudioSpec())
 
 
 def train(cfg: TrainConfig, resume: bool = False,

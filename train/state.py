@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ def rng_state() -> dict[str, Any]:
     """Every global RNG's state (Python, numpy, torch CPU and CUDA)."""
     state = {
         "python": random.getstate(),
-        "numpy": _numpy_state_to_safe(np.random.get_state()),
+        # the legacy (default) form: the MT19937 tuple; numpy's stubs type the default as a dict
+        "numpy": _numpy_state_to_safe(cast(tuple, np.random.get_state())),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():

@@ -29,6 +29,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -37,6 +38,10 @@ from lipx.files import atomic_write
 from lipx.train import lexicon
 from lipx.train.render import Appearance, Placement, render_frames
 from lipx.train.voice import SAMPLE_RATE, Voice, synthesize
+
+if TYPE_CHECKING:
+    from av.audio.stream import AudioStream
+    from av.video.stream import VideoStream
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +326,7 @@ def clip_files(opts: SynthOptions, key: str) -> dict[str, Path]:
     return {"text": opts.out / f"{key}.txt", "video": opts.out / f"{key}.mp4"}
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Write through ``<name>.part`` in the same folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, write, tmp=path.with_name(path.name + ".part"))
@@ -343,13 +348,14 @@ def write_video(path: Path, frames: np.ndarray, audio: np.ndarray, container: st
 
     def write(tmp: Path) -> None:
         with av.open(str(tmp), "w", format=container) as out:
-            vs = out.add_stream(vcodec, rate=FPS)
+            # codecs chosen at run time: the stubs cannot tell a video one from an audio one
+            vs = cast("VideoStream", out.add_stream(vcodec, rate=FPS))
             vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
             if mpeg:
                 vs.bit_rate = 4_000_000
             else:
                 vs.options = {"crf": "17", "preset": "veryfast", "threads": "1"}
-            aus = out.add_stream(acodec, rate=SAMPLE_RATE, layout="mono")
+            aus = cast("AudioStream", out.add_stream(acodec, rate=SAMPLE_RATE, layout="mono"))
             aus.bit_rate = 64_000
             for frame in frames:
                 out.mux(vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
