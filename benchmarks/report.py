@@ -152,7 +152,8 @@ def notes(report: BenchReport) -> list[str]:
     lines = [f"{r.key}: {r.status}: {r.reason}" for r in report.rows if r.status != "ok"]
     load = report.machine.get("load_average")
     if load:
-        lines.append(f"load average at start {load}, at end {report.machine.get('load_average_end')}"
+        lines.append(f"load average at start {load}, "
+                     f"at end {report.machine.get('load_average_end')}"
                      f" on {report.machine.get('cpu_count')} CPUs")
     return lines
 
@@ -202,7 +203,8 @@ def markdown(report: BenchReport, plots: list[str]) -> str:
         f"- window {s['window']} frames, stride {s['stride']}, {s['fps']:g} fps; batch sizes "
         f"{s['batch_sizes']}; budget {s['budget_s']} s per engine; {report.seconds:.0f} s in all"
         + (f" (export {report.export_s:.0f} s)" if report.export_s else ""),
-        f"- machine: {m.get('cpu')} ({m.get('cpu_count')} CPUs), {m.get('gpu', 'no GPU')}; "
+        f"- machine: {m.get('cpu')} ({m.get('cpu_count')} CPUs; "
+        f"{' '.join(m.get('cpu_features') or ['features unknown'])}), {m.get('gpu', 'no GPU')}; "
         f"load average {m.get('load_average')} at start, {m.get('load_average_end')} at end",
         f"- {versions}",
         "",

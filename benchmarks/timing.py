@@ -219,8 +219,9 @@ def gpu_used_mb() -> float | None:
     if shutil.which("nvidia-smi") is None:
         return None
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits",
-                              "-i", "0"], capture_output=True, text=True, timeout=10, check=True)
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used",
+                              "--format=csv,noheader,nounits", "-i", "0"],
+                             capture_output=True, text=True, timeout=10, check=True)
         return float(out.stdout.strip().splitlines()[0])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
@@ -243,14 +244,33 @@ def versions() -> dict[str, str]:
     return out
 
 
-def cpu_name() -> str:
+ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+             "amx_int8")
+"""CPU features that pick onnxruntime's and PyTorch's kernels (int8 dot products, fp16/bf16):
+the same graph can give other numbers with and without VNNI, so results record them."""
+
+
+def _cpuinfo_field(name: str) -> str | None:
     try:
         for line in open("/proc/cpuinfo"):  # noqa: SIM115
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == name:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_features() -> list[str] | None:
+    """Which of :data:`ISA_FLAGS` the CPU has (None where /proc/cpuinfo is not readable)."""
+    flags = _cpuinfo_field("flags")
+    if flags is None:
+        return None
+    present = set(flags.split())
+    return [f for f in ISA_FLAGS if f in present]
 
 
 def load_average() -> list[float] | None:
@@ -264,7 +284,8 @@ def load_average() -> list[float] | None:
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     info: dict[str, Any] = {
-        "platform": platform.platform(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+        "platform": platform.platform(), "cpu": cpu_name(), "cpu_features": cpu_features(),
+        "cpu_count": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "load_average": load_average(), "versions": versions(),
     }

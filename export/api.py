@@ -34,7 +34,7 @@ from lipx.export.onnx_export import OnnxFromTorch, export_graphs
 from lipx.export.parity import check_artifacts, validate_parity
 from lipx.export.precision import Fp32Rule
 from lipx.export.quantize import CONVERTERS, converted_file
-from lipx.export.spec import CONTEXT, ExportSpec, export_spec
+from lipx.export.spec import CONTEXT, ExportSpec, Tolerance, export_spec
 from lipx.export.trt import BuildSettings, build_engine, derive_dims, file_sha256, profile_for
 from lipx.package import EngineInfo, GraphInfo, Manifest, ParityRecord, Streaming
 from lipx.runtime.backends import BACKENDS, FORMATS, get_backend
@@ -73,6 +73,12 @@ class ExportOptions:
     """TensorRT builder workspace limit."""
     parity: bool = True
     """Measure parity against PyTorch (an out-of-tolerance artifact fails the export)."""
+    atol: float | None = None
+    """Absolute parity tolerance of the ``precision`` artifacts (None: the task's default)."""
+    rtol: float | None = None
+    """Their tolerance relative to max|reference| (None: the task's default)."""
+    min_top1: float | None = None
+    """Their least top-1 agreement, lipreading (None: the task's default)."""
     force: bool = False
     """Replace an existing non-empty output directory."""
     cache_dir: Path | None = None
@@ -92,6 +98,7 @@ class ExportOptions:
         if self.format not in FORMATS:
             raise InputError(f"unknown --format {self.format!r} (choose from {', '.join(FORMATS)})")
         self._check_numbers()
+        self._check_tolerances()
         self._check_triton()
 
     def _check_numbers(self) -> None:
@@ -114,6 +121,27 @@ class ExportOptions:
             raise InputError(f"--opset {self.opset} is not supported (use {OPSETS.start}.."
                              f"{OPSETS.stop - 1}; the dynamo exporter needs >= 18)")
 
+    def _check_tolerances(self) -> None:
+        given = {k: v for k, v in (("atol", self.atol), ("rtol", self.rtol),
+                                   ("min-top1", self.min_top1)) if v is not None}
+        if given and not self.parity:
+            raise InputError(f"--{' --'.join(given)} has no meaning with --no-parity")
+        if any(v < 0 for v in given.values()):
+            raise InputError(f"parity tolerances must be >= 0, got {given}")
+        if self.min_top1 is not None and self.min_top1 > 1:
+            raise InputError(f"--min-top1 must be within 0..1, got {self.min_top1}")
+
+    def tolerance(self, spec: ExportSpec, precision: str) -> Tolerance:
+        """The parity gate of ``precision``'s artifacts: the task's, with this export's overrides
+        applied to the artifacts of the exported precision only (an int8 export still checks
+        its float32 graphs at float32 tolerance)."""
+        tol = spec.tolerances[precision]
+        if precision != self.resolved_precision:
+            return tol
+        return Tolerance(tol.atol if self.atol is None else self.atol,
+                         tol.rtol if self.rtol is None else self.rtol,
+                         tol.min_top1 if self.min_top1 is None else self.min_top1)
+
     def _check_triton(self) -> None:
         if self.format != "triton":
             if self.triton_instances != 1 or self.triton_kind is not None:
@@ -125,7 +153,8 @@ class ExportOptions:
         if not positive:
             raise InputError(f"triton_instances must be >= 1, got {self.triton_instances}")
         if self.engine == "trt" and self.triton_kind == "cpu":
-            raise InputError("TensorRT plans run on GPUs only: use triton_kind 'gpu' or --engine onnx")
+            raise InputError("TensorRT plans run on GPUs only: "
+                             "use triton_kind 'gpu' or --engine onnx")
         if self.precision == "int8" and self.triton_kind == "gpu":
             raise InputError("int8 dynamic quantisation runs on CPUs: use triton_kind 'cpu' or "
                              "--precision fp16 for GPUs")
@@ -237,7 +266,10 @@ def export_model(source: ExportSource, opts: ExportOptions,
 
 
 def resolve_schedule(spec: ExportSpec, opts: ExportOptions) -> _Schedule:
-    """Window, stride, longest clip and precision for this model; InputError when they do not fit."""
+    """Window, stride, longest clip and precision for this model.
+
+    Raises InputError when they do not fit.
+    """
     window = opts.window or spec.default_window
     stride = opts.stride or spec.default_stride(window)
     if window < spec.min_frames:
@@ -327,7 +359,7 @@ def _parity(model: nn.Module, spec: ExportSpec, reference: dict[str, GraphInfo],
     from lipx.runtime.ort_runner import OrtRunner
 
     runners = {role: OrtRunner(work / g.file) for role, g in artifacts.items()}
-    result = check_artifacts(model, spec, reference, runners, spec.tolerances[precision],
+    result = check_artifacts(model, spec, reference, runners, opts.tolerance(spec, precision),
                              sched.window, sched.stride, opts.max_batch)
     validate_parity(result)
     return list(result.records)
@@ -357,7 +389,7 @@ def _add_engines(manifest: Manifest, source: ExportSource, spec: ExportSpec, sch
         runners = {e.role: runner(work / e.file, name=e.file) for e in engines}
         reference = {g.role: g for g in manifest.graphs if g.precision == "fp32"}
         result = check_artifacts(source.model, spec, reference, runners,
-                                 spec.tolerances[sched.precision], sched.window, sched.stride,
+                                 opts.tolerance(spec, sched.precision), sched.window, sched.stride,
                                  opts.max_batch)
         validate_parity(result)
         records = list(result.records)

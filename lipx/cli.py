@@ -94,7 +94,9 @@ def convert(
 def slim_(
     src: Annotated[Path, typer.Argument(help="A lipx checkpoint (a training run's best.lipx).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the slim checkpoint.")],
-    half: Annotated[bool, typer.Option("--half", help="Store weights as float16 (about half the size; loaded back as float32).")] = False,
+    half: Annotated[bool, typer.Option(
+        "--half", help="Store weights as float16 (about half the size; "
+        "loaded back as float32).")] = False,
 ) -> None:
     """Keep only what inference and export need: drop the optimiser state (--resume) and the
     training-only discriminators."""
@@ -174,7 +176,8 @@ def data_synth(
         help="Vocabulary size [GRID 51, LRW 20].")] = None,
     clips_per_word: Annotated[Optional[int], typer.Option(
         help="LRW: training clips per word [50].")] = None,
-    val_per_word: Annotated[Optional[int], typer.Option(help="LRW: val clips per word [5].")] = None,
+    val_per_word: Annotated[Optional[int], typer.Option(
+        help="LRW: val clips per word [5].")] = None,
     test_per_word: Annotated[Optional[int], typer.Option(
         help="LRW: test clips per word [5].")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same corpus.")] = 0,
@@ -254,15 +257,18 @@ def train(
     data: Annotated[Path, typer.Argument(help="A prepared corpus (lipx data prepare).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: last/best checkpoints, "
                                       "config.yaml, TensorBoard logs.")],
-    config: Annotated[Optional[Path], typer.Option(help="YAML/TOML file of training options.")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Model preset: original, original-mstcn "
-                                                  "(lipreading), small, tiny. [default: small]")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="YAML/TOML file of training options.")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        help="Model preset: original, original-mstcn (lipreading), small, tiny. "
+        "[default: small]")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Optimiser steps. [default: 2000]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Clips per step per process.")] = None,
     split: Annotated[Optional[str], typer.Option(help="Split protocol (lrw; GRID overlap, unseen, "
                                                  "four, sN).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
-    amp: Annotated[Optional[str], typer.Option(help="Mixed precision on CUDA: none, bf16, fp16.")] = None,
+    amp: Annotated[Optional[str], typer.Option(
+        help="Mixed precision on CUDA: none, bf16, fp16.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.lipx.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any option: "
                     "key=value (e.g. lr=0.01, loss_weights.recon=10); repeatable.")] = None,
@@ -299,12 +305,14 @@ def train(
 def eval_(
     checkpoint: Annotated[Path, typer.Argument(help="A lipx checkpoint.")],
     data: Annotated[Path, typer.Argument(help="A prepared corpus.")],
-    split: Annotated[str, typer.Option(help="Split protocol; empty picks the corpus default.")] = "",
+    split: Annotated[str, typer.Option(
+        help="Split protocol; empty picks the corpus default.")] = "",
     part: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     tta: Annotated[bool, typer.Option(help="Horizontal-flip test-time augmentation.")] = True,
     max_clips: Annotated[int, typer.Option(help="Score at most N clips (0: all).")] = 0,
     wav_dir: Annotated[Optional[Path], typer.Option(help="Write generated speech here.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json", help="Write results as JSON.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
 ) -> None:
     """Evaluate a checkpoint: word accuracy, or STOI/ESTOI/PESQ and spectrogram L1."""
@@ -384,28 +392,52 @@ def _status(line: str) -> None:
 
 @app.command()
 def stream(
-    source: Annotated[str, typer.Argument(help="webcam, webcam:N, a video file, an rtsp/http URL, lavfi:GRAPH or a folder of images.")],
+    source: Annotated[str, typer.Argument(
+        help="webcam, webcam:N, a video file, an rtsp/http URL, lavfi:GRAPH "
+        "or a folder of images.")],
     model: Annotated[Path, typer.Option("--model", "-m", help="Model package (lipx export).")],
-    backend: Annotated[str, typer.Option(help="Engine: onnx (onnxruntime) or trt (the package's TensorRT plans).")] = "onnx",
-    device: Annotated[Optional[str], typer.Option(help="onnx: cpu, cuda or tensorrt; trt: cuda. (default: cpu for onnx, cuda for trt)")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="onnx: which exported graphs to run (fp32, fp16, int8). (default: fp32)")] = None,
-    crop: Annotated[str, typer.Option(help="lrw: frames are aligned 256x256 faces; auto: track the face in any video.")] = "lrw",
-    window: Annotated[Optional[int], typer.Option(help="Frames per backend window. (default: the package's)")] = None,
-    stride: Annotated[Optional[int], typer.Option(help="Frames between backend runs. (default: the package's)")] = None,
-    chunk: Annotated[int, typer.Option(help="New frames per front-end call (1: lowest latency; more: throughput).")] = 1,
-    threshold: Annotated[float, typer.Option(help="Lipreading: least posterior of a window's top word.")] = 0.5,
-    agreement: Annotated[int, typer.Option(help="Lipreading: successive windows that must agree on a word.")] = 2,
-    lookahead: Annotated[int, typer.Option(help="Lip-to-speech: frames at each window's end kept as right context only.")] = 4,
-    jsonl: Annotated[Optional[str], typer.Option(help="Write results as JSON lines to FILE, or - for stdout.")] = None,
-    wav: Annotated[Optional[Path], typer.Option(help="Lip-to-speech: write the generated speech to this WAV file.")] = None,
+    backend: Annotated[str, typer.Option(
+        help="Engine: onnx (onnxruntime) or trt (the package's TensorRT plans).")] = "onnx",
+    device: Annotated[Optional[str], typer.Option(
+        help="onnx: cpu, cuda or tensorrt; trt: cuda. "
+        "(default: cpu for onnx, cuda for trt)")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="onnx: which exported graphs to run (fp32, fp16, int8). (default: fp32)")] = None,
+    crop: Annotated[str, typer.Option(
+        help="lrw: frames are aligned 256x256 faces; auto: track the face in any video.")] = "lrw",
+    window: Annotated[Optional[int], typer.Option(
+        help="Frames per backend window. (default: the package's)")] = None,
+    stride: Annotated[Optional[int], typer.Option(
+        help="Frames between backend runs. (default: the package's)")] = None,
+    chunk: Annotated[int, typer.Option(
+        help="New frames per front-end call (1: lowest latency; more: throughput).")] = 1,
+    threshold: Annotated[float, typer.Option(
+        help="Lipreading: least posterior of a window's top word.")] = 0.5,
+    agreement: Annotated[int, typer.Option(
+        help="Lipreading: successive windows that must agree on a word.")] = 2,
+    lookahead: Annotated[int, typer.Option(
+        help="Lip-to-speech: frames at each window's end kept as right context only.")] = 4,
+    jsonl: Annotated[Optional[str], typer.Option(
+        help="Write results as JSON lines to FILE, or - for stdout.")] = None,
+    wav: Annotated[Optional[Path], typer.Option(
+        help="Lip-to-speech: write the generated speech to this WAV file.")] = None,
     srt: Annotated[Optional[Path], typer.Option(help="Lipreading: write subtitles (SRT).")] = None,
-    vtt: Annotated[Optional[Path], typer.Option(help="Lipreading: write subtitles (WebVTT).")] = None,
-    save: Annotated[Optional[Path], typer.Option(help="Write an annotated MP4 (mouth box, word or level meter, speech as audio).")] = None,
-    play: Annotated[bool, typer.Option("--play", help="Lip-to-speech: play the speech live (needs sounddevice).")] = False,
-    realtime: Annotated[bool, typer.Option("--realtime", help="Pace a file at its own speed, dropping frames when behind, as a camera would.")] = False,
-    reconnect: Annotated[int, typer.Option(help="Reopen a broken network stream or webcam up to N times in a row.")] = 0,
-    stats: Annotated[Optional[Path], typer.Option("--stats", help="Write the latency statistics as JSON.")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every window with model.onnx instead of caching per-frame features (to measure the cache).")] = False,
+    vtt: Annotated[Optional[Path], typer.Option(
+        help="Lipreading: write subtitles (WebVTT).")] = None,
+    save: Annotated[Optional[Path], typer.Option(
+        help="Write an annotated MP4 (mouth box, word or level meter, speech as audio).")] = None,
+    play: Annotated[bool, typer.Option(
+        "--play", help="Lip-to-speech: play the speech live (needs sounddevice).")] = False,
+    realtime: Annotated[bool, typer.Option(
+        "--realtime", help="Pace a file at its own speed, dropping frames when behind, "
+        "as a camera would.")] = False,
+    reconnect: Annotated[int, typer.Option(
+        help="Reopen a broken network stream or webcam up to N times in a row.")] = 0,
+    stats: Annotated[Optional[Path], typer.Option(
+        "--stats", help="Write the latency statistics as JSON.")] = None,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Recompute every window with model.onnx instead of caching per-frame "
+        "features (to measure the cache).")] = False,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after N frames.")] = None,
 ) -> None:
     """Run a model package on a camera, file or network stream: words as they are read
@@ -454,18 +486,40 @@ _PRECISIONS = "; ".join(f"{b.name}: {', '.join(b.precisions)} (default {b.defaul
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="lipx checkpoint to export (lipx convert makes one from an original).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Package directory to write; its parent must exist. Written atomically.")],
-    engine: Annotated[Engine, typer.Option(help=f"Engine to build for. {_ENGINES}.")] = Engine.onnx,  # type: ignore[attr-defined]
-    precision: Annotated[Optional[Precision], typer.Option(help=f"Numeric precision per engine: {_PRECISIONS}.")] = None,
-    format: Annotated[Format, typer.Option("--format", help="package, or triton to add a Triton model repository (triton/).")] = Format.package,  # type: ignore[attr-defined]
-    window: Annotated[Optional[int], typer.Option(help="Frames per backend window (default: 29 lipreading, 40 lip2speech).")] = None,
-    stride: Annotated[Optional[int], typer.Option(help="Frames between backend runs when streaming (default: window/4 lipreading, window/2 lip2speech).")] = None,
-    max_batch: Annotated[int, typer.Option(help="Largest batch of the TensorRT profiles and Triton.")] = 8,
+    checkpoint: Annotated[Path, typer.Argument(
+        help="lipx checkpoint to export (lipx convert makes one from an original).")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Package directory to write; its parent must exist. "
+        "Written atomically.")],
+    engine: Annotated[Engine, typer.Option(
+        help=f"Engine to build for. {_ENGINES}.")] = Engine.onnx,  # type: ignore[attr-defined]
+    precision: Annotated[Optional[Precision], typer.Option(
+        help=f"Numeric precision per engine: {_PRECISIONS}.")] = None,
+    format: Annotated[Format, typer.Option(
+        "--format", help="package, or triton to add a Triton model repository (triton/)."
+    )] = Format.package,  # type: ignore[attr-defined]
+    window: Annotated[Optional[int], typer.Option(
+        help="Frames per backend window (default: 29 lipreading, 40 lip2speech).")] = None,
+    stride: Annotated[Optional[int], typer.Option(
+        help="Frames between backend runs when streaming "
+        "(default: window/4 lipreading, window/2 lip2speech).")] = None,
+    max_batch: Annotated[int, typer.Option(
+        help="Largest batch of the TensorRT profiles and Triton.")] = 8,
     opset: Annotated[int, typer.Option(help="ONNX opset (dynamo exporter, >= 18).")] = 18,
-    workspace_mb: Annotated[int, typer.Option(help="TensorRT builder workspace limit in MiB.")] = 2048,
-    parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check every artifact against PyTorch; out of tolerance fails the export.")] = True,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing non-empty output directory.")] = False,
+    workspace_mb: Annotated[int, typer.Option(
+        help="TensorRT builder workspace limit in MiB.")] = 2048,
+    parity: Annotated[bool, typer.Option(
+        "--parity/--no-parity", help="Check every artifact against PyTorch; "
+        "out of tolerance fails the export.")] = True,
+    atol: Annotated[Optional[float], typer.Option(
+        help="Absolute parity tolerance of the --precision artifacts (default: the task's for "
+        "that precision; the one used is recorded in the manifest).")] = None,
+    rtol: Annotated[Optional[float], typer.Option(
+        help="Their tolerance relative to max|reference| (default: the task's).")] = None,
+    min_top1: Annotated[Optional[float], typer.Option(
+        help="Their least top-1 agreement, lipreading (default: the task's).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace an existing non-empty output directory.")] = False,
 ) -> None:
     """Export a checkpoint to a model package: ONNX graphs (whole model, streaming front-end and
     backend), optional TensorRT plans, parity report and manifest.json."""
@@ -475,7 +529,8 @@ def export(
     opts = ExportOptions(
         output=output, engine=engine.value, precision=precision.value if precision else None,
         format=format.value, window=window, stride=stride, max_batch=max_batch, opset=opset,
-        workspace_mb=workspace_mb, parity=parity, force=force,
+        workspace_mb=workspace_mb, parity=parity, atol=atol, rtol=rtol, min_top1=min_top1,
+        force=force,
     )
     result = export_package(checkpoint, opts, progress=lambda m: console.print(f"[dim]{m}[/dim]"))
     done(result.summary(), started)
@@ -497,26 +552,50 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 
 @app.command()
 def bench(
-    target: Annotated[Path, typer.Argument(help="A model package (lipx export) or a lipx checkpoint (exported first).")],
-    engines: Annotated[str, typer.Option(help="Comma-separated engines (default: all): torch, torch-compile, onnx-cpu-fp32, onnx-cpu-int8, onnx-cuda-fp32, onnx-cuda-fp16, onnx-tensorrt-fp32, trt-fp16, trt-fp32. Absent ones are listed as skipped.")] = "",
-    batch_sizes: Annotated[str, typer.Option(help="Whole-model batch sizes for throughput.")] = "1,4,8",
+    target: Annotated[Path, typer.Argument(
+        help="A model package (lipx export) or a lipx checkpoint (exported first).")],
+    engines: Annotated[str, typer.Option(
+        help="Comma-separated engines (default: all): torch, torch-compile, onnx-cpu-fp32, "
+        "onnx-cpu-int8, onnx-cuda-fp32, onnx-cuda-fp16, onnx-tensorrt-fp32, trt-fp16, trt-fp32. "
+        "Absent ones are listed as skipped.")] = "",
+    batch_sizes: Annotated[str, typer.Option(
+        help="Whole-model batch sizes for throughput.")] = "1,4,8",
     budget_s: Annotated[float, typer.Option(help="Seconds of timed runs per engine.")] = 5.0,
-    window: Annotated[Optional[int], typer.Option(help="Frames per window (default: the package's).")] = None,
-    stride: Annotated[Optional[int], typer.Option(help="Frames per streaming step (default: the package's).")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option(help="The package's checkpoint, for the PyTorch reference (without it parity is against onnxruntime CPU fp32).")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Prepared corpus for parity and accuracy (default: random inputs).")] = None,
-    split: Annotated[str, typer.Option(help="Split protocol of --data (default: the corpus').")] = "",
+    window: Annotated[Optional[int], typer.Option(
+        help="Frames per window (default: the package's).")] = None,
+    stride: Annotated[Optional[int], typer.Option(
+        help="Frames per streaming step (default: the package's).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        help="The package's checkpoint, for the PyTorch reference "
+        "(without it parity is against onnxruntime CPU fp32).")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        help="Prepared corpus for parity and accuracy (default: random inputs).")] = None,
+    split: Annotated[str, typer.Option(
+        help="Split protocol of --data (default: the corpus').")] = "",
     part: Annotated[str, typer.Option(help="Part of --data: train, val or test.")] = "test",
-    max_clips: Annotated[int, typer.Option(help="Clips of --data (0: all), or random clips (0: 8).")] = 0,
-    gate: Annotated[bool, typer.Option("--gate", help="Exit 1 when an engine is outside tolerance or failed (defaults per precision: fp32 1e-4+1e-4|ref|, fp16 1e-3+2e-2|ref|, int8 1e-2+0.2|ref|; top-1 >= .99/.95/.80; STOI drop <= .01/.02/.05).")] = False,
-    atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance for every engine.")] = None,
-    rtol: Annotated[Optional[float], typer.Option(help="Tolerance relative to max|reference|.")] = None,
-    min_top1: Annotated[Optional[float], typer.Option(help="Least top-1 agreement (lipreading).")] = None,
-    max_stoi_drop: Annotated[Optional[float], typer.Option(help="Largest STOI loss (lip-to-speech).")] = None,
-    compile_timeout_s: Annotated[float, typer.Option(help="Seconds torch.compile may spend compiling (0: skip it).")] = 120.0,
-    threads: Annotated[Optional[int], typer.Option(help="Intra-op threads of PyTorch and onnxruntime (default: theirs).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write bench.json, bench.md and plots here (and the exported package).")] = None,
-    device: Annotated[str, typer.Option(help="Device of the PyTorch rows: auto, cpu, cuda, cuda:N.")] = "auto",
+    max_clips: Annotated[int, typer.Option(
+        help="Clips of --data (0: all), or random clips (0: 8).")] = 0,
+    gate: Annotated[bool, typer.Option(
+        "--gate", help="Exit 1 when an engine is outside tolerance or failed (defaults per "
+        "precision: fp32 1e-4+1e-4|ref|, fp16 1e-3+2e-2|ref|, int8 1e-2+0.2|ref|; top-1 >= "
+        ".99/.95/.80; STOI drop <= .01/.02/.05).")] = False,
+    atol: Annotated[Optional[float], typer.Option(
+        help="Absolute tolerance for every engine.")] = None,
+    rtol: Annotated[Optional[float], typer.Option(
+        help="Tolerance relative to max|reference|.")] = None,
+    min_top1: Annotated[Optional[float], typer.Option(
+        help="Least top-1 agreement (lipreading).")] = None,
+    max_stoi_drop: Annotated[Optional[float], typer.Option(
+        help="Largest STOI loss (lip-to-speech).")] = None,
+    compile_timeout_s: Annotated[float, typer.Option(
+        help="Seconds torch.compile may spend compiling (0: skip it).")] = 120.0,
+    threads: Annotated[Optional[int], typer.Option(
+        help="Intra-op threads of PyTorch and onnxruntime (default: theirs).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write bench.json, bench.md and plots here "
+        "(and the exported package).")] = None,
+    device: Annotated[str, typer.Option(
+        help="Device of the PyTorch rows: auto, cpu, cuda, cuda:N.")] = "auto",
 ) -> None:
     """Benchmark every available engine x precision: latency, throughput, streams, parity."""
     from lipx.benchmarks.api import BenchOptions
@@ -548,12 +627,19 @@ def bench(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Argument(help="Folder for everything the demo makes.")] = Path("lipx-demo"),
-    checkpoints: Annotated[Optional[Path], typer.Option(help="Folder with lipreading.lipx and lip2speech.lipx trained on synthetic corpora. (default: the small checkpoints shipped with lipx)")] = None,
-    words: Annotated[int, typer.Option(help="Words the held-out speaker says in the lipreading test video.")] = 6,
-    speaker: Annotated[int, typer.Option(help="Which held-out speaker to render (0: the first).")] = 0,
-    bench_s: Annotated[float, typer.Option(help="Seconds of timed runs per engine in the closing benchmark (0 skips it).")] = 2.0,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Redo every step instead of reusing what OUT holds.")] = False,
+    out: Annotated[Path, typer.Argument(
+        help="Folder for everything the demo makes.")] = Path("lipx-demo"),
+    checkpoints: Annotated[Optional[Path], typer.Option(
+        help="Folder with lipreading.lipx and lip2speech.lipx trained on synthetic corpora. "
+        "(default: the small checkpoints shipped with lipx)")] = None,
+    words: Annotated[int, typer.Option(
+        help="Words the held-out speaker says in the lipreading test video.")] = 6,
+    speaker: Annotated[int, typer.Option(
+        help="Which held-out speaker to render (0: the first).")] = 0,
+    bench_s: Annotated[float, typer.Option(
+        help="Seconds of timed runs per engine in the closing benchmark (0 skips it).")] = 2.0,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Redo every step instead of reusing what OUT holds.")] = False,
 ) -> None:
     """The whole job in a few minutes on a CPU: render held-out synthetic speakers, export both
     trained models, stream the videos (words read, speech generated, annotated MP4s), score them
