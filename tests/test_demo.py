@@ -8,6 +8,7 @@ import wave
 import pytest
 
 from lipx.demo import CHECKPOINTS, score_words
+from lipx.package import Manifest
 
 
 def test_score_words_counts_words_read_in_order():
@@ -53,6 +54,11 @@ def test_demo_reads_words_and_speaks_then_reuses(run_cli, tmp_path):
     for name in ("lipreading.mp4", "lip2speech.mp4", "words.srt", "bench/lipreading/bench.md"):
         assert (out / name).stat().st_size > 0, name
     assert "Next:" in stdout and "lipx stream webcam" in stdout
+    for task in ("lipreading", "lip2speech"):  # the small presets' export, parity checked
+        manifest = Manifest.read(out / "packages" / task)
+        assert manifest.preset == "small" and {g.role for g in manifest.graphs} == {
+            "model", "frontend", "backend"}
+        assert manifest.parity and all(record.passed for record in manifest.parity)
 
     code, stdout, _ = run_cli("demo", out, "--words", "4", "--bench-s", "0")
     assert code == 0
