@@ -95,7 +95,9 @@ class ExportOptions:
     triton_kind: str | None = None
     """Triton instance kind ``gpu``/``cpu`` (None: cpu for int8, else gpu)."""
     jobs: int | None = None
-    """Exporter processes run at once (None: up to 3, bounded by the CPU count)."""
+    """Exporter processes run at once (None: every graph at once). An export process spends
+    most of its time tracing in one thread, so even on 2 cores three at once beat two (small
+    VCA-GAN: 16.5 s against 23.8 s)."""
 
     def __post_init__(self) -> None:
         backend = get_backend(self.engine)
@@ -343,7 +345,7 @@ def _export_graphs(model: nn.Module, spec: ExportSpec, sched: _Schedule, opts: E
 
     loaders = {work / g.file: OnnxFromTorch(model, g, example(role), spec.dim_min(), opts.opset)
                for role, g in spec.graphs.items()}
-    jobs = opts.jobs or max(1, min(3, os.cpu_count() or 1))
+    jobs = opts.jobs or len(loaders)
     done = export_graphs(loaders, jobs)
     return {role: dataclasses.replace(done[work / g.file], sha256=file_sha256(work / g.file))
             for role, g in spec.graphs.items()}
