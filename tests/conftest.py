@@ -56,3 +56,4 @@ def run_cli(capsys, monkeypatch):
 
 
 from corpora import grid_corpus, lrw_corpus  # noqa: E402,F401  (session-scoped corpora)
+from stream_fixtures import face_video_fixture, packages_fixture  # noqa: E402,F401  (packages)

@@ -5,8 +5,9 @@ windows (lipreading window 9 stride 3, lip-to-speech window 12 stride 4), both a
 exporter runs each graph in its own process). Parity is not re-checked here; the export tests do
 that, and the streaming tests compare the streamed windows with the package's own graphs.
 They are cached between runs (see :func:`packages`).
-Import the fixtures (``packages_fixture`` provides ``packages``, ``face_video_fixture``
-``face_video``) into a test module to use them. Also here: stand-ins
+``conftest.py`` registers the fixtures (``packages_fixture`` provides ``packages``,
+``face_video_fixture`` ``face_video``) once for every module: imported into two test modules
+they would be two fixtures, and the packages exported twice. Also here: stand-ins
 for ``tensorrt`` and cuda-python (:func:`install_fake_tensorrt`), so the TensorRT paths run
 without a GPU, optionally backed by onnxruntime (:func:`onnx_plan`).
 """

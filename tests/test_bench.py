@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from stream_fixtures import packages_fixture  # noqa: F401 (the session's tiny packages)
 from test_prepare import build_lrw, grid_clip
 
 from lipx.benchmarks.api import BenchOptions, bench
@@ -305,7 +304,8 @@ def test_gate_defaults_and_overrides():
     assert (g.atol, g.rtol, g.min_top1) == (0.5, TOLERANCES["fp16"].rtol, 0.5)
 
 
-def test_compile_clock_charges_first_calls_per_shape_and_gives_up_past_its_limit():
+def test_compile_clock_charges_first_calls_per_shape_and_gives_up_past_its_limit(monkeypatch):
+    from lipx.benchmarks import engines
     from lipx.benchmarks.engines import CompileClock, CompileTimed, EngineSkipped
     from lipx.package import TensorInfo
     from lipx.runtime.runner import Runner
@@ -326,14 +326,16 @@ def test_compile_clock_charges_first_calls_per_shape_and_gives_up_past_its_limit
             return {"y": TensorInfo("y", "float32", ("batch",))}
 
         def _infer(self, feeds):
-            time.sleep(0.05)
+            now[0] += 0.05  # every call takes 50 ms of a fake clock: no timing luck
             return {"y": feeds["x"]}
 
+    now = [0.0]
+    monkeypatch.setattr(engines, "time", SimpleNamespace(perf_counter=lambda: now[0]))
     clock = CompileClock(limit_s=0.12)
     with CompileTimed(Slow("slow"), clock) as runner:
         for _ in range(3):
             runner.infer({"x": np.zeros(2, np.float32)})
-        assert 0.05 <= clock.spent_s < 0.1  # only the first call with this shape
+        assert clock.spent_s == pytest.approx(0.05)  # only the first call with this shape
         runner.infer({"x": np.zeros(3, np.float32)})
         with pytest.raises(EngineSkipped, match="over the 0 s limit"):
             runner.infer({"x": np.zeros(4, np.float32)})

@@ -229,8 +229,9 @@ def test_live_source_drops_stale_frames_for_a_slow_consumer():
     assert sum(f.dropped_before for f in seen) == src.stats.dropped_stale
     for prev, cur in itertools.pairwise(seen):
         assert cur.index - prev.index - 1 == cur.dropped_before
-    # the consumer sees recent frames: no backlog builds up
-    assert seen[-1].index >= (elapsed - 0.2) * 25 - 3
+    # the consumer sees recent frames: no backlog builds up (a queue would hand over frame 7;
+    # the bound leaves half the elapsed time to a loaded machine)
+    assert seen[-1].index >= 0.5 * elapsed * 25 > len(seen)
 
 
 def test_fake_fast_producer_hands_over_only_the_latest_frame():

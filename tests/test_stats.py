@@ -52,7 +52,7 @@ def test_stage_context_manager_and_json(tmp_path):
         time.sleep(0.01)
     timer.end_frame()
     stats = timer.summary(extra_note="x")
-    assert 9 <= stats.stages["crop"].max_ms < 200
+    assert 9 <= stats.stages["crop"].max_ms < 1000  # milliseconds (a loaded machine: later)
     data = json.loads(stats.to_json())
     assert data["stages"]["crop"]["count"] == 1 and data["extra"] == {"extra_note": "x"}
     path = tmp_path / "stats.json"

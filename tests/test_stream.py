@@ -16,13 +16,7 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-from stream_fixtures import (  # noqa: F401 (fixtures)
-    FakePlan,
-    face_video_fixture,
-    install_fake_tensorrt,
-    onnx_plan,
-    packages_fixture,
-)
+from stream_fixtures import FakePlan, install_fake_tensorrt, onnx_plan
 
 from lipx.errors import InputError
 from lipx.package import EngineInfo, Manifest
