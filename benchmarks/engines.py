@@ -26,7 +26,7 @@ import numpy as np
 
 from lipx.benchmarks.target import Target
 from lipx.errors import BackendUnavailableError, InputError, LipxError, did_you_mean
-from lipx.package import ROLES, EngineInfo
+from lipx.package import ROLES, EngineInfo, package_file
 from lipx.runtime.backends import BACKENDS
 from lipx.runtime.runner import Runner
 
@@ -216,7 +216,7 @@ def onnx_file(target: Target, role: str, precision: str) -> Path:
     """The package's ``role`` graph at ``precision``, converted into the work folder if absent."""
     for g in target.manifest.graphs:
         if g.role == role and g.precision == precision:
-            return target.package / g.file
+            return package_file(target.package, g)
     from lipx.export.precision import Fp32Rule
     from lipx.export.quantize import CONVERTERS, converted_file
 
@@ -226,7 +226,7 @@ def onnx_file(target: Target, role: str, precision: str) -> Path:
     fp32 = target.manifest.graph(role)
     rule = Fp32Rule.with_patterns(target.spec().fp32_patterns)
     try:
-        CONVERTERS[precision](fp32, target.package / fp32.file, path, rule)
+        CONVERTERS[precision](fp32, package_file(target.package, fp32), path, rule)
     except BackendUnavailableError:
         raise
     except Exception as e:  # converters raise onnx/onnxruntime errors of many kinds
@@ -251,7 +251,7 @@ def plan_file(target: Target, role: str, precision: str, max_batch: int,
     """The package's plan for ``role`` at ``precision``, else one built into the work folder."""
     for e in target.manifest.engines:
         if e.role == role and e.precision == precision:
-            return target.package / e.file, e
+            return package_file(target.package, e), e
     from lipx.export.precision import Fp32Rule
     from lipx.export.trt import BuildSettings, build_engine, derive_dims, profile_for
 
@@ -264,8 +264,9 @@ def plan_file(target: Target, role: str, precision: str, max_batch: int,
     settings = BuildSettings(precision=precision, rule=rule)
     path = target.workdir / f"{role}.{precision}.plan"
     try:
-        info = build_engine(graph, target.package / graph.file, path, (profile_for(graph, dims),),
-                            settings, lambda: onnx_file(target, role, "fp16"))
+        info = build_engine(graph, package_file(target.package, graph), path,
+                            (profile_for(graph, dims),), settings,
+                            lambda: onnx_file(target, role, "fp16"))
     except BackendUnavailableError:
         raise
     except Exception as e:  # TensorRT parser/builder errors

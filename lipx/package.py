@@ -21,12 +21,12 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, TypeVar
 
 from lipx.audio import AudioSpec
 from lipx.errors import InputError, ManifestError, did_you_mean
-from lipx.files import atomic_write
+from lipx.files import atomic_write, file_sha256
 from lipx.video import VideoSpec
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,41 @@ def _fields(cls: type[_T], d: Any, where: str) -> dict[str, Any]:
     if missing:
         raise ManifestError(f"manifest: {where} lacks {', '.join(missing)}; re-export the package")
     return {k: v for k, v in d.items() if k in names}
+
+
+def _own_file(name: Any, where: str) -> str:
+    """``name`` if it names a file inside the package: relative, without ``..`` (a package is
+    untrusted input; ManifestError otherwise, at read time, before anything is loaded)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ManifestError(f"manifest: {where}.file must be a file name, got {name!r}")
+    posix, windows = PurePosixPath(name.replace("\\", "/")), PureWindowsPath(name)
+    if posix.is_absolute() or windows.drive or ".." in posix.parts:
+        raise ManifestError(f"manifest: {where}.file {name!r} points outside the package; a "
+                            f"package may only name its own files (refusing to load it)")
+    return name
+
+
+def package_file(package_dir: str | Path, entry: GraphInfo | EngineInfo) -> Path:
+    """The path of a graph or plan the manifest names, checked before anything loads it.
+
+    Raises:
+        ManifestError: the file resolves outside the package (a symlink out of it), is missing,
+            records no digest, or does not match its recorded sha256.
+    """
+    root = Path(package_dir).resolve()
+    path = (root / _own_file(entry.file, entry.role)).resolve()
+    if not path.is_relative_to(root):
+        raise ManifestError(f"{entry.file} resolves to {path}, outside the package {root} "
+                            f"(a symlink out of it); refusing to load it")
+    if not path.is_file():
+        raise ManifestError(f"{entry.file} is missing from the package {root}; re-export it")
+    if not entry.sha256:
+        raise ManifestError(f"the manifest records no sha256 for {entry.file}, so it cannot be "
+                            f"checked; re-export the package")
+    if file_sha256(path) != entry.sha256:
+        raise ManifestError(f"{entry.file} does not match the sha256 its manifest records (changed "
+                            f"or damaged); re-export or download the package again")
+    return path
 
 
 @dataclass(frozen=True)
@@ -112,6 +147,7 @@ class GraphInfo:
     @classmethod
     def from_dict(cls, d: Any, where: str = "graph") -> GraphInfo:
         f = _fields(cls, d, where)
+        f["file"] = _own_file(f["file"], where)
         f["inputs"] = _tensors(f["inputs"], f"{where}.inputs")
         f["outputs"] = _tensors(f["outputs"], f"{where}.outputs")
         return cls(**f)
@@ -212,6 +248,7 @@ class EngineInfo:
     @classmethod
     def from_dict(cls, d: Any, where: str = "engine") -> EngineInfo:
         f = _fields(cls, d, where)
+        f["file"] = _own_file(f["file"], where)
         f["profiles"] = tuple(
             tuple(ShapeRange.from_dict(r, f"{where}.profiles") for r in p) for p in f["profiles"]
         )
@@ -404,5 +441,5 @@ def replace(manifest: Manifest, **changes: Any) -> Manifest:
 __all__ = [
     "MANIFEST_NAME", "ROLES", "SCHEMA_VERSION", "EngineInfo", "GraphInfo", "Manifest",
     "OutputParity", "ParityRecord", "PlanTarget", "ShapeRange", "Streaming", "TensorInfo",
-    "replace",
+    "package_file", "replace",
 ]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lipx.errors import InputError, ManifestError, did_you_mean
-from lipx.package import Manifest
+from lipx.package import Manifest, package_file
 from lipx.runtime.backends import BACKENDS, BackendInfo
 from lipx.runtime.runner import Runner
 
@@ -81,12 +81,12 @@ def open_runners(
                 raise ManifestError(f"{engine.file} is a {engine.precision} plan, not "
                                     f"{precision}; rebuild with `lipx export --engine trt "
                                     f"--precision {precision}` or drop --precision")
-            runners[role] = runner_class(root / engine.file, name=engine.file,  # type: ignore[call-arg]
+            runners[role] = runner_class(package_file(root, engine), name=engine.file,  # type: ignore[call-arg]
                                          engine=engine, graph=manifest.graph(engine.role),
                                          cuda_graph=cuda_graph)
         else:
             graph = manifest.graph(role, precision or "fp32")
-            runners[role] = runner_class(root / graph.file, device=device,  # type: ignore[call-arg]
+            runners[role] = runner_class(package_file(root, graph), device=device,  # type: ignore[call-arg]
                                          threads=threads, name=graph.file)
     return runners
 

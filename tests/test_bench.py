@@ -5,6 +5,7 @@ timing statistics."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -22,8 +23,10 @@ from lipx.benchmarks.parity import TOLERANCES, gate_for
 from lipx.benchmarks.report import markdown, write_report
 from lipx.benchmarks.timing import ISA_FLAGS, Budget, Stats, time_calls, warm_up
 from lipx.errors import InputError, ParityError
+from lipx.files import file_sha256
 from lipx.models.checkpoint import Checkpoint, save_checkpoint
 from lipx.models.registry import get_family, preset_config
+from lipx.package import Manifest
 from lipx.train.prepare import PrepareOptions, prepare_corpus
 
 WORDS = ("ABOUT", "BOARD")
@@ -133,8 +136,17 @@ def _cpu_has(flag: str) -> bool:
         return False
 
 
+def redigest(package: Path) -> None:
+    """Record the digests of ``package``'s files as they are now (a consistent, wrong package)."""
+    m = Manifest.read(package)
+    graphs = tuple(dataclasses.replace(g, sha256=file_sha256(package / g.file))
+                   for g in m.graphs)
+    dataclasses.replace(m, graphs=graphs).write(package)
+
+
 def corrupt(package: Path, dest: Path) -> Path:
-    """A copy of ``package`` whose float32 whole model has one weight tensor scaled."""
+    """A copy of ``package`` whose float32 whole model has one weight tensor scaled (and whose
+    manifest records the changed file's digest: wrong, not tampered with)."""
     shutil.copytree(package, dest)
     model = onnx.load(str(dest / "model.onnx"))
     for init in model.graph.initializer:
@@ -143,6 +155,7 @@ def corrupt(package: Path, dest: Path) -> Path:
             init.CopyFrom(numpy_helper.from_array(weights * 1.5 + 0.01, init.name))
             break
     onnx.save(model, str(dest / "model.onnx"))
+    redigest(dest)
     return dest
 
 
@@ -169,6 +182,7 @@ def test_a_broken_graph_is_export_failed_and_fails_the_gate(lipreading, tmp_path
     broken = tmp_path / "broken"
     shutil.copytree(lipreading["out"] / "package", broken)
     (broken / "model.onnx").write_bytes(b"not an onnx file")
+    redigest(broken)
     report = bench(broken, BenchOptions(checkpoint=lipreading["ckpt"], budget_s=0.2,
                                         engines=("onnx-cpu-fp32", "onnx-cpu-int8"),
                                         batch_sizes=(1,)))
@@ -178,6 +192,16 @@ def test_a_broken_graph_is_export_failed_and_fails_the_gate(lipreading, tmp_path
     assert report.row("torch").status == "ok"  # the others go on
     with pytest.raises(ParityError, match="export-failed"):
         report.check_gate()
+
+
+def test_a_tampered_package_is_refused_before_loading(lipreading, tmp_path, run_cli):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(lipreading["out"] / "package", tampered)
+    (tampered / "backend.onnx").write_bytes((tampered / "backend.onnx").read_bytes() + b"\0")
+    code, _, err = run_cli("bench", tampered, "--engines", "onnx-cpu-fp32", *FAST)
+    last = err.strip().splitlines()[-1]  # after the progress lines, one error, no traceback
+    assert code == 1 and "backend.onnx does not match the sha256" in last
+    assert err.count("error") == 1 and "Traceback" not in err
 
 
 def test_package_without_checkpoint_is_compared_with_onnxruntime_fp32(lipreading):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 
 from lipx.audio import AudioSpec
 from lipx.errors import InputError, ManifestError
+from lipx.files import file_sha256
 from lipx.package import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
@@ -21,6 +23,7 @@ from lipx.package import (
     ShapeRange,
     Streaming,
     TensorInfo,
+    package_file,
 )
 from lipx.video import VideoSpec
 
@@ -130,3 +133,34 @@ def test_engine_mismatch_is_detected_with_a_clear_message(caplog):
     # same architecture, another board: allowed, with a warning
     assert engine.mismatch(PlanTarget("10.3.0", "NVIDIA RTX 4000 Ada", "8.9")) is None
     assert "built on NVIDIA L4" in caplog.text
+
+
+# -- a package is untrusted input: its files stay inside it and match their digests -------------
+@pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd", "sub/../../x.onnx",
+                                  "C:\\models\\model.onnx", "..\\model.onnx", ""])
+def test_a_file_outside_the_package_is_refused_when_read(tmp_path, name):
+    data = make_manifest().to_dict()
+    data["graphs"][0]["file"] = name
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=r"graphs\[0\]\.file"):
+        Manifest.read(tmp_path)
+
+
+def test_files_are_checked_before_they_are_loaded(tmp_path):
+    package, outside = tmp_path / "pkg", tmp_path / "outside.onnx"
+    package.mkdir()
+    outside.write_bytes(b"graph")
+    (package / "model.onnx").write_bytes(b"graph")
+    graph = make_manifest().graphs[0]
+    with pytest.raises(ManifestError, match="model.onnx does not match the sha256"):
+        package_file(package, graph)  # recorded "abab...", the file says otherwise
+    good = dataclasses.replace(graph, sha256=file_sha256(package / "model.onnx"))
+    assert package_file(package, good) == (package / "model.onnx").resolve()
+    with pytest.raises(ManifestError, match="records no sha256 for model.onnx"):
+        package_file(package, dataclasses.replace(graph, sha256=""))
+    (package / "model.onnx").unlink()
+    with pytest.raises(ManifestError, match="model.onnx is missing from the package"):
+        package_file(package, good)
+    os.symlink(outside, package / "model.onnx")  # same bytes, but outside the package
+    with pytest.raises(ManifestError, match="outside the package .* symlink"):
+        package_file(package, good)

@@ -19,6 +19,7 @@ import soundfile as sf
 from stream_fixtures import FakePlan, install_fake_tensorrt, onnx_plan
 
 from lipx.errors import InputError
+from lipx.files import file_sha256
 from lipx.package import EngineInfo, Manifest
 from lipx.runtime.mp4 import AnnotatedVideoSink
 from lipx.runtime.ort_runner import OrtRunner
@@ -245,6 +246,22 @@ def test_webcam_without_a_camera_is_one_clear_line(packages, run_cli):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_package_pointing_outside_itself_or_tampered_with_is_refused(packages, face_video,
+                                                                        tmp_path, run_cli):
+    pkg = tmp_path / "pkg"
+    shutil.copytree(packages["lipreading"], pkg)
+    (pkg / "frontend.onnx").write_bytes((pkg / "frontend.onnx").read_bytes() + b"\0")
+    code, _, err = run_cli("stream", face_video, "--model", pkg)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "frontend.onnx does not match the sha256 its manifest records" in err
+    data = json.loads((pkg / "manifest.json").read_text())
+    data["graphs"][1]["file"] = "../../../../etc/passwd"
+    (pkg / "manifest.json").write_text(json.dumps(data))
+    code, _, err = run_cli("stream", face_video, "--model", pkg)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "'../../../../etc/passwd' points outside the package" in err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "{missing}"], "is not a lipx model package"),
     (["--model", "{lr}", "--backend", "tvm"], "choose from: onnx, trt"),
@@ -304,7 +321,7 @@ def with_plans(pkg: Path, out: Path) -> tuple[Path, dict[bytes, FakePlan]]:
         (out / f"{role}.plan").write_bytes(data)
         plans[data] = onnx_plan(out / graph.file, profile)
         engines.append(EngineInfo(role, f"{role}.plan", graph.file, "fp16", (profile,), "10.3.0",
-                                  "NVIDIA L4", "8.9"))
+                                  "NVIDIA L4", "8.9", sha256=file_sha256(out / f"{role}.plan")))
     dataclasses.replace(m, engines=tuple(engines)).write(out)
     return out, plans
 
