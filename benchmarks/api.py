@@ -32,7 +32,7 @@ from lipx.benchmarks.measure import Settings, run_engine
 from lipx.benchmarks.results import BenchReport, EngineRow
 from lipx.benchmarks.target import Target, open_target
 from lipx.benchmarks.timing import load_average, machine
-from lipx.errors import InputError
+from lipx.errors import InputError, check_tolerances
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +122,8 @@ class BenchOptions:
             raise InputError(f"--max-clips must be >= 0, got {self.max_clips}")
 
     def _check_tolerances(self) -> None:
-        for name in ("atol", "rtol", "max_stoi_drop"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-        if self.min_top1 is not None and not 0 <= self.min_top1 <= 1:
-            raise InputError(f"--min-top1 must be within 0..1, got {self.min_top1}")
+        check_tolerances(self.min_top1, atol=self.atol, rtol=self.rtol,
+                         max_stoi_drop=self.max_stoi_drop)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v)

@@ -29,7 +29,7 @@ from torch import nn
 
 from lipx import __version__
 from lipx.audio import AudioSpec
-from lipx.errors import BackendUnavailableError, InputError, ManifestError
+from lipx.errors import BackendUnavailableError, InputError, ManifestError, check_tolerances
 from lipx.export.onnx_export import OnnxFromTorch, export_graphs
 from lipx.export.parity import check_artifacts, validate_parity
 from lipx.export.precision import Fp32Rule
@@ -49,7 +49,8 @@ Progress = Callable[[str], None]
 
 
 EXAMPLE_FRAMES = 8
-"""Most frames of the whole-model and backend export examples. The exporter traces recurrent
+"""Most frames of the whole-model and backend export examples (more for a model whose minimum
+is higher: an example must exceed it). The exporter traces recurrent
 layers one time step at a time, so its time grows with the example's length (VCA-GAN small
 backend: 16.7 s at 40 frames); the graph stays dynamic in time, and parity is then measured at
 the window's length and others."""
@@ -130,15 +131,17 @@ class ExportOptions:
             raise InputError(f"--opset {self.opset} is not supported (use {OPSETS.start}.."
                              f"{OPSETS.stop - 1}; the dynamo exporter needs >= 18)")
 
+    def _overrides(self) -> dict[str, float]:
+        """The tolerance fields given (not None), by Tolerance field name."""
+        given = {"atol": self.atol, "rtol": self.rtol, "min_top1": self.min_top1}
+        return {k: v for k, v in given.items() if v is not None}
+
     def _check_tolerances(self) -> None:
-        given = {k: v for k, v in (("atol", self.atol), ("rtol", self.rtol),
-                                   ("min-top1", self.min_top1)) if v is not None}
+        given = self._overrides()
         if given and not self.parity:
-            raise InputError(f"--{' --'.join(given)} has no meaning with --no-parity")
-        if any(v < 0 for v in given.values()):
-            raise InputError(f"parity tolerances must be >= 0, got {given}")
-        if self.min_top1 is not None and self.min_top1 > 1:
-            raise InputError(f"--min-top1 must be within 0..1, got {self.min_top1}")
+            names = " --".join(k.replace("_", "-") for k in given)
+            raise InputError(f"--{names} has no meaning with --no-parity")
+        check_tolerances(self.min_top1, atol=self.atol, rtol=self.rtol)
 
     def tolerance(self, spec: ExportSpec, precision: str) -> Tolerance:
         """The parity gate of ``precision``'s artifacts: the task's, with this export's overrides
@@ -147,9 +150,7 @@ class ExportOptions:
         tol = spec.tolerances[precision]
         if precision != self.resolved_precision:
             return tol
-        return Tolerance(tol.atol if self.atol is None else self.atol,
-                         tol.rtol if self.rtol is None else self.rtol,
-                         tol.min_top1 if self.min_top1 is None else self.min_top1)
+        return dataclasses.replace(tol, **self._overrides())
 
     def _check_triton(self) -> None:
         if self.format != "triton":
@@ -340,7 +341,7 @@ def _export_graphs(model: nn.Module, spec: ExportSpec, sched: _Schedule, opts: E
     def example(role: str) -> tuple[int, int]:
         # the example must exceed the declared minimum (5 frames), or the exporter fixes the dim
         frames = (max(sched.stride, 2) + 2 * CONTEXT if role == "frontend"
-                  else min(sched.window, EXAMPLE_FRAMES))
+                  else min(sched.window, max(EXAMPLE_FRAMES, spec.min_frames + 1)))
         return (3 if frames == 2 else 2, frames)  # batch >= 2, and unlike the time dim
 
     loaders = {work / g.file: OnnxFromTorch(model, g, example(role), spec.dim_min(), opts.opset)

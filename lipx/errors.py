@@ -43,6 +43,16 @@ class ToleranceExceeded(ParityError):
     """An artifact's output values differ from the reference beyond tolerance."""
 
 
+def check_tolerances(min_top1: float | None = None, **bounds: float | None) -> None:
+    """InputError unless each given bound (``atol=``, ``rtol=``, ...) is >= 0 and ``min_top1``
+    within 0..1; None means not given. Shared by the export and bench options."""
+    for name, value in bounds.items():
+        if value is not None and value < 0:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if min_top1 is not None and not 0 <= min_top1 <= 1:
+        raise InputError(f"--min-top1 must be within 0..1, got {min_top1}")
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """A ' (did you mean X?)' hint and the list of valid choices, for error messages."""
     choices = sorted(choices)

@@ -178,7 +178,7 @@ def test_missing_checkpoint(tmp_path, monkeypatch, capsys):
     (["--opset", "17"], "--opset 17 is not supported"),
     (["--max-batch", "0"], "--max-batch must be >= 1"),
     (["--no-parity", "--atol", "1"], "--atol has no meaning with --no-parity"),
-    (["--rtol", "-1"], "parity tolerances must be >= 0"),
+    (["--rtol", "-1"], "--rtol must be >= 0, got -1"),
     (["--min-top1", "2"], "--min-top1 must be within 0..1"),
 ])
 def test_unsupported_option_combinations(tmp_path, monkeypatch, capsys, args, message):
@@ -216,6 +216,14 @@ def test_model_specific_errors(tmp_path):
     with pytest.raises(InputError, match="Triton options need --format triton"):
         ExportOptions(output=tmp_path / "p", triton_instances=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_examples_exceed_a_model_minimum_above_eight_frames(tmp_path):
+    # examples are at most EXAMPLE_FRAMES long, but never at or below the model's minimum
+    source = ExportSource(ToyLipreading(ToyConfig(min_frames=10)), "lipreading", "toy", "toy",
+                          vocabulary=VOCAB)
+    result = export_model(source, ExportOptions(output=tmp_path / "p", window=12, stride=3))
+    assert "parity passed" in result.summary()
 
 
 def fake_onnx_stage(package: Path):
