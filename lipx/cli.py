@@ -188,7 +188,7 @@ def data_synth(
     """Write a deterministic synthetic audio-visual corpus in GRID's or LRW's layout."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from lipx.train.synth import SynthOptions, synthesize_corpus
+    from lipx.data.synth import SynthOptions, synthesize_corpus
 
     started = time.perf_counter()
     given = dict(speakers=speakers, held_out=held_out, utterances=utterances, words=words,
@@ -226,7 +226,7 @@ def data_prepare(
     """Prepare GRID or LRW for training: aligned mouth regions, 16 kHz audio, index, splits."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from lipx.train.prepare import PrepareOptions, prepare_corpus
+    from lipx.data.prepare import PrepareOptions, prepare_corpus
 
     started = time.perf_counter()
     opts = PrepareOptions(layout=layout.lower(), src=src, out=out, workers=workers, splits=splits,

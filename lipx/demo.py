@@ -143,8 +143,8 @@ def run_demo(opts: DemoOptions, say: Say = print) -> DemoResult:
 
 def _recipe(ckpt_path: Path, layout: str):
     """The SynthOptions of the corpus the checkpoint was trained on."""
+    from lipx.data.synth import SynthOptions
     from lipx.models.checkpoint import load_checkpoint
-    from lipx.train.synth import SynthOptions
 
     ckpt = load_checkpoint(ckpt_path)
     options = ckpt.meta.get("corpus_synth")
@@ -158,7 +158,7 @@ def _recipe(ckpt_path: Path, layout: str):
 
 def lipreading_video(ckpt_path: Path, out: Path, opts: DemoOptions) -> TestVideo:
     """``opts.words`` vocabulary words said in a row by a held-out speaker (LRW clips)."""
-    from lipx.train import synth
+    from lipx.data import synth
 
     truth_file, video = out / "lipreading_truth.json", out / "lipreading_test.mp4"
     key = {"checkpoint": file_sha256(ckpt_path), "words": opts.words, "speaker": opts.speaker}
@@ -182,10 +182,10 @@ def lipreading_video(ckpt_path: Path, out: Path, opts: DemoOptions) -> TestVideo
 def lip2speech_video(ckpt_path: Path, out: Path, opts: DemoOptions) -> TestVideo:
     """A GRID sentence of a held-out (``unseen`` test) speaker, faces aligned to 256x256."""
     from lipx.audio import highpass
+    from lipx.data import synth
+    from lipx.data.prepare_format import speaker_parts
+    from lipx.data.voice import SAMPLE_RATE
     from lipx.landmarks import align_face
-    from lipx.train import synth
-    from lipx.train.prepare_format import speaker_parts
-    from lipx.train.voice import SAMPLE_RATE
 
     truth_file, video = out / "lip2speech_truth.json", out / "lip2speech_test.mp4"
     speech = out / "lip2speech_real.wav"

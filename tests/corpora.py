@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lipx.train.prepare import PrepareOptions, prepare_corpus
-from lipx.train.synth import SynthOptions, synthesize_corpus
+from lipx.data.prepare import PrepareOptions, prepare_corpus
+from lipx.data.synth import SynthOptions, synthesize_corpus
 
 
 def make_prepared(root: Path, layout: str, **synth) -> Path:

@@ -22,12 +22,12 @@ from lipx.benchmarks.engines import DEVICE_PRECISIONS, engine_matrix
 from lipx.benchmarks.parity import TOLERANCES, gate_for
 from lipx.benchmarks.report import markdown, write_report
 from lipx.benchmarks.timing import ISA_FLAGS, Budget, Stats, time_calls, warm_up
+from lipx.data.prepare import PrepareOptions, prepare_corpus
 from lipx.errors import InputError, ParityError
 from lipx.files import file_sha256
 from lipx.models.checkpoint import Checkpoint, save_checkpoint
 from lipx.models.registry import get_family, preset_config
 from lipx.package import Manifest
-from lipx.train.prepare import PrepareOptions, prepare_corpus
 
 WORDS = ("ABOUT", "BOARD")
 FAST = ("--budget-s", "0.3", "--batch-sizes", "1,2", "--compile-timeout-s", "0")

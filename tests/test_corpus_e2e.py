@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from lipx import audio
+from lipx.data.prepare_format import read_clip, read_corpus
 from lipx.train.datasets import LipreadingDataset, LipToSpeechDataset
-from lipx.train.prepare_format import read_clip, read_corpus
 
 
 @pytest.mark.parametrize("corpus,frames", [("lrw_corpus", 29), ("grid_corpus", 75)])

@@ -10,11 +10,11 @@ from torch.utils.data import DataLoader
 
 from lipx import audio as A
 from lipx.audio import AudioSpec
+from lipx.data.prepare import PrepareOptions, prepare_corpus
+from lipx.data.prepare_format import read_clip
 from lipx.errors import InputError
 from lipx.train import augment
 from lipx.train.datasets import LipreadingDataset, LipToSpeechDataset, collate
-from lipx.train.prepare import PrepareOptions, prepare_corpus
-from lipx.train.prepare_format import read_clip
 from lipx.video import VideoSpec, mouth_crop, region_origin
 
 

@@ -35,6 +35,18 @@ def test_every_runtime_module_imports_without_torch():
     assert not loaded["torch"], "importing lipx.runtime pulled in torch"
 
 
+def test_every_data_module_imports_without_torch_or_training():
+    code = (
+        "import importlib, pkgutil, sys, lipx.data as d\n"
+        "for m in pkgutil.iter_modules(d.__path__, 'lipx.data.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = [m for m in sys.modules if m.startswith(('lipx.train', 'lipx.models'))]\n"
+        "assert not bad, bad"
+    )
+    loaded = _loaded_after(code)
+    assert not loaded["torch"], "importing lipx.data pulled in torch"
+
+
 def test_every_subcommand_has_help(run_cli):
     import typer.main
 

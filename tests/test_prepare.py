@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from lipx import landmarks as L
 from lipx.cli import app
+from lipx.data import prepare_format as fmt
+from lipx.data.prepare import PrepareOptions, prepare_corpus
 from lipx.errors import InputError
-from lipx.train import prepare_format as fmt
-from lipx.train.prepare import PrepareOptions, prepare_corpus
 
 cv2 = pytest.importorskip("cv2")
 

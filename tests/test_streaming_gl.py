@@ -17,8 +17,8 @@ FRAMES = 88
 
 def speech_linear(video_frames: int = FRAMES, seed: int = 0) -> np.ndarray:
     """(321, 4 T) linear spectrogram of a synthetic sentence (lipx's formant synthesiser)."""
-    from lipx.train.lexicon import articulate, speak
-    from lipx.train.voice import Voice, synthesize
+    from lipx.data.lexicon import articulate, speak
+    from lipx.data.voice import Voice, synthesize
 
     rng = np.random.default_rng(seed)
     words = ("bin", "blue", "at", "f", "two", "now", "please", "set", "red", "by", "g")

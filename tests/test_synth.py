@@ -14,11 +14,9 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from lipx.cli import app
-from lipx.errors import InputError
-from lipx.landmarks import read_landmarks, reference_face, similarity_transform
-from lipx.train import lexicon
-from lipx.train.render import Appearance, Placement, render_frames
-from lipx.train.synth import (
+from lipx.data import lexicon
+from lipx.data.render import Appearance, Placement, render_frames
+from lipx.data.synth import (
     ClipSpec,
     SynthOptions,
     clip_files,
@@ -26,7 +24,9 @@ from lipx.train.synth import (
     synthesize_clip,
     synthesize_corpus,
 )
-from lipx.train.voice import Voice, synthesize
+from lipx.data.voice import Voice, synthesize
+from lipx.errors import InputError
+from lipx.landmarks import read_landmarks, reference_face, similarity_transform
 
 LRW_BOX = (59, 95, 195, 231)
 

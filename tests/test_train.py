@@ -12,10 +12,10 @@ import sys
 import pytest
 import torch
 
+from lipx.data.prepare_format import read_corpus
 from lipx.errors import InputError
 from lipx.models.checkpoint import load_checkpoint
 from lipx.train.config import TrainConfig, parse_overrides
-from lipx.train.prepare_format import read_corpus
 from lipx.train.run import train
 
 

@@ -25,9 +25,9 @@ from torch.utils.data import Dataset
 
 from lipx import audio as aud
 from lipx.audio import AudioSpec
+from lipx.data.prepare_format import read_clip, read_corpus, select
 from lipx.errors import InputError
 from lipx.train import augment
-from lipx.train.prepare_format import read_clip, read_corpus, select
 from lipx.video import VideoSpec, mouth_crop, region_origin
 
 log = logging.getLogger(__name__)

@@ -14,12 +14,12 @@ import torch
 import yaml
 
 from lipx.audio import AudioSpec
+from lipx.data.prepare_format import read_corpus
 from lipx.errors import InputError
 from lipx.models.registry import get_family, preset_config
 from lipx.train.config import TrainConfig
 from lipx.train.distributed import DistInfo, setup, teardown
 from lipx.train.loop import Progress, Trainer
-from lipx.train.prepare_format import read_corpus
 from lipx.train.state import seed_everything
 from lipx.video import VideoSpec
 

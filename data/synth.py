@@ -13,6 +13,10 @@ written in the real on-disk layouts:
   H.264 + AAC) and ``WORD_00001.txt`` (``Text:``, ``Conf:``, ``Duration: 0.42 seconds``), the
   word centred in the 1.16 s clip among context words.
 
+The GRID ``.align`` and LRW ``.txt`` files are written through :mod:`lipx.data.formats` and
+the landmark files through :mod:`lipx.landmarks`, the modules ``lipx data prepare`` reads them
+with.
+
 ``OUT/synth.json`` records the options, the vocabulary, the speakers and which are held out
 (GRID: the last ones; LRW: val and test clips are spoken by held-out speakers only).
 """
@@ -33,11 +37,12 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from lipx.data import formats, lexicon
+from lipx.data.render import Appearance, Placement, render_frames
+from lipx.data.voice import SAMPLE_RATE, Voice, synthesize
 from lipx.errors import InputError
 from lipx.files import atomic_write
-from lipx.train import lexicon
-from lipx.train.render import Appearance, Placement, render_frames
-from lipx.train.voice import SAMPLE_RATE, Voice, synthesize
+from lipx.landmarks import format_landmarks
 
 if TYPE_CHECKING:
     from av.audio.stream import AudioStream
@@ -319,10 +324,7 @@ def clip_files(opts: SynthOptions, key: str) -> dict[str, Path]:
     """The files of one clip, by kind."""
     if opts.layout == "grid":
         speaker, gid = key.split("/")
-        base = opts.out / speaker
-        return {"audio": base / "audio" / f"{gid}.wav", "align": base / "align" / f"{gid}.align",
-                "landmark": base / "landmark" / f"{gid}.txt",
-                "video": base / "video" / f"{gid}.mpg"}
+        return formats.grid_paths(opts.out, speaker, gid)
     return {"text": opts.out / f"{key}.txt", "video": opts.out / f"{key}.mp4"}
 
 
@@ -374,33 +376,10 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
                                      format="WAV"))
 
 
-def align_text(words: tuple[tuple[str, float, float], ...], n_frames: int) -> str:
-    """GRID ``.align`` text: ``start end word`` lines, 1000 units per video frame (25 000 per
-    second), rounded to 250, ``sil`` before and after, ``sp`` for pauses between words."""
-    def units(t: float) -> int:
-        return int(round(t * FPS * 1000 / 250)) * 250
-
-    end = n_frames * 1000
-    rows, t = [], 0
-    for word, a, b in words:
-        start, stop = units(a), units(b)
-        if start > t:
-            rows.append((t, start, "sil" if t == 0 else "sp"))
-        rows.append((start, stop, word))
-        t = stop
-    rows.append((t, end, "sil"))
-    return "".join(f"{a} {b} {w}\n" for a, b, w in rows)
-
-
 def landmark_text(name: str, landmarks: np.ndarray) -> str:
-    """The original landmark text format: ``name:x y,x y,...|x y,...`` (integers, one line)."""
-    pts = np.round(landmarks).astype(int)
-    return name + ":" + "|".join(",".join(f"{x} {y}" for x, y in frame) for frame in pts)
-
-
-def lrw_text(word: str, start: float, end: float) -> str:
-    """LRW's metadata text for a clip."""
-    return f"Text: {word}\nConf: 1\nDuration: {end - start:.2f} seconds\n"
+    """A clip's landmark line (:func:`lipx.landmarks.format_landmarks`) in whole pixels, as the
+    original's files are."""
+    return format_landmarks(name, np.round(landmarks) + 0.0)  # + 0.0 writes -0.0 as 0
 
 
 def write_clip(opts: SynthOptions, clip: SynthClip) -> None:
@@ -408,13 +387,13 @@ def write_clip(opts: SynthOptions, clip: SynthClip) -> None:
     files = clip_files(opts, clip.spec.key)
     if opts.layout == "grid":
         write_wav(files["audio"], clip.audio)
-        _write_text(files["align"], align_text(clip.words, len(clip.frames)))
+        formats.write_align(files["align"], clip.words, len(clip.frames))
         rel = files["video"].relative_to(opts.out).as_posix()
         _write_text(files["landmark"], landmark_text(rel, clip.landmarks))
         write_video(files["video"], clip.frames, clip.audio, "mpeg")
     else:
         word, a, b = clip.words[0]
-        _write_text(files["text"], lrw_text(word, a, b))
+        formats.write_lrw_info(files["text"], word, b - a)
         write_video(files["video"], clip.frames, clip.audio, "mp4")
 
 

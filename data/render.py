@@ -8,7 +8,7 @@ shape to pixels, so the same matrix moves every drawn part and the 98 WFLW-layou
 * 0-32 jaw, 33-50 brows, 51-59 nose, 60-75 eyes, 76-87 outer lips, 88-95 inner lips,
   96-97 pupils.
 
-The mouth is driven by the six viseme channels of :data:`lipx.train.lexicon.VISEME` (opening,
+The mouth is driven by the six viseme channels of :data:`lipx.data.lexicon.VISEME` (opening,
 spread, rounding, teeth, tongue, press); the jaw and chin follow the opening.
 """
 
@@ -442,7 +442,7 @@ def render_frames(app: Appearance, place: Placement, visemes: np.ndarray,
     Args:
         app: the speaker's face.
         place: canvas size and placement of the canonical face.
-        visemes: (T, 6) mouth parameters per frame (:data:`lipx.train.lexicon.VISEME`).
+        visemes: (T, 6) mouth parameters per frame (:data:`lipx.data.lexicon.VISEME`).
         rng: randomness for head motion, blinks and pixel noise.
         noise: add pixel noise.
 

@@ -17,7 +17,9 @@ region (box + margin) and 16 kHz audio cut or zero-padded to the video's length 
 high-pass, padded at the end; LRW: centred, as the original). Clips that cannot be used (corrupt,
 truncated, no audio, too short, missing or bad landmarks, wrong frame size) are skipped and
 listed in ``report.json``. Finished clips are skipped on a re-run (``overwrite`` redoes them).
-The output format is described in :mod:`lipx.train.prepare_format`.
+GRID ``.align`` and LRW ``.txt`` files are read by :mod:`lipx.data.formats` (which also writes
+them for ``lipx data synth``), landmark files by :mod:`lipx.landmarks`. The output format is
+described in :mod:`lipx.data.prepare_format`.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ import numpy as np
 from lipx import __version__
 from lipx import video as vid
 from lipx.audio import NoAudioError, fit_length, highpass, load_audio
+from lipx.data import prepare_format as fmt
+from lipx.data.formats import grid_paths, read_align, read_lrw_info
 from lipx.errors import InputError
 from lipx.landmarks import N_POINTS, align_face, read_landmarks
-from lipx.train import prepare_format as fmt
 from lipx.video import VideoSpec
 
 log = logging.getLogger(__name__)
@@ -72,7 +75,7 @@ class PrepareOptions:
     workers: int = 1
     """Parallel processes (1 runs in this process)."""
     splits: Path | None = None
-    """GRID only: folder with users' split lists (see :mod:`lipx.train.prepare_format`)."""
+    """GRID only: folder with users' split lists (see :mod:`lipx.data.prepare_format`)."""
     overwrite: bool = False
     """Redo clips that are already prepared."""
     min_frames: int | None = None
@@ -238,19 +241,6 @@ def _landmarks(job: ClipJob, frames: int) -> np.ndarray:
     return points[nearest]
 
 
-def _grid_words(align: Path | None) -> list[list]:
-    """[[start_s, end_s, word], ...] from a GRID .align file (times in 1/25000 s), no sil/sp."""
-    if align is None:
-        return []
-    words = []
-    for line in align.read_text(errors="replace").splitlines():
-        parts = line.split()
-        timed = len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit()
-        if timed and parts[2] not in ("sil", "sp"):
-            words.append([int(parts[0]) / 25000, int(parts[1]) / 25000, parts[2]])
-    return words
-
-
 def _grid_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
     frames = _decode(job)
     points = _landmarks(job, len(frames))
@@ -262,7 +252,7 @@ def _grid_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
     region = np.stack([align_face(frame, p, origin=origin, out_size=side)
                        for frame, p in zip(frames, points)])
     wav = highpass(_audio(job, len(frames)), SAMPLE_RATE)
-    words = _grid_words(job.align)
+    words = [[w.start, w.end, w.word] for w in read_align(job.align)] if job.align else []
     return region, fit_length(wav, len(frames) * 640), {
         "speaker": job.speaker, "text": " ".join(w[2] for w in words), "words": words}
 
@@ -276,8 +266,7 @@ def _lrw_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
     wav = fit_length(_audio(job, len(frames)), len(frames) * 640, centre=True)
     meta: dict[str, Any] = {"text": job.word, "word": job.word, "label": job.label}
     if job.info is not None:
-        m = re.search(r"Duration:\s*([0-9.]+)", job.info.read_text(errors="replace"))
-        meta["duration"] = float(m.group(1)) if m else None
+        meta["duration"] = read_lrw_info(job.info).duration
     return region, wav, meta
 
 
@@ -325,8 +314,8 @@ def find_grid_clips(opts: PrepareOptions, min_frames: int) -> list[ClipJob]:
     jobs = []
     for speaker, video in _grid_videos(opts.src):
         name = video.stem
-        wav = opts.src / speaker / "audio" / f"{name}.wav"
-        align = opts.src / speaker / "align" / f"{name}.align"
+        paths = grid_paths(opts.src, speaker, name)
+        wav, align = paths["audio"], paths["align"]
         jobs.append(ClipJob(
             layout="grid", clip_id=f"{speaker}/{name}", source=str(video.relative_to(opts.src)),
             video=video, out=opts.out / "clips" / speaker / f"{name}.npz", speaker=speaker,

@@ -3,7 +3,7 @@
 Two sources, a glottal pulse train (Rosenberg pulse, differentiated; F0 from the speaker, the
 trajectory's pitch contour, jitter and shimmer) and white noise, are filtered frame by frame in the
 STFT domain by spectral envelopes built from the same articulation trajectory that moves the lips
-(:class:`lipx.train.lexicon.Tracks`):
+(:class:`lipx.data.lexicon.Tracks`):
 
 * voicing and aspiration go through the vocal-tract envelope: a cascade of five formant
   resonances (F1-F3 from the trajectory, F4-F5 fixed), scaled by the speaker's formant scale and
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lipx.train.lexicon import CH, Tracks
+from lipx.data.lexicon import CH, Tracks
 
 log = logging.getLogger(__name__)
 
