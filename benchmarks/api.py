@@ -33,6 +33,7 @@ from lipx.benchmarks.results import BenchReport, EngineRow
 from lipx.benchmarks.target import Target, open_target
 from lipx.benchmarks.timing import load_average, machine
 from lipx.errors import InputError, check_tolerances
+from lipx.tasks import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,8 @@ class BenchOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"--{name} must be >= 1, got {value}")
-        if self.window and self.stride and self.stride > self.window:
-            raise InputError(f"--stride {self.stride} is larger than --window {self.window}")
+        if self.window and self.stride:
+            Schedule(self.window, self.stride)
 
     def _check_data(self) -> None:
         if self.data is None and self.split:
@@ -169,7 +170,7 @@ def bench(target: str | Path, opts: BenchOptions, progress: Progress | None = No
         info["load_average_end"] = load_average()
         package = str(tgt.package) if opts.out or tgt.export_s is None else "(temporary)"
         settings_out = {**opts.to_dict(), "window": sched.window, "stride": sched.stride,
-                        "context": sched.context, "fps": sched.fps}
+                        "context": tgt.manifest.spec.context, "fps": tgt.manifest.video.fps}
         return BenchReport(
             target=str(target), package=package, task=tgt.task, model=_model_name(tgt),
             reference=ref_key if reference is not None else None, inputs=evalset.description,

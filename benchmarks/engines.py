@@ -8,8 +8,9 @@ device for single-device backends (``trt-fp16``).
 Each row is first checked for availability (:func:`unavailable`: a reason, or None); an available
 one is loaded by :func:`load_engine` into one runner per graph role (``model``, ``frontend``,
 ``backend``), building what the package lacks (int8/fp16 graphs, TensorRT plans) into the work
-folder. A failed build raises :class:`BuildFailed` (the row's status is ``export-failed``), an
-engine that proves unusable while running raises :class:`EngineSkipped`.
+folder through the engine factory (:mod:`lipx.runtime.package_runners`). A failed build raises
+:class:`~lipx.errors.BuildFailed` (the row's status is ``export-failed``), an engine that proves
+unusable while running raises :class:`EngineSkipped`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import numpy as np
 
 from lipx.benchmarks.target import Target
 from lipx.errors import BackendUnavailableError, InputError, LipxError, did_you_mean
-from lipx.package import ROLES, EngineInfo, package_file
+from lipx.package import ROLES
 from lipx.runtime.backends import BACKENDS
+from lipx.runtime.package_runners import BuildOptions, open_runners
 from lipx.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -79,11 +81,14 @@ def engine_matrix(torch_device: str = "cpu") -> dict[str, EngineSpec]:
 
 
 def select(matrix: Mapping[str, EngineSpec], names: tuple[str, ...]) -> list[EngineSpec]:
-    """The rows named (all when empty), in matrix order; InputError for an unknown name."""
+    """The rows named (all when empty), in matrix order: a row's key, or an engine's name for
+    all of its rows (``onnx``, ``trt``, ``torch`` with torch-compile); InputError for an unknown
+    name."""
+    engines = {s.backend for s in matrix.values()}
     for n in names:
-        if n not in matrix:
-            raise InputError(f"unknown engine {n!r}{did_you_mean(n, matrix)}")
-    return [s for k, s in matrix.items() if not names or k in names]
+        if n not in matrix and n not in engines:
+            raise InputError(f"unknown engine {n!r}{did_you_mean(n, [*engines, *matrix])}")
+    return [s for k, s in matrix.items() if not names or k in names or s.backend in names]
 
 
 # --- availability ---------------------------------------------------------------------------
@@ -132,10 +137,6 @@ def unavailable(spec: EngineSpec, target: Target, compile_limit_s: float) -> str
 # --- loading --------------------------------------------------------------------------------
 
 
-class BuildFailed(LipxError):
-    """An engine's artifact could not be built (the row is ``export-failed``)."""
-
-
 class EngineSkipped(LipxError):
     """An engine gave up while running (e.g. torch.compile over its time limit)."""
 
@@ -169,14 +170,13 @@ def load_engine(spec: EngineSpec, target: Target, compile_limit_s: float,
 
     Raises:
         BuildFailed: a conversion or plan build failed.
+        BackendUnavailableError: a library the engine or its build needs is missing.
     """
     started = time.perf_counter()
     if spec.backend == "torch":
         engine = _torch_engine(spec, target, compile_limit_s)
-    elif spec.backend == "onnx":
-        engine = _onnx_engine(spec, target, threads)
     else:
-        engine = _trt_engine(spec, target, max_batch, max_frames)
+        engine = _package_engine(spec, target, threads, max_batch, max_frames)
     engine.build_s = time.perf_counter() - started
     return engine
 
@@ -184,9 +184,10 @@ def load_engine(spec: EngineSpec, target: Target, compile_limit_s: float,
 def _torch_engine(spec: EngineSpec, target: Target, compile_limit_s: float) -> LoadedEngine:
     import torch
 
+    from lipx.export.spec import export_spec
     from lipx.export.torch_runner import TorchRunner
 
-    graphs = target.spec().graphs
+    graphs = export_spec(target.task, target.model).graphs
     runners: dict[str, Runner] = {}
     clock = CompileClock(compile_limit_s) if spec.compiled else None
     for role in ROLES:
@@ -201,83 +202,15 @@ def _torch_engine(spec: EngineSpec, target: Target, compile_limit_s: float) -> L
     return LoadedEngine(spec, runners, size_mb=weights / 1e6, sync=sync, clock=clock)
 
 
-def _onnx_engine(spec: EngineSpec, target: Target, threads: int | None) -> LoadedEngine:
-    from lipx.runtime.ort_runner import OrtRunner
-
-    files = {role: onnx_file(target, role, spec.precision) for role in ROLES}
-    runners: dict[str, Runner] = {
-        role: OrtRunner(path, device=spec.device, threads=threads, name=f"{spec.key} {path.name}")
-        for role, path in files.items()
-    }
-    return LoadedEngine.of_files(spec, runners, list(files.values()))
-
-
-def onnx_file(target: Target, role: str, precision: str) -> Path:
-    """The package's ``role`` graph at ``precision``, converted into the work folder if absent."""
-    for g in target.manifest.graphs:
-        if g.role == role and g.precision == precision:
-            return package_file(target.package, g)
-    from lipx.export.precision import Fp32Rule
-    from lipx.export.quantize import CONVERTERS, converted_file
-
-    path = target.workdir / converted_file(role, precision)
-    if path.is_file():  # converted earlier in this run (the work folder starts empty)
-        return path
-    fp32 = target.manifest.graph(role)
-    rule = Fp32Rule.with_patterns(target.spec().fp32_patterns)
-    try:
-        CONVERTERS[precision](fp32, package_file(target.package, fp32), path, rule)
-    except BackendUnavailableError:
-        raise
-    except Exception as e:  # converters raise onnx/onnxruntime errors of many kinds
-        raise BuildFailed(f"converting {fp32.file} to {precision} failed: {_first_line(e)}") from e
-    return path
-
-
-def _trt_engine(spec: EngineSpec, target: Target, max_batch: int, max_frames: int) -> LoadedEngine:
-    runner_cls = BACKENDS["trt"].runner_class()
-    runners: dict[str, Runner] = {}
-    files = []
-    for role in ROLES:
-        path, info = plan_file(target, role, spec.precision, max_batch, max_frames)
-        runners[role] = runner_cls(path, name=f"{spec.key} {path.name}",  # type: ignore[call-arg]
-                                   engine=info, graph=target.manifest.graph(role))
-        files.append(path)
+def _package_engine(spec: EngineSpec, target: Target, threads: int | None, max_batch: int,
+                    max_frames: int) -> LoadedEngine:
+    """The runners of a backend row through the engine factory; artifacts the package lacks
+    (int8/fp16 graphs, TensorRT plans) are made into the work folder."""
+    artifacts = target.artifacts(BuildOptions(max_batch=max_batch, max_frames=max_frames))
+    runners = open_runners(target.package, target.manifest, ROLES, spec.backend, spec.device,
+                           spec.precision, threads, artifacts=artifacts)
+    files = [artifacts.get(spec.backend, role, spec.precision)[0] for role in ROLES]
     return LoadedEngine.of_files(spec, runners, files)
-
-
-def plan_file(target: Target, role: str, precision: str, max_batch: int,
-              max_frames: int) -> tuple[Path, EngineInfo]:
-    """The package's plan for ``role`` at ``precision``, else one built into the work folder."""
-    for e in target.manifest.engines:
-        if e.role == role and e.precision == precision:
-            return package_file(target.package, e), e
-    from lipx.export.precision import Fp32Rule
-    from lipx.export.trt import BuildSettings, build_engine, derive_dims, profile_for
-
-    spec = target.spec()
-    graph = target.manifest.graph(role)
-    s = target.manifest.streaming
-    dims = derive_dims(role, s.window, s.stride, max_batch, spec.min_frames,
-                       max(max_frames, s.window), s.context)
-    rule = Fp32Rule.with_patterns(spec.fp32_patterns)
-    settings = BuildSettings(precision=precision, rule=rule)
-    path = target.workdir / f"{role}.{precision}.plan"
-    try:
-        info = build_engine(graph, package_file(target.package, graph), path,
-                            (profile_for(graph, dims),), settings,
-                            lambda: onnx_file(target, role, "fp16"))
-    except BackendUnavailableError:
-        raise
-    except Exception as e:  # TensorRT parser/builder errors
-        raise BuildFailed(f"building the {precision} plan of {graph.file} failed: "
-                          f"{_first_line(e)}") from e
-    return path, info
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 # --- torch.compile --------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lipx.benchmarks.target import Schedule, Target, random_feeds, zero_inputs_like
+from lipx.benchmarks.target import Target, random_feeds, zero_inputs_like
 from lipx.errors import InputError
+from lipx.tasks import Schedule
 
 log = logging.getLogger(__name__)
 

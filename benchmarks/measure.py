@@ -1,6 +1,6 @@
 """One engine, start to finish: check, build, load, time, compare, unload -> an EngineRow.
 
-Latency is measured on the shapes the runtime uses (:class:`~lipx.benchmarks.target.Schedule`):
+Latency is measured on the shapes the runtime uses (the :class:`~lipx.tasks.Schedule`):
 the whole model on one window at batch 1 and at each batch size, the front-end on one chunk of
 ``stride`` frames plus context, the backend on one window of features. The engine's share of
 ``budget_s`` is split over these measurements (:data:`SHARES`).
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from lipx.benchmarks import parity as par
 from lipx.benchmarks.engines import (
-    BuildFailed,
     EngineSkipped,
     EngineSpec,
     LoadedEngine,
@@ -25,9 +24,10 @@ from lipx.benchmarks.engines import (
 )
 from lipx.benchmarks.evalset import EvalSet
 from lipx.benchmarks.results import EngineRow
-from lipx.benchmarks.target import Schedule, Target, random_feeds
+from lipx.benchmarks.target import Target, random_feeds
 from lipx.benchmarks.timing import Budget, Timing, gpu_used_mb, reset_peak_rss, rss_mb, time_calls
-from lipx.errors import BackendUnavailableError
+from lipx.errors import BackendUnavailableError, BuildFailed, first_line
+from lipx.tasks import Schedule, Tolerance
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def run_engine(spec: EngineSpec, target: Target, sched: Schedule, evalset: EvalS
     """Measure one engine; never raises for the engine's own failures (they become its status)."""
     row = EngineRow(spec.key, spec.label, spec.backend, spec.device, spec.precision, "ok",
                     reference=is_reference, window_frames=sched.window,
-                    stride_frames=sched.stride, fps=sched.fps)
+                    stride_frames=sched.stride, fps=target.manifest.video.fps)
     reason = unavailable(spec, target, settings.compile_limit_s)
     if reason:
         return Outcome(dataclasses.replace(row, status="skipped", reason=reason))
@@ -92,7 +92,7 @@ def run_engine(spec: EngineSpec, target: Target, sched: Schedule, evalset: EvalS
     except Exception as e:  # noqa: BLE001  (any load error is this engine's, reported in its row)
         _deactivate(engine)
         return Outcome(dataclasses.replace(row, status="export-failed",
-                                           reason=f"cannot load: {_first_line(e)}"))
+                                           reason=f"cannot load: {first_line(e)}"))
     row = dataclasses.replace(row, load_s=time.perf_counter() - started)
     try:
         return _measure(engine, row, target, sched, evalset, settings, reference, is_reference,
@@ -120,11 +120,10 @@ def _measure(engine: LoadedEngine, row: EngineRow, target: Target, sched: Schedu
             ref_run = par.run_reference(spec.key, engine.runners["model"], evalset, target.task,
                                         target.manifest.audio)
             row = dataclasses.replace(row, parity=par.Parity(
-                spec.key, (), gate_of(spec.precision, settings), metrics=ref_run.metrics))
+                spec.key, (), gate_of(target, spec.precision, settings), metrics=ref_run.metrics))
         elif reference is not None:
-            parity = par.measure(engine.runners, reference, evalset, sched.stride, sched.context,
-                                 target.task, target.spec().top1_output, target.manifest.audio,
-                                 gate_of(spec.precision, settings))
+            parity = par.measure(engine.runners, reference, evalset, sched.stride, target.manifest,
+                                 gate_of(target, spec.precision, settings))
             row = dataclasses.replace(row, parity=parity)
         if parity is not None and not parity.passed:
             row = dataclasses.replace(row, status="parity-failed",
@@ -135,12 +134,14 @@ def _measure(engine: LoadedEngine, row: EngineRow, target: Target, sched: Schedu
     except Exception as e:  # noqa: BLE001  (this engine broke; the others go on)
         log.debug("%s failed", spec.key, exc_info=True)
         return Outcome(dataclasses.replace(row, status="failed",
-                                           reason=f"{type(e).__name__}: {_first_line(e)}"))
+                                           reason=f"{type(e).__name__}: {first_line(e)}"))
 
 
-def gate_of(precision: str, settings: Settings) -> par.Gate:
+def gate_of(target: Target, precision: str, settings: Settings) -> Tolerance:
+    """The package's parity gate of ``precision`` with the user's overrides."""
     atol, rtol, min_top1, max_drop = settings.gate_overrides
-    return par.gate_for(precision, atol, rtol, min_top1, max_drop)
+    return target.manifest.spec.tolerance(precision, atol=atol, rtol=rtol, min_top1=min_top1,
+                                          max_stoi_drop=max_drop)
 
 
 def time_engine(engine: LoadedEngine, target: Target, sched: Schedule,
@@ -149,7 +150,7 @@ def time_engine(engine: LoadedEngine, target: Target, sched: Schedule,
     m = target.manifest
     batches = [b for b in settings.batch_sizes if b != 1]
     plan = [("window", "model", 1, sched.window, SHARES["window"]),
-            ("frontend", "frontend", 1, sched.stride + 2 * sched.context, SHARES["frontend"]),
+            ("frontend", "frontend", 1, sched.stride + 2 * m.spec.context, SHARES["frontend"]),
             ("backend", "backend", 1, sched.window, SHARES["backend"])]
     plan += [(f"batch{b}", "model", b, sched.window, SHARES["batches"] / len(batches))
              for b in batches]
@@ -193,7 +194,3 @@ def _deactivate(engine: LoadedEngine) -> None:
             except Exception:  # noqa: BLE001  (closing must not hide the measurement)
                 log.debug("deactivating %s failed", r.name, exc_info=True)
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -12,18 +12,12 @@ the absolute error, and the task's own measures:
   against the target spectrograms), with the difference from the reference's scores; with random
   inputs they score against the reference's own speech (and L1 against its spectrograms).
 
-Default gate tolerances (:data:`TOLERANCES`, per precision) -- an engine fails when any holds:
-
-========= ========================= ============== ================
-precision max abs error exceeds     top-1 agreement STOI drop above
-========= ========================= ============== ================
-fp32      1e-4 + 1e-4 x max|ref|    below 0.99     0.01
-fp16      1e-3 + 2e-2 x max|ref|    below 0.95     0.02
-int8      1e-2 + 0.2 x max|ref|     below 0.80     0.05
-========= ========================= ============== ================
-
-The STOI drop is the reference's STOI minus the engine's (``--data``), or one minus the STOI of
-the engine's speech against the reference's (random inputs).
+The gate of each precision is the package's (:class:`lipx.tasks.TaskSpec` ``tolerances``,
+written into the manifest at export), with the user's overrides: an engine fails when an output's
+max abs error exceeds ``atol + rtol x max|ref|``, when its top-1 agreement is below ``min_top1``
+(lipreading), or when its STOI drop exceeds ``max_stoi_drop`` (lip-to-speech). The STOI drop is
+the reference's STOI minus the engine's (``--data``), or one minus the STOI of the engine's
+speech against the reference's (random inputs).
 """
 
 from __future__ import annotations
@@ -33,57 +27,22 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from lipx.audio import AudioSpec, spectrogram_to_wav
 from lipx.benchmarks.evalset import EvalSet
-from lipx.package import TensorInfo
+from lipx.package import Manifest, TensorInfo
+from lipx.parity import compare
 from lipx.runtime.runner import Runner
-
-if TYPE_CHECKING:
-    from lipx.export.spec import Tolerance
+from lipx.tasks import Tolerance
 
 log = logging.getLogger(__name__)
 
 QUANTILE = 0.99
 """The absolute-error quantile reported beside max and mean."""
 GRIFFIN_LIM_ITERS = 60
-
-
-@dataclass(frozen=True)
-class Gate:
-    """Tolerances one engine must meet."""
-
-    atol: float
-    rtol: float
-    """An output passes when ``max_abs <= atol + rtol * max|reference|``."""
-    min_top1: float
-    """Least top-1 agreement with the reference (lipreading)."""
-    max_stoi_drop: float
-    """Largest STOI loss (lip-to-speech)."""
-
-    @property
-    def tolerance(self) -> Tolerance:
-        from lipx.export.spec import Tolerance  # lipx.export imports torch: only when comparing
-
-        return Tolerance(self.atol, self.rtol, self.min_top1)
-
-
-TOLERANCES: dict[str, Gate] = {
-    "fp32": Gate(1e-4, 1e-4, 0.99, 0.01),
-    "fp16": Gate(1e-3, 2e-2, 0.95, 0.02),
-    "int8": Gate(1e-2, 0.2, 0.80, 0.05),
-}
-
-
-def gate_for(precision: str, atol: float | None = None, rtol: float | None = None,
-             min_top1: float | None = None, max_stoi_drop: float | None = None) -> Gate:
-    """The default gate of ``precision`` with any given value replacing its default."""
-    given = {"atol": atol, "rtol": rtol, "min_top1": min_top1, "max_stoi_drop": max_stoi_drop}
-    return dataclasses.replace(TOLERANCES[precision],
-                               **{k: v for k, v in given.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -108,7 +67,7 @@ class Parity:
 
     reference: str
     outputs: tuple[OutputError, ...]
-    gate: Gate
+    gate: Tolerance
     top1_agreement: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     """Task metrics of the engine: accuracy, stoi, estoi, pesq, mel_l1, linear_l1."""
@@ -219,25 +178,24 @@ def run_reference(key: str, model: Runner, evalset: EvalSet, task: str,
 
 
 def measure(runners: Mapping[str, Runner], reference: ReferenceRun, evalset: EvalSet,
-            stride: int, context: int, task: str, top1_output: str | None,
-            audio: AudioSpec | None, gate: Gate) -> Parity:
+            stride: int, manifest: Manifest, gate: Tolerance) -> Parity:
     """Parity of an engine's whole model and split pipeline with ``reference``.
 
     Args:
         runners: the engine's active runners by role (``model``, ``frontend``, ``backend``).
         reference: the reference's recorded run on ``evalset``.
-        stride, context: front-end chunk size and context of the split pipeline.
-        top1_output: the classifier output (lipreading), else None.
+        stride: front-end chunk size of the split pipeline.
+        manifest: the package's (task spec: top-1 output, context; audio spec).
         gate: the engine's tolerances.
     """
-    from lipx.export.parity import compare  # imports torch (its TorchRunner)
-    from lipx.export.split import SplitPipeline
+    from lipx.export.split import SplitPipeline  # numpy only
 
-    split = SplitPipeline(runners["frontend"], runners["backend"], chunk=stride, context=context,
-                          name="split")
+    spec, task, audio = manifest.spec, manifest.task, manifest.audio
+    split = SplitPipeline(runners["frontend"], runners["backend"], chunk=stride,
+                          context=spec.context, name="split")
     recorders = {"model": Recorder(runners["model"]), "split": Recorder(split)}
     compared = compare({"reference": Replay(reference.key, evalset.feeds, reference.outputs),
-                        **recorders}, evalset.feeds, "reference", gate.tolerance, top1_output)
+                        **recorders}, evalset.feeds, "reference", gate, spec.top1_output)
     outputs, problems, top1 = [], [], None
     for record in compared.records:
         q = _quantiles(reference.outputs, recorders[record.artifact].outputs)
@@ -252,7 +210,7 @@ def measure(runners: Mapping[str, Runner], reference: ReferenceRun, evalset: Eva
     deltas = ({k: v - reference.metrics[k] for k, v in metrics.items()
                if k in reference.metrics} if evalset.has_data else {})
     drop = _stoi_drop(metrics, reference.metrics, evalset.has_data)
-    if drop is not None and not drop <= gate.max_stoi_drop:
+    if drop is not None and gate.max_stoi_drop is not None and not drop <= gate.max_stoi_drop:
         problems.append(f"STOI drop {drop:.3f} above {gate.max_stoi_drop:g}")
     return Parity(reference.key, tuple(outputs), gate, top1, metrics, deltas, drop,
                   tuple(problems))

@@ -26,23 +26,12 @@ import numpy as np
 
 from lipx.errors import InputError
 from lipx.package import MANIFEST_NAME, GraphInfo, Manifest
+from lipx.runtime.package_runners import BuildOptions, PackageArtifacts
+from lipx.tasks import Schedule
 
 log = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """The shapes every engine is timed at."""
-
-    window: int
-    """Frames per whole-model call and per backend window (W)."""
-    stride: int
-    """Frames per front-end chunk and between backend runs."""
-    context: int
-    """Frames of context on each side of a front-end chunk."""
-    fps: float
 
 
 @dataclass
@@ -58,38 +47,22 @@ class Target:
     """Where converted graphs and plans go."""
     export_s: float | None = None
     """Seconds the export of a checkpoint took (None for a package)."""
-    _spec: Any = None
+    _artifacts: PackageArtifacts | None = None
 
     @property
     def task(self) -> str:
         return self.manifest.task
 
-    def spec(self) -> Any:
-        """The task's :class:`~lipx.export.spec.ExportSpec` (FP32 rule, minimum frames).
-
-        Without a checkpoint the spec is read from a tiny stand-in of the same task: the fields
-        used here (name patterns, minimum frames, tolerances) do not depend on the model's size.
-        """
-        if self._spec is not None:
-            return self._spec
-        from lipx.export.spec import export_spec
-
-        model = self.model
-        if model is None:
-            from lipx.models.registry import get_family, preset_config
-
-            model = get_family(self.task).build(preset_config(self.task, "tiny")).eval()
-        self._spec = export_spec(self.task, model)
-        return self._spec
+    def artifacts(self, options: BuildOptions) -> PackageArtifacts:
+        """The package's artifacts; what it lacks is made into the work folder with
+        ``options`` (the first call's: one bench run builds every artifact the same way)."""
+        if self._artifacts is None:
+            self._artifacts = PackageArtifacts(self.package, self.manifest, self.workdir, options)
+        return self._artifacts
 
     def schedule(self, window: int | None, stride: int | None) -> Schedule:
         """The package's window and stride unless overridden."""
-        s = self.manifest.streaming
-        w = window or s.window
-        st = stride or min(s.stride, w)
-        if st > w:
-            raise InputError(f"--stride {st} is larger than the window ({w} frames)")
-        return Schedule(window=w, stride=st, context=s.context, fps=self.manifest.video.fps)
+        return self.manifest.spec.schedule(window, stride, default=self.manifest.schedule)
 
 
 def is_package(path: Path) -> bool:

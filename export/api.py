@@ -31,13 +31,14 @@ from lipx import __version__
 from lipx.audio import AudioSpec
 from lipx.errors import BackendUnavailableError, InputError, ManifestError, check_tolerances
 from lipx.export.onnx_export import OnnxFromTorch, export_graphs
-from lipx.export.parity import check_artifacts, validate_parity
-from lipx.export.precision import Fp32Rule
-from lipx.export.quantize import CONVERTERS, converted_file
-from lipx.export.spec import CONTEXT, ExportSpec, Tolerance, export_spec
-from lipx.export.trt import BuildSettings, build_engine, derive_dims, file_sha256, profile_for
-from lipx.package import EngineInfo, GraphInfo, Manifest, ParityRecord, Streaming
+from lipx.export.parity import check_artifacts
+from lipx.export.spec import ExportSpec, export_spec
+from lipx.files import file_sha256
+from lipx.package import EngineInfo, GraphInfo, Manifest
+from lipx.parity import validate_parity
 from lipx.runtime.backends import BACKENDS, FORMATS, get_backend
+from lipx.runtime.package_runners import BuildOptions, PackageArtifacts, open_runners
+from lipx.tasks import Schedule, Tolerance
 from lipx.video import VideoSpec
 
 log = logging.getLogger(__name__)
@@ -122,9 +123,8 @@ class ExportOptions:
         positive("max_frames", self.max_frames)
         positive("workspace_mb", self.workspace_mb, 64)
         positive("jobs", self.jobs)
-        if self.window and self.stride and self.stride > self.window:
-            raise InputError(f"--stride {self.stride} is larger than --window {self.window}: "
-                             f"frames would be skipped; use a stride <= the window")
+        if self.window and self.stride:
+            Schedule(self.window, self.stride)  # fail before loading the checkpoint
         if self.window and self.max_frames and self.max_frames < self.window:
             raise InputError(f"max_frames {self.max_frames} is below --window {self.window}")
         if self.opset not in OPSETS:
@@ -147,10 +147,8 @@ class ExportOptions:
         """The parity gate of ``precision``'s artifacts: the task's, with this export's overrides
         applied to the artifacts of the exported precision only (an int8 export still checks
         its float32 graphs at float32 tolerance)."""
-        tol = spec.tolerances[precision]
-        if precision != self.resolved_precision:
-            return tol
-        return dataclasses.replace(tol, **self._overrides())
+        overrides = self._overrides() if precision == self.resolved_precision else {}
+        return spec.task_spec.tolerance(precision, **overrides)
 
     def _check_triton(self) -> None:
         if self.format != "triton":
@@ -162,7 +160,7 @@ class ExportOptions:
         positive = self.triton_instances >= 1
         if not positive:
             raise InputError(f"triton_instances must be >= 1, got {self.triton_instances}")
-        if self.engine == "trt" and self.triton_kind == "cpu":
+        if BACKENDS[self.engine].needs_gpu and self.triton_kind == "cpu":
             raise InputError("TensorRT plans run on GPUs only: "
                              "use triton_kind 'gpu' or --engine onnx")
         if self.precision == "int8" and self.triton_kind == "gpu":
@@ -208,11 +206,20 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
-class _Schedule:
-    window: int
-    stride: int
+class _Plan:
+    """What this export makes: the schedule, the longest clip, the precision."""
+
+    schedule: Schedule
     max_frames: int
     precision: str
+
+    @property
+    def window(self) -> int:
+        return self.schedule.window
+
+    @property
+    def stride(self) -> int:
+        return self.schedule.stride
 
 
 def export_package(checkpoint: str | Path, opts: ExportOptions,
@@ -257,7 +264,7 @@ def export_model(source: ExportSource, opts: ExportOptions,
     missing_trt: BackendUnavailableError | None = None
     try:
         manifest = _onnx_package(source, spec, sched, opts, work, say)
-        if opts.engine == "trt":
+        if BACKENDS[opts.engine].plans:
             try:
                 manifest = _add_engines(manifest, source, spec, sched, opts, work, say)
             except BackendUnavailableError as e:
@@ -275,22 +282,16 @@ def export_model(source: ExportSource, opts: ExportOptions,
     return ExportResult(out, manifest, time.perf_counter() - started)
 
 
-def resolve_schedule(spec: ExportSpec, opts: ExportOptions) -> _Schedule:
+def resolve_schedule(spec: ExportSpec, opts: ExportOptions) -> _Plan:
     """Window, stride, longest clip and precision for this model.
 
     Raises InputError when they do not fit.
     """
-    window = opts.window or spec.default_window
-    stride = opts.stride or spec.default_stride(window)
-    if window < spec.min_frames:
-        raise InputError(f"--window {window} is shorter than this {spec.task} model's minimum "
-                         f"of {spec.min_frames} frames")
-    if stride > window:
-        raise InputError(f"--stride {stride} is larger than the window ({window} frames)")
-    max_frames = opts.max_frames or 3 * window
-    if max_frames < window:
-        raise InputError(f"max_frames {max_frames} is below the window ({window} frames)")
-    return _Schedule(window, stride, max_frames, opts.resolved_precision)
+    schedule = spec.task_spec.schedule(opts.window, opts.stride)
+    max_frames = opts.max_frames or 3 * schedule.window
+    if max_frames < schedule.window:
+        raise InputError(f"max_frames {max_frames} is below the window ({schedule.window} frames)")
+    return _Plan(schedule, max_frames, opts.resolved_precision)
 
 
 def check_output(out: Path, force: bool) -> Path:
@@ -310,38 +311,52 @@ def check_output(out: Path, force: bool) -> Path:
     return out
 
 
-def _onnx_package(source: ExportSource, spec: ExportSpec, sched: _Schedule,
+def _onnx_package(source: ExportSource, spec: ExportSpec, sched: _Plan,
                   opts: ExportOptions, work: Path, say: Progress) -> Manifest:
     """Export, check and convert the graphs; the manifest without engines."""
     say(f"exporting {len(spec.graphs)} ONNX graphs (one process each)")
     graphs = _export_graphs(source.model, spec, sched, opts, work)
-    records: list[ParityRecord] = []
-    if opts.parity:
-        say("checking ONNX parity against PyTorch")
-        records += _parity(source.model, spec, graphs, graphs, "fp32", sched, opts, work)
-    extra: dict[str, GraphInfo] = {}
-    if opts.engine == "onnx" and sched.precision != "fp32":
-        say(f"converting graphs to {sched.precision}")
-        extra = _convert(spec, graphs, sched.precision, work)
-        if opts.parity:
-            records += _parity(source.model, spec, graphs, extra, sched.precision, sched, opts,
-                               work)
-    return Manifest(
-        task=source.task, model_name=source.model_name, preset=source.preset,
+    manifest = Manifest(
+        spec=spec.task_spec, model_name=source.model_name, preset=source.preset,
         lipx_version=__version__, checkpoint_sha256=source.checkpoint_sha256,
         video=source.video, audio=source.audio, vocabulary=source.vocabulary,
-        streaming=Streaming(window=sched.window, stride=sched.stride, context=CONTEXT),
-        graphs=(*graphs.values(), *extra.values()), parity=tuple(records),
+        schedule=sched.schedule, graphs=tuple(graphs.values()),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
+    if opts.parity:
+        say("checking ONNX parity against PyTorch")
+        manifest = _checked(manifest, source, spec, "onnx", "fp32", sched, opts, work)
+    if not BACKENDS[opts.engine].plans and sched.precision != "fp32":
+        say(f"converting graphs to {sched.precision}")
+        manifest = _build(manifest, "onnx", sched.precision, spec, opts, work)
+        if opts.parity:
+            manifest = _checked(manifest, source, spec, "onnx", sched.precision, sched, opts,
+                                work)
+    return manifest
 
 
-def _export_graphs(model: nn.Module, spec: ExportSpec, sched: _Schedule, opts: ExportOptions,
+def _build(manifest: Manifest, engine: str, precision: str, spec: ExportSpec,
+           opts: ExportOptions, work: Path) -> Manifest:
+    """``manifest`` with ``engine``'s artifacts of every graph at ``precision`` made in ``work``
+    (and the fp16 graphs a strongly typed TensorRT build made on the way)."""
+    options = BuildOptions(opts.max_batch, opts.max_frames, opts.workspace_mb, opts.cache_dir)
+    artifacts = PackageArtifacts(work, manifest, work, options)
+    for role in spec.graphs:
+        artifacts.get(engine, role, precision)
+    made = [entry for _, entry in artifacts.built.values()]
+    return dataclasses.replace(
+        manifest, graphs=(*manifest.graphs, *(e for e in made if isinstance(e, GraphInfo))),
+        engines=(*manifest.engines, *(e for e in made if isinstance(e, EngineInfo))))
+
+
+def _export_graphs(model: nn.Module, spec: ExportSpec, sched: _Plan, opts: ExportOptions,
                    work: Path) -> dict[str, GraphInfo]:
+    context = spec.task_spec.context
+
     def example(role: str) -> tuple[int, int]:
         # the example must exceed the declared minimum (5 frames), or the exporter fixes the dim
-        frames = (max(sched.stride, 2) + 2 * CONTEXT if role == "frontend"
-                  else min(sched.window, max(EXAMPLE_FRAMES, spec.min_frames + 1)))
+        frames = (max(sched.stride, 2) + 2 * context if role == "frontend"
+                  else min(sched.window, max(EXAMPLE_FRAMES, spec.task_spec.min_frames + 1)))
         return (3 if frames == 2 else 2, frames)  # batch >= 2, and unlike the time dim
 
     loaders = {work / g.file: OnnxFromTorch(model, g, example(role), spec.dim_min(), opts.opset)
@@ -352,63 +367,32 @@ def _export_graphs(model: nn.Module, spec: ExportSpec, sched: _Schedule, opts: E
             for role, g in spec.graphs.items()}
 
 
-def _convert(spec: ExportSpec, graphs: dict[str, GraphInfo], precision: str,
-             work: Path) -> dict[str, GraphInfo]:
-    rule = Fp32Rule.with_patterns(spec.fp32_patterns)
-    out = {}
-    for role, g in graphs.items():
-        path = work / converted_file(role, precision)
-        info = CONVERTERS[precision](g, work / g.file, path, rule)
-        out[role] = dataclasses.replace(info, sha256=file_sha256(path))
-    return out
-
-
-def _parity(model: nn.Module, spec: ExportSpec, reference: dict[str, GraphInfo],
-            artifacts: dict[str, GraphInfo], precision: str, sched: _Schedule,
-            opts: ExportOptions, work: Path) -> list[ParityRecord]:
-    """Parity of ONNX graphs on onnxruntime CPU; raises ParityError when out of tolerance."""
-    from lipx.runtime.ort_runner import OrtRunner
-
-    runners = {role: OrtRunner(work / g.file) for role, g in artifacts.items()}
-    result = check_artifacts(model, spec, reference, runners, opts.tolerance(spec, precision),
-                             sched.window, sched.stride, opts.max_batch)
+def _checked(manifest: Manifest, source: ExportSource, spec: ExportSpec, engine: str,
+             precision: str, sched: _Plan, opts: ExportOptions, work: Path) -> Manifest:
+    """``manifest`` with the parity of ``engine``'s ``precision`` artifacts against PyTorch
+    (onnxruntime CPU for graphs); raises ParityError when out of tolerance."""
+    roles = tuple(spec.graphs)
+    runners = open_runners(work, manifest, roles, engine, precision=precision)
+    reference = {g.role: g for g in manifest.graphs if g.precision == "fp32"}
+    result = check_artifacts(source.model, spec, reference, runners,
+                             opts.tolerance(spec, precision), sched.window, sched.stride,
+                             opts.max_batch)
     validate_parity(result)
-    return list(result.records)
+    return dataclasses.replace(manifest, parity=(*manifest.parity, *result.records))
 
 
-def _add_engines(manifest: Manifest, source: ExportSource, spec: ExportSpec, sched: _Schedule,
+def _add_engines(manifest: Manifest, source: ExportSource, spec: ExportSpec, sched: _Plan,
                  opts: ExportOptions, work: Path, say: Progress) -> Manifest:
     """Build a TensorRT plan per graph, check its parity, add both to the manifest."""
-    rule = Fp32Rule.with_patterns(spec.fp32_patterns)
-    settings = BuildSettings(sched.precision, opts.workspace_mb, opts.cache_dir, rule)
-    engines: list[EngineInfo] = []
-    for role in spec.graphs:
-        say(f"building the TensorRT {sched.precision} plan of {role}")
-        graph = manifest.graph(role)
-        dims = derive_dims(role, sched.window, sched.stride, opts.max_batch, spec.min_frames,
-                           sched.max_frames, CONTEXT)
-
-        def fp16_source(g: GraphInfo = graph) -> Path:
-            return work / _convert(spec, {g.role: g}, "fp16", work)[g.role].file
-
-        engines.append(build_engine(graph, work / graph.file, work / f"{role}.plan",
-                                    (profile_for(graph, dims),), settings, fp16_source))
-    records: list[ParityRecord] = []
+    say(f"building the TensorRT {sched.precision} plans of {', '.join(spec.graphs)}")
+    manifest = _build(manifest, "trt", sched.precision, spec, opts, work)
     if opts.parity:
         say("checking TensorRT parity against PyTorch")
-        runner = get_backend("trt").runner_class()
-        runners = {e.role: runner(work / e.file, name=e.file) for e in engines}
-        reference = {g.role: g for g in manifest.graphs if g.precision == "fp32"}
-        result = check_artifacts(source.model, spec, reference, runners,
-                                 opts.tolerance(spec, sched.precision), sched.window, sched.stride,
-                                 opts.max_batch)
-        validate_parity(result)
-        records = list(result.records)
-    return dataclasses.replace(manifest, engines=tuple(engines),
-                               parity=(*manifest.parity, *records))
+        manifest = _checked(manifest, source, spec, "trt", sched.precision, sched, opts, work)
+    return manifest
 
 
-def _add_triton(manifest: Manifest, sched: _Schedule, opts: ExportOptions, work: Path,
+def _add_triton(manifest: Manifest, sched: _Plan, opts: ExportOptions, work: Path,
                 say: Progress) -> None:
     from lipx.export.triton import TritonSettings, validate_repository, write_repository
 

@@ -36,11 +36,6 @@ log = logging.getLogger(__name__)
 INT8_OPS = ("Conv", "MatMul", "Gemm")
 
 
-def converted_file(role: str, precision: str) -> str:
-    """File name of a converted graph, e.g. ``model.fp16.onnx``."""
-    return f"{role}.{precision}.onnx"
-
-
 @artifact("ONNX fp16 graph")
 def convert_fp16(graph: GraphInfo, src: Path, path: Path, rule: Fp32Rule) -> GraphInfo:
     """Convert the float32 graph ``src`` to float16 at ``path`` (float32 I/O).

@@ -1,8 +1,10 @@
-"""What to export per task: graphs, their inputs and axes, example inputs, tolerances.
+"""What to export per task: graphs, their inputs and axes, and the modules that compute them.
 
 Each task has one :class:`ExportSpec`, built from the model (its sizes come from
-``model.config``). The generic exporter, parity check, TensorRT builder and Triton writer read
-only this spec; nothing else knows which task it handles.
+``model.config``): the task's torch-free facts (:class:`lipx.tasks.TaskSpec`: tolerances, fp32
+layers, default schedule, minimum frames, context) and the graphs. The generic exporter, parity
+check, TensorRT builder and Triton writer read only this spec; nothing else knows which task it
+handles.
 
 The model contract (both tasks)::
 
@@ -24,9 +26,8 @@ import torch
 from torch import nn
 
 from lipx.errors import InputError, did_you_mean
+from lipx.tasks import TaskSpec, task_spec
 
-CONTEXT = 2
-"""Frames of context on each side of a front-end chunk (the 3D conv's temporal kernel of 5)."""
 ROI = 112
 """Side of the mouth crop the models take."""
 NOISE_ROWS = 20
@@ -77,42 +78,24 @@ class GraphSpec:
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    """Parity tolerance: an output passes when ``max_abs <= atol + rtol * max|reference|``."""
-
-    atol: float
-    rtol: float
-    min_top1: float | None = None
-    """Least top-1 agreement with the reference (classifiers only)."""
-
-
-@dataclass(frozen=True)
 class ExportSpec:
-    """Everything the exporter needs to know about one task's model."""
+    """Everything the exporter needs to know about one model: its task's facts and its graphs."""
 
-    task: str
+    task_spec: TaskSpec
+    """The task's facts (tolerances, fp32 layers, default schedule, min frames), with this
+    model's minimum frames; written into the manifest."""
     graphs: dict[str, GraphSpec]
     """Role -> graph, in export order."""
-    default_window: int
-    min_frames: int
-    """Fewest frames a window may have."""
-    top1_output: str | None
-    """Output whose arg-max is the prediction (classifiers), else None."""
-    tolerances: dict[str, Tolerance]
-    """Precision (``fp32``, ``fp16``, ``int8``) -> tolerance against the float32 reference."""
-    fp32_patterns: tuple[str, ...] = ()
-    """Layer-name fragments kept in FP32 in FP16 builds (besides the default rule)."""
     opset: int = 18
 
-    def default_stride(self, window: int) -> int:
-        """Frames between backend runs when not given: a quarter window for classifiers (a
-        decision about 4 times a window), half a window for generators (50% overlap, cross-faded).
-        """
-        return max(1, window // 4 if self.top1_output else window // 2)
+    @property
+    def task(self) -> str:
+        return self.task_spec.task
 
     def dim_min(self) -> dict[str, int]:
         """Least size of each dynamic dim (for the exporter's range checks)."""
-        return {"batch": 1, "frames": self.min_frames, "chunk": 2 * CONTEXT + 1}
+        return {"batch": 1, "frames": self.task_spec.min_frames,
+                "chunk": 2 * self.task_spec.context + 1}
 
 
 class _TaskModel(Protocol):
@@ -191,24 +174,17 @@ def lipreading_spec(model: nn.Module) -> ExportSpec:
     """Lipreading: per-frame front-end + memory, and a window classifier."""
     cfg = cast(_TaskModel, model).config
     features = InputSpec("features", ("batch", "frames", cfg.feature_dim))
+    facts = task_spec("lipreading", getattr(cfg, "min_frames", 1))
+    (logits,) = facts.outputs
     return ExportSpec(
-        task="lipreading",
+        task_spec=facts,
         graphs={
-            "model": GraphSpec("model", (_video("frames"),), ("logits",), ClassifierModel,
+            "model": GraphSpec("model", (_video("frames"),), (logits,), ClassifierModel,
                                "frames"),
             "frontend": GraphSpec("frontend", (_video("chunk"),), ("features",), FrontendGraph,
                                   "chunk"),
-            "backend": GraphSpec("backend", (features,), ("logits",), ClassifierWindow, "frames"),
+            "backend": GraphSpec("backend", (features,), (logits,), ClassifierWindow, "frames"),
         },
-        default_window=29,
-        min_frames=getattr(cfg, "min_frames", 1),
-        top1_output="logits",
-        tolerances={
-            "fp32": Tolerance(1e-4, 1e-4),
-            "fp16": Tolerance(1e-3, 2e-2, min_top1=0.95),
-            "int8": Tolerance(1e-2, 0.2, min_top1=0.8),
-        },
-        fp32_patterns=("memory", "address"),
     )
 
 
@@ -217,9 +193,10 @@ def lip2speech_spec(model: nn.Module) -> ExportSpec:
     cfg = cast(_TaskModel, model).config
     features = InputSpec("features", ("batch", "frames", cfg.feature_dim))
     noise = InputSpec("noise", ("batch", cfg.noise_dim, getattr(cfg, "rows", NOISE_ROWS), "frames"))
-    outputs = ("mel", "linear")
+    facts = task_spec("lip2speech", getattr(cfg, "min_frames", 1))
+    outputs = facts.outputs
     return ExportSpec(
-        task="lip2speech",
+        task_spec=facts,
         graphs={
             "model": GraphSpec("model", (_video("frames"), noise), outputs, GeneratorModel,
                                "frames"),
@@ -227,15 +204,6 @@ def lip2speech_spec(model: nn.Module) -> ExportSpec:
                                   "chunk"),
             "backend": GraphSpec("backend", (features, noise), outputs, GeneratorWindow, "frames"),
         },
-        default_window=40,
-        min_frames=getattr(cfg, "min_frames", 1),
-        top1_output=None,
-        tolerances={
-            "fp32": Tolerance(1e-4, 1e-4),
-            "fp16": Tolerance(1e-3, 2e-2),
-            "int8": Tolerance(1e-2, 0.2),
-        },
-        fp32_patterns=("attention", "att"),
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from lipx.package import TensorInfo
 from lipx.runtime.runner import Runner
+from lipx.tasks import CONTEXT
 
 
 class SplitPipeline(Runner):
@@ -28,7 +29,7 @@ class SplitPipeline(Runner):
         context: frames of context each side (2 for a temporal kernel of 5).
     """
 
-    def __init__(self, frontend: Runner, backend: Runner, chunk: int, context: int = 2,
+    def __init__(self, frontend: Runner, backend: Runner, chunk: int, context: int = CONTEXT,
                  name: str = "split pipeline") -> None:
         super().__init__(name)
         if chunk < 1:

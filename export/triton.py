@@ -27,6 +27,8 @@ from typing import Any
 from lipx.errors import ManifestError
 from lipx.export.artifact import artifact
 from lipx.package import GraphInfo, Manifest, TensorInfo
+from lipx.runtime.backends import BACKENDS
+from lipx.runtime.package_runners import PackageArtifacts
 
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64",
           "int32": "TYPE_INT32", "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8"}
@@ -68,16 +70,27 @@ def _io(inputs: tuple[TensorInfo, ...], outputs: tuple[TensorInfo, ...]) -> str:
             f"output [\n{sep.join(_tensor(t) for t in outputs)}\n]\n")
 
 
+def _graph(manifest: Manifest, role: str, settings: TritonSettings) -> GraphInfo:
+    """The graph whose inputs and outputs the served artifact has (a plan's: its source's)."""
+    if BACKENDS[settings.engine].plans:
+        return manifest.graph(role)
+    return manifest.graph(role, settings.precision)
+
+
+def _file(settings: TritonSettings) -> str:
+    """The artifact's name in a Triton model version folder."""
+    return "model" + BACKENDS[settings.engine].suffix
+
+
 def graph_config(manifest: Manifest, role: str, settings: TritonSettings) -> str:
     """config.pbtxt of one graph."""
-    graph = manifest.graph(role, "fp32" if settings.engine == "trt" else settings.precision)
+    info, graph = BACKENDS[settings.engine], _graph(manifest, role, settings)
     kind = "KIND_GPU" if settings.kind == "gpu" else "KIND_CPU"
-    backend = "tensorrt" if settings.engine == "trt" else "onnxruntime"
-    text = (f'name: "{model_name(manifest, role)}"\nbackend: "{backend}"\n'
+    text = (f'name: "{model_name(manifest, role)}"\nbackend: "{info.triton_backend}"\n'
             f"max_batch_size: {settings.max_batch}\n{_io(graph.inputs, graph.outputs)}"
             f"instance_group [\n  {{\n    count: {settings.instances}\n    kind: {kind}\n  }}\n]\n"
             f"dynamic_batching {{\n  max_queue_delay_microseconds: {settings.queue_delay_us}\n}}\n")
-    if settings.engine == "onnx" and settings.kind == "gpu":
+    if not info.plans and settings.kind == "gpu":  # graphs on a GPU: TensorRT accelerates them
         mode = "FP16" if settings.precision == "fp16" else "FP32"
         text += (
             "optimization {\n  execution_accelerators {\n    gpu_execution_accelerator : [ {\n"
@@ -124,11 +137,8 @@ def write_repository(manifest: Manifest, package: Path, path: Path,
         name = model_name(manifest, role)
         version = path / name / "1"
         version.mkdir(parents=True)
-        if settings.engine == "trt":
-            shutil.copyfile(package / manifest.engine(role).file, version / "model.plan")
-        else:
-            shutil.copyfile(package / manifest.graph(role, settings.precision).file,
-                            version / "model.onnx")
+        src, _ = PackageArtifacts(package, manifest).get(settings.engine, role, settings.precision)
+        shutil.copyfile(src, version / _file(settings))
         (path / name / "config.pbtxt").write_text(graph_config(manifest, role, settings))
         names.append(name)
     ensemble = path / model_name(manifest)
@@ -198,8 +208,7 @@ def validate_repository(path: Path, manifest: Manifest, settings: TritonSettings
     problems = []
     for role in ROLES:
         name = model_name(manifest, role)
-        graph = manifest.graph(role, "fp32" if settings.engine == "trt" else settings.precision)
-        file = "model.plan" if settings.engine == "trt" else "model.onnx"
+        graph, file = _graph(manifest, role, settings), _file(settings)
         if not (path / name / "1" / file).is_file():
             problems.append(f"{name}: missing 1/{file}")
         problems += _check_config(path / name / "config.pbtxt", name, graph, settings)

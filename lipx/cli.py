@@ -18,6 +18,7 @@ from rich.console import Console
 
 from lipx import __version__
 from lipx.errors import LipxError
+from lipx.extras import require
 
 app = typer.Typer(
     name="lipx",
@@ -79,6 +80,7 @@ def convert(
     ] = None,
 ) -> None:
     """Convert a released original checkpoint into a lipx checkpoint."""
+    require("export", "lipx convert")
     from lipx.models.checkpoint import save_checkpoint
     from lipx.models.convert import convert_original
 
@@ -100,6 +102,7 @@ def slim_(
 ) -> None:
     """Keep only what inference and export need: drop the optimiser state (--resume) and the
     training-only discriminators."""
+    require("export", "lipx slim")
     from lipx.models.checkpoint import load_checkpoint, save_checkpoint, slim
 
     started = time.perf_counter()
@@ -121,18 +124,27 @@ def _read_vocab(path: Path) -> list[str]:
 
 @app.command()
 def info(
-    path: Annotated[Path, typer.Argument(help="A lipx checkpoint.")],
+    path: Annotated[Path, typer.Argument(help="A lipx checkpoint, or a model package folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Show what a checkpoint holds: task, preset, parameters per module, preprocessing."""
+    """Show what a checkpoint holds (task, preset, parameters per module, preprocessing), or a
+    package (task spec, schedule, graphs, plans, parity)."""
     import json
 
     from rich.table import Table
 
-    from lipx.models.checkpoint import load_checkpoint
-    from lipx.models.summary import summarize
+    from lipx.benchmarks.target import is_package
 
-    summary = summarize(load_checkpoint(path))
+    if is_package(path):
+        from lipx.package import Manifest, summarize
+
+        summary = summarize(Manifest.read(path.parent if path.is_file() else path))
+    else:
+        require("export", "lipx info of a checkpoint")
+        from lipx.models.checkpoint import load_checkpoint
+        from lipx.models.summary import summarize as summarize_checkpoint
+
+        summary = summarize_checkpoint(load_checkpoint(path))
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -274,6 +286,7 @@ def train(
                     "key=value (e.g. lr=0.01, loss_weights.recon=10); repeatable.")] = None,
 ) -> None:
     """Train a model (single process, or DDP under torchrun); Ctrl-C saves last.lipx."""
+    require("train", "lipx train")
     from lipx.train.config import TrainConfig, merge, parse_overrides, read_config_file
     from lipx.train.run import train as run_train
 
@@ -316,6 +329,7 @@ def eval_(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
 ) -> None:
     """Evaluate a checkpoint: word accuracy, or STOI/ESTOI/PESQ and spectrogram L1."""
+    require("train", "lipx eval")
     import json
 
     from lipx.train.evaluate import EvalOptions, evaluate
@@ -390,14 +404,43 @@ def _status(line: str) -> None:
     console.file.flush()
 
 
+# --- engine choices (the backend table; stdlib only) --------------------------------------
+from enum import Enum  # noqa: E402
+
+from lipx.runtime.backends import BACKENDS, FORMATS, all_precisions  # noqa: E402  (stdlib only)
+from lipx.tasks import SPECS  # noqa: E402  (stdlib only)
+
+Engine = Enum("Engine", {n: n for n in BACKENDS}, type=str)  # type: ignore[misc]
+Precision = Enum("Precision", {p: p for p in all_precisions()}, type=str)  # type: ignore[misc]
+Format = Enum("Format", {f: f for f in FORMATS}, type=str)  # type: ignore[misc]
+_ENGINES = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
+_PRECISIONS = "; ".join(f"{b.name}: {', '.join(b.precisions)} (default {b.default_precision})"
+                        for b in BACKENDS.values())
+
+
+def _gates() -> str:
+    """The default parity gates of every task, for --gate's help."""
+    def gate(p: str, g) -> str:
+        top1 = f" top-1>={g.min_top1:g}" if g.min_top1 else ""
+        stoi = f" STOI drop<={g.max_stoi_drop:g}" if g.max_stoi_drop else ""
+        return f"{p} {g.atol:g}+{g.rtol:g}|ref|{top1}{stoi}"
+
+    return "; ".join(f"{t.task} " + ", ".join(gate(p, g) for p, g in t.tolerances.items())
+                     for t in SPECS.values())
+
+
+
+
 @app.command()
 def stream(
     source: Annotated[str, typer.Argument(
         help="webcam, webcam:N, a video file, an rtsp/http URL, lavfi:GRAPH "
         "or a folder of images.")],
     model: Annotated[Path, typer.Option("--model", "-m", help="Model package (lipx export).")],
-    backend: Annotated[str, typer.Option(
-        help="Engine: onnx (onnxruntime) or trt (the package's TensorRT plans).")] = "onnx",
+    engine: Annotated[Engine, typer.Option(
+        help=f"Engine to run on. {_ENGINES}.")] = Engine.onnx,  # type: ignore[attr-defined]
+    backend: Annotated[Optional[Engine], typer.Option(
+        "--backend", hidden=True, help="Deprecated spelling of --engine.")] = None,
     device: Annotated[Optional[str], typer.Option(
         help="onnx: cpu, cuda or tensorrt; trt: cuda. "
         "(default: cpu for onnx, cuda for trt)")] = None,
@@ -447,14 +490,18 @@ def stream(
     from lipx.runtime.stream import stream as run_stream
 
     started = time.perf_counter()
-    opts = StreamOptions(backend=backend, device=device, precision=precision, crop=crop,
+    if backend is not None:
+        console.print("[yellow]--backend is deprecated: use --engine[/yellow]")
+        engine = backend
+    opts = StreamOptions(engine=engine.value, device=device, precision=precision, crop=crop,
                          window=window, stride=stride, chunk=chunk, threshold=threshold,
                          agreement=agreement, lookahead=lookahead, cache=not no_cache,
                          realtime=realtime, reconnect=reconnect, max_frames=max_frames)
     outputs = Outputs(jsonl=jsonl, wav=wav, srt=srt, vtt=vtt, save=save, play=play)
-    sinks = make_sinks(Manifest.read(model), opts, outputs, console=_ClearingLines(sys.stdout))
+    manifest = Manifest.read(model)  # once: the sinks and the stream share it
+    sinks = make_sinks(manifest, opts, outputs, console=_ClearingLines(sys.stdout))
     result = run_stream(model, source, opts, sinks,
-                        on_status=_status if console.is_terminal else None)
+                        on_status=_status if console.is_terminal else None, manifest=manifest)
     if console.is_terminal:
         _status("")
     console.print(result.format_table())
@@ -472,16 +519,6 @@ def stream(
 
 
 # --- export ---------------------------------------------------------------------------------
-from enum import Enum  # noqa: E402
-
-from lipx.runtime.backends import BACKENDS, FORMATS, all_precisions  # noqa: E402  (stdlib only)
-
-Engine = Enum("Engine", {n: n for n in BACKENDS}, type=str)  # type: ignore[misc]
-Precision = Enum("Precision", {p: p for p in all_precisions()}, type=str)  # type: ignore[misc]
-Format = Enum("Format", {f: f for f in FORMATS}, type=str)  # type: ignore[misc]
-_ENGINES = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
-_PRECISIONS = "; ".join(f"{b.name}: {', '.join(b.precisions)} (default {b.default_precision})"
-                        for b in BACKENDS.values())
 
 
 @app.command()
@@ -523,6 +560,7 @@ def export(
 ) -> None:
     """Export a checkpoint to a model package: ONNX graphs (whole model, streaming front-end and
     backend), optional TensorRT plans, parity report and manifest.json."""
+    require("export", "lipx export")
     from lipx.export.api import ExportOptions, export_package
 
     started = time.perf_counter()
@@ -554,10 +592,13 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 def bench(
     target: Annotated[Path, typer.Argument(
         help="A model package (lipx export) or a lipx checkpoint (exported first).")],
-    engines: Annotated[str, typer.Option(
-        help="Comma-separated engines (default: all): torch, torch-compile, onnx-cpu-fp32, "
-        "onnx-cpu-int8, onnx-cuda-fp32, onnx-cuda-fp16, onnx-tensorrt-fp32, trt-fp16, trt-fp32. "
+    engine: Annotated[str, typer.Option(
+        help="Comma-separated engines (default: all): an engine (torch, onnx, trt: all its rows) "
+        "or a row: torch, torch-compile, onnx-cpu-fp32, onnx-cpu-int8, onnx-cuda-fp32, "
+        "onnx-cuda-fp16, onnx-tensorrt-fp32, trt-fp16, trt-fp32. "
         "Absent ones are listed as skipped.")] = "",
+    engines: Annotated[Optional[str], typer.Option(
+        "--engines", hidden=True, help="Deprecated spelling of --engine.")] = None,
     batch_sizes: Annotated[str, typer.Option(
         help="Whole-model batch sizes for throughput.")] = "1,4,8",
     budget_s: Annotated[float, typer.Option(help="Seconds of timed runs per engine.")] = 5.0,
@@ -576,9 +617,8 @@ def bench(
     max_clips: Annotated[int, typer.Option(
         help="Clips of --data (0: all), or random clips (0: 8).")] = 0,
     gate: Annotated[bool, typer.Option(
-        "--gate", help="Exit 1 when an engine is outside tolerance or failed (defaults per "
-        "precision: fp32 1e-4+1e-4|ref|, fp16 1e-3+2e-2|ref|, int8 1e-2+0.2|ref|; top-1 >= "
-        ".99/.95/.80; STOI drop <= .01/.02/.05).")] = False,
+        "--gate", help="Exit 1 when an engine is outside tolerance or failed (the package's "
+        f"tolerances per precision, from its task spec: {_gates()}).")] = False,
     atol: Annotated[Optional[float], typer.Option(
         help="Absolute tolerance for every engine.")] = None,
     rtol: Annotated[Optional[float], typer.Option(
@@ -603,8 +643,11 @@ def bench(
     from lipx.benchmarks.report import notes, table, write_report
 
     started = time.perf_counter()
+    if engines is not None:
+        console.print("[yellow]--engines is deprecated: use --engine[/yellow]")
+        engine = engines
     opts = BenchOptions(
-        engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+        engines=tuple(e.strip() for e in engine.split(",") if e.strip()),
         batch_sizes=_ints(batch_sizes, "--batch-sizes"), budget_s=budget_s, window=window,
         stride=stride, checkpoint=checkpoint, data=data, split=split, part=part,
         max_clips=max_clips,
@@ -644,6 +687,7 @@ def demo(
     """The whole job in a few minutes on a CPU: render held-out synthetic speakers, export both
     trained models, stream the videos (words read, speech generated, annotated MP4s), score them
     and benchmark the packages."""
+    require("train", "lipx demo")
     from lipx.demo import CHECKPOINTS, DemoOptions, next_commands, run_demo
 
     started = time.perf_counter()

@@ -31,6 +31,10 @@ class BackendUnavailableError(LipxError):
     """An engine/backend needs a library or device that is not present."""
 
 
+class BuildFailed(LipxError):
+    """An artifact (a converted graph, a TensorRT plan) could not be built."""
+
+
 class ParityError(LipxError):
     """An exported artifact's outputs differ from the reference beyond tolerance."""
 
@@ -59,3 +63,9 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"{hint}; choose from: {', '.join(choices)}"
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (tools print pages), else its type's name."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -27,15 +27,17 @@ from typing import Any, TypeVar
 from lipx.audio import AudioSpec
 from lipx.errors import InputError, ManifestError, did_you_mean
 from lipx.files import atomic_write, file_sha256
+from lipx.tasks import TASKS, Schedule, TaskSpec
 from lipx.video import VideoSpec
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: the task spec (``task_spec``) and the window schedule (``schedule``) replace ``task`` and
+``streaming``."""
 MANIFEST_NAME = "manifest.json"
 ROLES = ("model", "frontend", "backend")
 """Graph roles: the whole model and the two halves of the streaming split."""
-TASKS = ("lipreading", "lip2speech")
 
 Dim = int | str
 """A tensor dimension: a fixed size, or the name of a symbolic (dynamic) one."""
@@ -304,24 +306,11 @@ class ParityRecord:
 
 
 @dataclass(frozen=True)
-class Streaming:
-    """The sliding-window schedule the split graphs and engines were built for."""
-
-    window: int
-    """Frames per backend window (W)."""
-    stride: int
-    """Frames between successive backend runs (front-end chunk size C by default)."""
-    context: int = 2
-    """Frames of look-back and look-ahead each front-end chunk needs (3D conv kernel 5)."""
-    mel_frames_per_frame: int = 4
-    """Spectrogram frames per video frame (lip-to-speech)."""
-
-
-@dataclass(frozen=True)
 class Manifest:
     """Everything the runtime needs to know about a model package."""
 
-    task: str
+    spec: TaskSpec
+    """The task and the facts about its graphs (head output, tolerances, context, ...)."""
     model_name: str
     preset: str | None
     lipx_version: str
@@ -329,7 +318,8 @@ class Manifest:
     video: VideoSpec
     audio: AudioSpec | None
     vocabulary: tuple[str, ...] | None
-    streaming: Streaming
+    schedule: Schedule
+    """The window and stride the split graphs and plans were built for (the stream's default)."""
     graphs: tuple[GraphInfo, ...]
     engines: tuple[EngineInfo, ...] = ()
     parity: tuple[ParityRecord, ...] = ()
@@ -337,9 +327,14 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
+        if self.spec.task not in TASKS:
             raise ManifestError(
-                f"manifest: unknown task {self.task!r}{did_you_mean(self.task, TASKS)}")
+                f"manifest: unknown task {self.spec.task!r}{did_you_mean(self.spec.task, TASKS)}")
+
+    @property
+    def task(self) -> str:
+        """``lipreading`` or ``lip2speech``."""
+        return self.spec.task
 
     def graph(self, role: str, precision: str = "fp32") -> GraphInfo:
         """The graph of ``role`` at ``precision``; ManifestError listing what the package has."""
@@ -361,7 +356,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
-            "task": self.task,
+            "task_spec": self.spec.to_dict(),
             "model_name": self.model_name,
             "preset": self.preset,
             "lipx_version": self.lipx_version,
@@ -372,7 +367,7 @@ class Manifest:
                 "audio": self.audio.to_dict() if self.audio else None,
             },
             "vocabulary": list(self.vocabulary) if self.vocabulary is not None else None,
-            "streaming": dataclasses.asdict(self.streaming),
+            "schedule": self.schedule.to_dict(),
             "graphs": [g.to_dict() for g in self.graphs],
             "engines": [e.to_dict() for e in self.engines],
             "parity": [p.to_dict() for p in self.parity],
@@ -389,19 +384,20 @@ class Manifest:
             fix = "upgrade lipx" if newer else "re-export the package with this lipx"
             raise ManifestError(f"manifest schema version {version!r} is not supported "
                                 f"(this lipx reads {SCHEMA_VERSION}); {fix}")
-        f = _fields(cls, {**d, "video": None, "audio": None}, "manifest")  # in preprocessing
+        f = _fields(cls, {**d, "video": None, "audio": None, "spec": None},  # nested below
+                    "manifest")
         pre = d.get("preprocessing")
         if not isinstance(pre, dict) or not isinstance(pre.get("video"), dict):
             raise ManifestError("manifest: preprocessing.video is missing; re-export the package")
         try:
             video = VideoSpec.from_dict(pre["video"])
             audio = AudioSpec.from_dict(pre["audio"]) if pre.get("audio") else None
-            streaming = Streaming(**_fields(Streaming, f["streaming"], "streaming"))
         except TypeError as e:
-            raise ManifestError(f"manifest: malformed preprocessing or streaming ({e})") from e
+            raise ManifestError(f"manifest: malformed preprocessing ({e})") from e
         vocab = f.get("vocabulary")
         return cls(
-            **{**f, "video": video, "audio": audio, "streaming": streaming,
+            **{**f, "video": video, "audio": audio, "spec": TaskSpec.from_dict(d.get("task_spec")),
+               "schedule": Schedule.from_dict(f["schedule"]),
                "vocabulary": tuple(vocab) if vocab is not None else None,
                "graphs": tuple(GraphInfo.from_dict(g, f"graphs[{i}]")
                                for i, g in enumerate(f["graphs"])),
@@ -433,6 +429,27 @@ class Manifest:
                             lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def summarize(manifest: Manifest) -> dict[str, Any]:
+    """What ``lipx info`` shows about a package: one entry per row of its table."""
+    spec, m = manifest.spec, manifest
+    parity = {f"{r.artifact} vs {r.reference}": ("passed" if r.passed else f"FAILED: {r.problem}")
+              for r in m.parity}
+    return {
+        "task": m.task, "model": m.model_name, "preset": m.preset or "custom",
+        "lipx version": m.lipx_version, "schema version": m.schema_version, "created": m.created,
+        "schedule": {"window": m.schedule.window, "stride": m.schedule.stride,
+                     "context": spec.context, "min frames": spec.min_frames},
+        "head output": spec.head_output,
+        "tolerances": {p: ", ".join(f"{k} {v:g}" for k, v in t.to_dict().items() if v is not None)
+                       for p, t in spec.tolerances.items()},
+        "vocabulary": len(m.vocabulary) if m.vocabulary else "none",
+        "graphs": {g.file: f"{g.role} {g.precision}, opset {g.opset}" for g in m.graphs},
+        "plans": {e.file: f"{e.role} {e.precision}, TensorRT {e.tensorrt_version}, "
+                          f"{e.gpu_name} (sm {e.compute_capability})" for e in m.engines},
+        "parity": parity,
+    }
+
+
 def replace(manifest: Manifest, **changes: Any) -> Manifest:
     """A copy of ``manifest`` with ``changes`` (``dataclasses.replace``, for readability)."""
     return dataclasses.replace(manifest, **changes)
@@ -440,6 +457,6 @@ def replace(manifest: Manifest, **changes: Any) -> Manifest:
 
 __all__ = [
     "MANIFEST_NAME", "ROLES", "SCHEMA_VERSION", "EngineInfo", "GraphInfo", "Manifest",
-    "OutputParity", "ParityRecord", "PlanTarget", "ShapeRange", "Streaming", "TensorInfo",
-    "package_file", "replace",
+    "OutputParity", "ParityRecord", "PlanTarget", "ShapeRange", "TensorInfo",
+    "package_file", "replace", "summarize",
 ]

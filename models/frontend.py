@@ -18,9 +18,6 @@ from typing import cast
 import torch
 from torch import nn
 
-#: Frames of context on each side that the stem's temporal kernel (5) needs.
-TEMPORAL_CONTEXT = 2
-
 
 @dataclass(frozen=True)
 class FrontendConfig:

@@ -1,16 +1,19 @@
 """The table of engines lipx exports to and runs on.
 
 One row per backend drives the CLI choices (``--engine``, ``--precision``), option validation,
-the runner to load and the benchmark loop; nothing else branches on backend names. Torch-free:
-runner classes are imported only when asked for.
+the artifact a package needs for it (an ONNX graph or a TensorRT plan) and the step that makes
+one, the runner that loads it, and the benchmark loop; nothing else branches on backend names
+(:mod:`lipx.runtime.package_runners` is the factory built on it). Torch-free: runner classes and
+builders are imported only when asked for.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lipx.errors import BackendUnavailableError, InputError, did_you_mean
 
@@ -39,6 +42,18 @@ class BackendInfo:
     extra: str
     """pip extra that installs them."""
     description: str
+    builder: str
+    """``module:function`` that makes this backend's artifact of a graph
+    (:mod:`lipx.export.build`), imported on demand."""
+    build_needs: tuple[str, ...]
+    """Python modules the builder needs (besides :attr:`modules`)."""
+    build_extra: str
+    """pip extra that installs them."""
+    triton_backend: str
+    """The Triton Inference Server backend that serves its artifacts."""
+    plans: bool = False
+    """Its artifacts are the manifest's ``engines`` (TensorRT plans, whose inputs and outputs are
+    their source graph's), not its ``graphs``."""
 
     @property
     def default_precision(self) -> str:
@@ -47,6 +62,23 @@ class BackendInfo:
     def missing_modules(self) -> list[str]:
         """Modules of :attr:`modules` that are not installed (found without importing them)."""
         return [m for m in self.modules if importlib.util.find_spec(m) is None]
+
+    def artifact_file(self, role: str, precision: str) -> str:
+        """The file name of ``role``'s artifact at ``precision`` (``backend.int8.onnx``)."""
+        if not self.plans and precision == "fp32":
+            return f"{role}{self.suffix}"
+        return f"{role}.{precision}{self.suffix}"
+
+    def builder_function(self) -> Callable[..., Any]:
+        """The builder; BackendUnavailableError naming the extra when its modules are missing
+        (the engine's own library is checked by the builder, which says what it needs)."""
+        missing = [m for m in self.build_needs if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BackendUnavailableError(
+                f"building {self.name} artifacts needs {', '.join(missing)}: "
+                f"pip install 'lipx[{self.build_extra}]'")
+        module, _, function = self.builder.partition(":")
+        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
     def runner_class(self) -> type[Runner]:
         """The Runner class; BackendUnavailableError when its dependencies are missing."""
@@ -72,12 +104,16 @@ BACKENDS: dict[str, BackendInfo] = {
             modules=("onnxruntime",), extra="cpu",
             description="ONNX graphs run by onnxruntime (CPU, CUDA or TensorRT provider); fp16 "
             "is for GPUs, int8 (dynamic quantisation) for CPUs",
+            builder="lipx.export.build:onnx_graph", build_needs=("onnx",), build_extra="export",
+            triton_backend="onnxruntime",
         ),
         BackendInfo(
             name="trt", suffix=".plan", needs_gpu=True, precisions=("fp16", "fp32"),
             devices=("cuda",), runner="lipx.runtime.trt_runner:TrtRunner",
             modules=("tensorrt",), extra="gpu",
             description="TensorRT plans built on (and for) the target GPU",
+            builder="lipx.export.build:tensorrt_plan", build_needs=("onnx",),
+            build_extra="export", triton_backend="tensorrt", plans=True,
         ),
     )
 }

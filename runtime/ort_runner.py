@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lipx.errors import BackendUnavailableError, InputError, did_you_mean
-from lipx.package import TensorInfo
+from lipx.package import Manifest, TensorInfo
 from lipx.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,13 @@ class OrtRunner(Runner):
         self.device = device
         self.threads = threads
         self.session: Any = None
+
+    @classmethod
+    def for_artifact(cls, path: Path, entry: Any, manifest: Manifest, *, name: str,
+                     device: str, threads: int | None = None,
+                     cuda_graph: bool = False) -> OrtRunner:
+        """The runner of one ONNX graph of a package (see :meth:`Runner.for_artifact`)."""
+        return cls(path, device=device, threads=threads, name=name)
 
     @property
     def providers(self) -> list[str]:

@@ -1,57 +1,139 @@
-"""Open the runners of a model package for one backend and device.
+"""The engine factory: a model package + an engine name -> runners.
 
     manifest = Manifest.read("pkg")
-    runners = open_runners("pkg", manifest, ("frontend", "backend"), backend="onnx", device="cpu")
+    runners = open_runners("pkg", manifest, ("frontend", "backend"), engine="onnx", device="cpu")
 
-The backend table (:data:`~lipx.runtime.backends.BACKENDS`) decides which runner class, devices
-and precisions exist; this module only maps a package's graphs (ONNX) or plans (TensorRT) onto
-them. Unknown backends, devices or precisions are InputErrors listing what is available.
-Torch-free.
+The backend table (:data:`~lipx.runtime.backends.BACKENDS`) decides which runner class, devices,
+precisions and artifacts exist; this module maps a package's artifacts (ONNX graphs, TensorRT
+plans) onto them. :class:`PackageArtifacts` finds the artifact an engine needs in the package
+(checked by :func:`~lipx.package.package_file` before anything loads it) or, given a work
+folder, makes it there with the backend's builder (``lipx export`` and ``lipx bench`` both build
+through it). Unknown engines, devices or precisions are InputErrors listing what is available.
+Torch-free (builders import what they need when called).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lipx.errors import InputError, ManifestError, did_you_mean
-from lipx.package import Manifest, package_file
+from lipx.package import EngineInfo, GraphInfo, Manifest, package_file
 from lipx.runtime.backends import BACKENDS, BackendInfo
 from lipx.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
 
+Artifact = GraphInfo | EngineInfo
 
-def resolve_backend(backend: str, device: str | None, precision: str | None) -> tuple[
+
+def resolve_backend(engine: str, device: str | None, precision: str | None) -> tuple[
         BackendInfo, str]:
-    """The backend's row and the device to use (its first one when ``device`` is None).
+    """The engine's row and the device to use (its first one when ``device`` is None).
 
     Raises:
-        InputError: unknown backend, a device or precision the backend does not offer.
+        InputError: unknown engine, a device or precision the engine does not offer.
     """
-    if backend not in BACKENDS:
-        raise InputError(f"unknown --backend {backend!r}{did_you_mean(backend, BACKENDS)}")
-    info = BACKENDS[backend]
+    if engine not in BACKENDS:
+        raise InputError(f"unknown --engine {engine!r}{did_you_mean(engine, BACKENDS)}")
+    info = BACKENDS[engine]
     device = device or info.devices[0]
     if device not in info.devices:
-        raise InputError(f"--backend {backend} cannot run on device {device!r}"
+        raise InputError(f"--engine {engine} cannot run on device {device!r}"
                          f"{did_you_mean(device, info.devices)}")
     if precision is not None and precision not in info.precisions:
-        raise InputError(f"--precision {precision} is not available with --backend {backend} "
+        raise InputError(f"--precision {precision} is not available with --engine {engine} "
                          f"(choose from {', '.join(info.precisions)})")
     return info, device
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to make an artifact a package lacks (plan profiles, workspace, caches)."""
+
+    max_batch: int = 8
+    """Largest batch the whole-model and front-end artifacts accept."""
+    max_frames: int | None = None
+    """Longest whole-model clip (None: three windows)."""
+    workspace_mb: int = 2048
+    """TensorRT builder workspace."""
+    cache_dir: Path | None = None
+    """TensorRT timing and plan caches (None: the default cache folder)."""
+
+
+class PackageArtifacts:
+    """A package's artifacts for every engine: its own, or ones made into ``workdir``.
+
+    Args:
+        package_dir: the package (or, during an export, the folder being written).
+        manifest: its manifest.
+        workdir: where missing artifacts are made (None: a missing one is a ManifestError).
+        options: how to make them.
+    """
+
+    def __init__(self, package_dir: str | Path, manifest: Manifest,
+                 workdir: Path | None = None, options: BuildOptions | None = None) -> None:
+        self.package_dir, self.manifest = Path(package_dir), manifest
+        self.workdir, self.options = workdir, options or BuildOptions()
+        self.built: dict[tuple[str, str, str], tuple[Path, Artifact]] = {}
+        """(engine, role, precision) -> what was made into the work folder, in build order."""
+
+    def find(self, info: BackendInfo, role: str, precision: str | None) -> Artifact | None:
+        """The package's own artifact of ``role`` for ``info`` (None when it has none).
+
+        ``precision`` None means float32 graphs, or a plan of any precision.
+        """
+        if info.plans:
+            return next((e for e in self.manifest.engines if e.role == role
+                         and precision in (None, e.precision)), None)
+        want = precision or "fp32"
+        return next((g for g in self.manifest.graphs if g.role == role and g.precision == want),
+                    None)
+
+    def get(self, engine: str, role: str, precision: str | None = None) -> tuple[Path, Artifact]:
+        """The checked file and manifest entry of ``role``'s artifact for ``engine``.
+
+        Raises:
+            ManifestError: the package lacks it and there is no work folder, or a file fails
+                its check.
+            BackendUnavailableError: making it needs a library that is not installed.
+        """
+        info = BACKENDS[engine]
+        found = self.find(info, role, precision)
+        if found is not None:
+            return package_file(self.package_dir, found), found
+        precision = precision or info.default_precision
+        key = (engine, role, precision)
+        if key not in self.built:
+            if self.workdir is None:
+                raise ManifestError(self._missing(info, role, precision))
+            build = info.builder_function()
+            path = self.workdir / info.artifact_file(role, precision)
+            self.built[key] = (path, build(self, role, precision, path))
+        return self.built[key]
+
+    def _missing(self, info: BackendInfo, role: str, precision: str) -> str:
+        if info.plans:
+            have = ", ".join(f"{e.role}/{e.precision}" for e in self.manifest.engines) or "none"
+            return (f"package has no {precision} TensorRT plan for {role} (it has: {have}); "
+                    f"build them with `lipx export CHECKPOINT -o DIR --engine trt`")
+        have = ", ".join(f"{g.role}/{g.precision}" for g in self.manifest.graphs) or "none"
+        return (f"package has no {precision} {role} graph (it has: {have}); re-export with the "
+                f"precision you need")
 
 
 def open_runners(
     package_dir: str | Path,
     manifest: Manifest,
     roles: Sequence[str],
-    backend: str = "onnx",
+    engine: str = "onnx",
     device: str | None = None,
     precision: str | None = None,
     threads: int | None = None,
     cuda_graph: bool = False,
+    artifacts: PackageArtifacts | None = None,
 ) -> dict[str, Runner]:
     """Unopened runners of ``roles`` (``model``, ``frontend``, ``backend``) of a package.
 
@@ -59,44 +141,37 @@ def open_runners(
         package_dir: the package directory.
         manifest: its manifest.
         roles: which graphs to open.
-        backend: ``onnx`` or ``trt`` (see ``BACKENDS``).
+        engine: ``onnx`` or ``trt`` (see ``BACKENDS``).
         device: onnx: ``cpu``, ``cuda`` or ``tensorrt``; trt: ``cuda``.
-        precision: onnx: which graphs (``fp32`` default, ``fp16``, ``int8``, as exported);
-            trt: checked against the plans' precision when given.
+        precision: onnx: which graphs (``fp32`` default, ``fp16``, ``int8``); trt: which plans
+            (any when None).
         threads: onnxruntime intra-op threads.
         cuda_graph: TensorRT: capture CUDA graphs for fixed shapes.
+        artifacts: where to find (or make) the artifacts; default: the package's own only.
     Raises:
-        InputError: bad backend/device/precision.
-        ManifestError: the package lacks the graphs or plans asked for.
-        BackendUnavailableError: the backend's library is not installed.
+        InputError: bad engine/device/precision.
+        ManifestError: the package lacks the graphs or plans asked for, or one fails its check.
+        BackendUnavailableError: the engine's library is not installed.
     """
-    info, device = resolve_backend(backend, device, precision)
+    info, device = resolve_backend(engine, device, precision)
     runner_class = info.runner_class()
-    root = Path(package_dir)
+    artifacts = artifacts or PackageArtifacts(package_dir, manifest)
     runners: dict[str, Runner] = {}
     for role in roles:
-        if info.name == "trt":
-            engine = manifest.engine(role)
-            if precision is not None and engine.precision != precision:
-                raise ManifestError(f"{engine.file} is a {engine.precision} plan, not "
-                                    f"{precision}; rebuild with `lipx export --engine trt "
-                                    f"--precision {precision}` or drop --precision")
-            runners[role] = runner_class(package_file(root, engine), name=engine.file,  # type: ignore[call-arg]
-                                         engine=engine, graph=manifest.graph(engine.role),
-                                         cuda_graph=cuda_graph)
-        else:
-            graph = manifest.graph(role, precision or "fp32")
-            runners[role] = runner_class(package_file(root, graph), device=device,  # type: ignore[call-arg]
-                                         threads=threads, name=graph.file)
+        path, entry = artifacts.get(engine, role, precision)
+        runners[role] = runner_class.for_artifact(path, entry, manifest, name=entry.file,
+                                                  device=device, threads=threads,
+                                                  cuda_graph=cuda_graph)
     return runners
 
 
-def check_profiles(manifest: Manifest, window: int, chunk: int, context: int) -> None:
+def check_profiles(manifest: Manifest, window: int, chunk: int) -> None:
     """For TensorRT: the stream's window and front-end chunk must fit the plans' profiles.
 
     Raises:
         InputError: naming the option and the range the plans were built for.
     """
+    context = manifest.spec.context
     for role, dim, value in (("backend", 1, window), ("frontend", 2, chunk + 2 * context)):
         engine = manifest.engine(role)
         first = engine.profiles[0][0] if engine.profiles and engine.profiles[0] else None
@@ -104,7 +179,7 @@ def check_profiles(manifest: Manifest, window: int, chunk: int, context: int) ->
             continue
         low, high = first.min[dim], first.max[dim]
         if not low <= value <= high:
-            what = "--window" if role == "backend" else "--chunk (+ 4 context frames)"
+            what = "--window" if role == "backend" else f"--chunk (+ {2 * context} context frames)"
             raise InputError(f"{what} gives {value} frames but {engine.file} was built for "
                              f"{low}..{high}; use a smaller value or rebuild the plans with "
                              f"`lipx export --engine trt --window/--stride`")

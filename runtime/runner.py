@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
 from lipx.errors import InputError, did_you_mean
-from lipx.package import TensorInfo
+from lipx.package import Manifest, TensorInfo
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,20 @@ class Runner(ABC):
         self.is_active = False
         self.last_latency_s: float | None = None
         """Seconds the last :meth:`infer` spent in the engine (excluding validation)."""
+
+    @classmethod
+    def for_artifact(cls, path: Path, entry: Any, manifest: Manifest, *, name: str,
+                     device: str, threads: int | None = None, cuda_graph: bool = False) -> Runner:
+        """An unopened runner of one package artifact (the engine factory's hook).
+
+        Args:
+            path: the checked file (:func:`lipx.package.package_file`).
+            entry: its manifest entry (a GraphInfo or an EngineInfo).
+            manifest: the package's manifest.
+            name: for messages.
+            device, threads, cuda_graph: the stream's options; a backend ignores what it lacks.
+        """
+        raise NotImplementedError(f"{cls.__name__} does not run package artifacts")
 
     # -- lifecycle --------------------------------------------------------------------------
     def activate(self) -> None:

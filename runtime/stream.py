@@ -1,6 +1,6 @@
 """The stream loop: source -> mouth ROI -> cached front-end -> window backend -> head -> events.
 
-    opts = StreamOptions(backend="onnx", device="cpu")
+    opts = StreamOptions(engine="onnx", device="cpu")
     stats = stream("pkg", "clip.mp4", opts, [ConsoleWords(), WavSink("out.wav")])
 
 :class:`Streamer` is the generator side (STYLE point 13): ``Streamer.events()`` yields a
@@ -32,6 +32,7 @@ import numpy as np
 
 from lipx.errors import InputError, ManifestError
 from lipx.package import Manifest
+from lipx.runtime.backends import BACKENDS
 from lipx.runtime.heads import SpeechHead, WordHead
 from lipx.runtime.mp4 import AnnotatedVideoSink
 from lipx.runtime.package_runners import check_profiles, open_runners, resolve_backend
@@ -52,13 +53,12 @@ from lipx.runtime.sinks import (
 from lipx.runtime.sources import Frame, Source, open_source
 from lipx.runtime.stats import STAGES, StageTimer, StreamStats
 from lipx.runtime.window import CachedWindows, FrameWindows, Window
+from lipx.tasks import Schedule
 from lipx.video import mouth_crop_frame
 
 log = logging.getLogger(__name__)
 
 CROPS = ("lrw", "auto")
-HEAD_OUTPUT = {"lipreading": "logits", "lip2speech": "linear"}
-"""The backend output each task's head reads."""
 WindowHook = Callable[[Window, dict[str, np.ndarray]], None]
 
 
@@ -66,8 +66,8 @@ WindowHook = Callable[[Window, dict[str, np.ndarray]], None]
 class StreamOptions:
     """How to run a package on a stream; checked once, here (incompatible choices are errors)."""
 
-    backend: str = "onnx"
-    """Engine: ``onnx`` (onnxruntime) or ``trt`` (TensorRT plans of the package)."""
+    engine: str = "onnx"
+    """``onnx`` (onnxruntime) or ``trt`` (TensorRT plans of the package); see ``BACKENDS``."""
     device: str | None = None
     """onnx: ``cpu`` (default), ``cuda`` or ``tensorrt`` (execution providers); trt: ``cuda``."""
     precision: str | None = None
@@ -110,7 +110,7 @@ class StreamOptions:
     """Seconds between status callbacks."""
 
     def __post_init__(self) -> None:
-        resolve_backend(self.backend, self.device, self.precision)
+        resolve_backend(self.engine, self.device, self.precision)
         if self.crop not in CROPS:
             raise InputError(f"unknown --crop {self.crop!r}; choose from: {', '.join(CROPS)}")
         for name in ("window", "stride", "chunk", "agreement", "gl_iters", "max_frames",
@@ -123,26 +123,23 @@ class StreamOptions:
                 raise InputError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.threshold <= 1.0:
             raise InputError(f"--threshold must be in [0, 1], got {self.threshold}")
-        if self.window and self.stride and self.stride > self.window:
-            raise InputError(f"--stride {self.stride} is larger than --window {self.window}: "
-                             f"frames would be skipped")
+        if self.window and self.stride:
+            Schedule(self.window, self.stride)
         if self.window and self.chunk > self.window:
             raise InputError(f"--chunk {self.chunk} is larger than --window {self.window}")
         if not self.cache and self.chunk != 1:
             raise InputError("--chunk sets the cached front-end's chunk; it has no meaning with "
                              "--no-cache")
-        if self.cuda_graph and self.backend != "trt":
-            raise InputError("CUDA graphs are for --backend trt")
+        if self.cuda_graph and not BACKENDS[self.engine].plans:
+            raise InputError("CUDA graphs are for TensorRT plans (--engine trt)")
 
-    def schedule(self, manifest: Manifest) -> tuple[int, int]:
-        """(window, stride): the options', else the package's; InputError when they clash."""
-        window = self.window or manifest.streaming.window
-        stride = self.stride or min(manifest.streaming.stride, window)
-        if stride > window:
-            raise InputError(f"--stride {stride} is larger than the window ({window} frames)")
-        if self.chunk > window:
-            raise InputError(f"--chunk {self.chunk} is larger than the window ({window} frames)")
-        return window, stride
+    def schedule(self, manifest: Manifest) -> Schedule:
+        """The options' window and stride, else the package's; InputError when they clash."""
+        schedule = manifest.spec.schedule(self.window, self.stride, default=manifest.schedule)
+        if self.chunk > schedule.window:
+            raise InputError(f"--chunk {self.chunk} is larger than the window "
+                             f"({schedule.window} frames)")
+        return schedule
 
 
 def make_head(manifest: Manifest, opts: StreamOptions, window: int,
@@ -204,8 +201,9 @@ def make_sinks(manifest: Manifest, opts: StreamOptions, outputs: Outputs,
     if outputs.wav:
         sinks.append(WavSink(outputs.wav, _sample_rate(manifest)))
     if outputs.save:
-        window, stride = opts.schedule(manifest)
-        delay = output_delay_s(manifest, opts, make_head(manifest, opts, window, stride))
+        sched = opts.schedule(manifest)
+        delay = output_delay_s(manifest, opts, make_head(manifest, opts, sched.window,
+                                                             sched.stride))
         audio = {"sample_rate": _sample_rate(manifest)} if speech else {}
         sinks.append(AnnotatedVideoSink(outputs.save, manifest.video.fps, audio=speech,
                                         caption=not speech, meter=speech, delay_s=delay, **audio))
@@ -223,8 +221,9 @@ def _sample_rate(manifest: Manifest) -> int:
 
 def output_delay_s(manifest: Manifest, opts: StreamOptions, head: WordHead | SpeechHead) -> float:
     """How long after a frame its word or audio can arrive (to delay an annotated video)."""
-    window, stride = opts.schedule(manifest)
-    context = manifest.streaming.context if opts.cache else 0
+    sched = opts.schedule(manifest)
+    window, stride = sched.window, sched.stride
+    context = manifest.spec.context if opts.cache else 0
     if isinstance(head, SpeechHead):
         return (context + head.algorithmic_latency_frames + 1) / manifest.video.fps
     return (window + context + opts.agreement * stride) / manifest.video.fps
@@ -238,6 +237,7 @@ class Streamer:
         source: a source spec (``webcam``, a file, a URL, ``lavfi:...``) or an opened Source.
         opts: the options.
         window_hook: called with each window and the backend's outputs (tests, benchmarks).
+        manifest: the package's manifest when the caller has read it (read here otherwise).
     Raises:
         ManifestError: not a package, or it lacks the graphs/plans needed.
         InputError: bad options for this package, or a source that cannot be opened.
@@ -245,20 +245,21 @@ class Streamer:
     """
 
     def __init__(self, package_dir: str | Path, source: str | Source, opts: StreamOptions,
-                 window_hook: WindowHook | None = None) -> None:
+                 window_hook: WindowHook | None = None, manifest: Manifest | None = None) -> None:
         self.opts, self.window_hook = opts, window_hook
-        self.manifest = m = Manifest.read(package_dir)
-        self.window, self.stride = opts.schedule(m)
+        self.manifest = m = manifest or Manifest.read(package_dir)
+        sched = opts.schedule(m)
+        self.window, self.stride = sched.window, sched.stride
         self.fps = m.video.fps
-        self.context = m.streaming.context if opts.cache else 0
-        if opts.backend == "trt" and opts.cache:
-            check_profiles(m, self.window, opts.chunk, m.streaming.context)
+        self.context = m.spec.context if opts.cache else 0
+        info, self.device = resolve_backend(opts.engine, opts.device, opts.precision)
+        if info.plans and opts.cache:
+            check_profiles(m, self.window, opts.chunk)
         self.head = make_head(m, opts, self.window, self.stride)
         self.roi = make_roi(opts.crop, fps=self.fps)
         roles = ("frontend", "backend") if opts.cache else ("model",)
-        threads = opts.threads or (1 if resolve_backend(opts.backend, opts.device, None)[1]
-                                   == "cpu" else None)
-        runners = open_runners(package_dir, m, roles, opts.backend, opts.device, opts.precision,
+        threads = opts.threads or (1 if self.device == "cpu" else None)
+        runners = open_runners(package_dir, m, roles, opts.engine, self.device, opts.precision,
                                threads, opts.cuda_graph)
         self._stack = contextlib.ExitStack()
         try:  # the source first: a camera that cannot be opened fails before the engines load
@@ -340,7 +341,7 @@ class Streamer:
         if not isinstance(dim, int):
             raise ManifestError(f"{graph.file}: feature size is not fixed ({dim!r}); re-export")
         return CachedWindows(self._frontend, self.window, self.stride, dim, self.opts.chunk,
-                             self.manifest.streaming.context)
+                             self.manifest.spec.context)
 
     def _frontend(self, clip: np.ndarray) -> np.ndarray:
         """(C + 4, H, W) frames -> (C, D) features through the front-end engine."""
@@ -362,7 +363,7 @@ class Streamer:
         self.backend_calls += 1
         if self.window_hook is not None:
             self.window_hook(window, outputs)
-        result = outputs[HEAD_OUTPUT[self.manifest.task]][0]
+        result = outputs[self.manifest.spec.head_output][0]
         with self.timer.stage("head"):
             if isinstance(self.head, WordHead):
                 events = self.head.push(result, window.start, window.stop)
@@ -441,8 +442,7 @@ class Streamer:
         """
         stats = self.timer.summary(
             self.stride, self.lookahead_frames, self.context,
-            task=self.manifest.task, backend=self.opts.backend,
-            device=self.opts.device or resolve_backend(self.opts.backend, None, None)[1],
+            task=self.manifest.task, backend=self.opts.engine, device=self.device,
             cache=self.opts.cache, schedule={"window": self.window, "stride": self.stride,
                                                "chunk": self.opts.chunk},
             backend_calls=self.backend_calls, frames_without_face=self.roi.frames_without_face,
@@ -462,6 +462,7 @@ def stream(
     sinks: Sequence[Sink] = (),
     on_status: Callable[[str], None] | None = None,
     window_hook: WindowHook | None = None,
+    manifest: Manifest | None = None,
 ) -> StreamStats:
     """Run ``package_dir`` on ``source`` into ``sinks``; returns the statistics.
 
@@ -472,11 +473,12 @@ def stream(
         sinks: where events go (closed at the end, on errors and on Ctrl-C).
         on_status: called with a one-line status about every ``opts.status_every_s`` seconds.
         window_hook: called with each window and its backend outputs.
+        manifest: the package's manifest, when the caller has read it already.
     Raises:
         LipxError: see :class:`Streamer`; a source that breaks mid-stream (sinks are closed).
     """
-    with _blas_threads(opts.blas_threads), Streamer(package_dir, source, opts,
-                                                    window_hook) as streamer:
+    with _blas_threads(opts.blas_threads), Streamer(package_dir, source, opts, window_hook,
+                                                    manifest) as streamer:
         events = streamer.events()
         last = time.perf_counter()
         try:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from lipx.errors import BackendUnavailableError, InputError
-from lipx.package import EngineInfo, GraphInfo, PlanTarget, TensorInfo
+from lipx.package import EngineInfo, GraphInfo, Manifest, PlanTarget, TensorInfo
 from lipx.runtime.cuda import (
     GPU_EXTRA,
     CudaError,
@@ -124,6 +124,15 @@ class TrtRunner(Runner):
         self._events: list[Event] = []
         self._tensors: dict[str, _Tensor] = {}
         self._graphs: dict[tuple, Graph] = {}
+
+    @classmethod
+    def for_artifact(cls, path: Path, entry: Any, manifest: Manifest, *, name: str,
+                     device: str, threads: int | None = None,
+                     cuda_graph: bool = False) -> TrtRunner:
+        """The runner of one plan of a package: its manifest entry and source graph go with it,
+        so a plan built for another TensorRT or GPU is refused before it loads."""
+        return cls(path, name=name, engine=entry, graph=manifest.graph(entry.role),
+                   cuda_graph=cuda_graph)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _activate(self) -> None:

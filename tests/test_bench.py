@@ -19,7 +19,6 @@ from test_prepare import build_lrw, grid_clip
 
 from lipx.benchmarks.api import BenchOptions, bench
 from lipx.benchmarks.engines import DEVICE_PRECISIONS, engine_matrix
-from lipx.benchmarks.parity import TOLERANCES, gate_for
 from lipx.benchmarks.report import markdown, write_report
 from lipx.benchmarks.timing import ISA_FLAGS, Budget, Stats, time_calls, warm_up
 from lipx.data.prepare import PrepareOptions, prepare_corpus
@@ -28,6 +27,7 @@ from lipx.files import file_sha256
 from lipx.models.checkpoint import Checkpoint, save_checkpoint
 from lipx.models.registry import get_family, preset_config
 from lipx.package import Manifest
+from lipx.tasks import task_spec
 
 WORDS = ("ABOUT", "BOARD")
 FAST = ("--budget-s", "0.3", "--batch-sizes", "1,2", "--compile-timeout-s", "0")
@@ -61,7 +61,7 @@ def lipreading(tmp_path_factory, run_cli_module):
     prepare_corpus(PrepareOptions("lrw", build_lrw(root / "lrw_src", WORDS), data))
     out = root / "out"
     code, stdout, stderr = run_cli_module(
-        "bench", ckpt, "--engines", "torch,torch-compile,onnx-cpu-fp32,onnx-cpu-int8,trt-fp16,"
+        "bench", ckpt, "--engine", "torch,torch-compile,onnx-cpu-fp32,onnx-cpu-int8,trt-fp16,"
         "onnx-cuda-fp16", "--window", "8", "--stride", "4", "--data", data, "--split", "lrw",
         "--gate", "--atol", "1", "--min-top1", "0", "--out", out, *FAST)
     return {"ckpt": ckpt, "out": out, "data": data, "code": code, "stdout": stdout,
@@ -163,7 +163,7 @@ def test_gate_fails_on_a_corrupted_engine_and_passes_on_the_clean_one(lipreading
                                                                        run_cli):
     package, ckpt = lipreading["out"] / "package", lipreading["ckpt"]
     bad = corrupt(package, tmp_path / "bad")
-    args = ("--checkpoint", ckpt, "--engines", "onnx-cpu-fp32", "--gate", *FAST)
+    args = ("--checkpoint", ckpt, "--engine", "onnx-cpu-fp32", "--gate", *FAST)
     code, _, err = run_cli("bench", bad, *args)
     assert code == 1 and "bench gate failed" in err and "onnx-cpu-fp32: parity-failed" in err
     assert "Traceback" not in err
@@ -198,7 +198,7 @@ def test_a_tampered_package_is_refused_before_loading(lipreading, tmp_path, run_
     tampered = tmp_path / "tampered"
     shutil.copytree(lipreading["out"] / "package", tampered)
     (tampered / "backend.onnx").write_bytes((tampered / "backend.onnx").read_bytes() + b"\0")
-    code, _, err = run_cli("bench", tampered, "--engines", "onnx-cpu-fp32", *FAST)
+    code, _, err = run_cli("bench", tampered, "--engine", "onnx-cpu-fp32", *FAST)
     last = err.strip().splitlines()[-1]  # after the progress lines, one error, no traceback
     assert code == 1 and "backend.onnx does not match the sha256" in last
     assert err.count("error") == 1 and "Traceback" not in err
@@ -282,7 +282,7 @@ def test_markdown_lists_every_engine(lip2speech):
     ({"engines": ("onnx-cpu-int9",)}, "did you mean 'onnx-cpu-int8'"),
     ({"batch_sizes": (0, 2)}, "positive"),
     ({"batch_sizes": (2, 2)}, "duplicates"),
-    ({"window": 8, "stride": 9}, "larger than --window"),
+    ({"window": 8, "stride": 9}, r"larger than the window \(8 frames\)"),
     ({"split": "overlap"}, "--split needs --data"),
     ({"min_top1": 1.5}, "within 0..1"),
     ({"budget_s": 0}, "--budget-s"),
@@ -323,9 +323,12 @@ def test_the_matrix_comes_from_the_backend_registry():
 
 
 def test_gate_defaults_and_overrides():
-    assert gate_for("int8") == TOLERANCES["int8"]
-    g = gate_for("fp16", atol=0.5, min_top1=0.5)
-    assert (g.atol, g.rtol, g.min_top1) == (0.5, TOLERANCES["fp16"].rtol, 0.5)
+    spec = task_spec("lipreading")
+    assert spec.tolerance("int8") == spec.tolerances["int8"]
+    g = spec.tolerance("fp16", atol=0.5, min_top1=0.5, max_stoi_drop=None)
+    assert (g.atol, g.rtol, g.min_top1) == (0.5, spec.tolerances["fp16"].rtol, 0.5)
+    with pytest.raises(InputError, match="no parity tolerance for precision 'bf16'"):
+        spec.tolerance("bf16")
 
 
 def test_compile_clock_charges_first_calls_per_shape_and_gives_up_past_its_limit(monkeypatch):

@@ -69,7 +69,7 @@ def test_cli_export_writes_a_complete_package(lipreading_pkg):
     m = Manifest.read(out)
     assert (m.task, m.model_name, m.preset, m.vocabulary) == ("lipreading", "toy-lipreading",
                                                              "toy", VOCAB)
-    assert (m.streaming.window, m.streaming.stride, m.streaming.context) == (12, 3, 2)
+    assert (m.schedule.window, m.schedule.stride, m.spec.context) == (12, 3, 2)
     assert m.graph("frontend").inputs[0].shape == ("batch", 1, "chunk", 112, 112)
     assert m.graph("backend").inputs[0].shape == ("batch", "frames", 16)
     assert m.graph("model").outputs[0].shape == ("batch", 7)
@@ -102,10 +102,11 @@ def test_int8_gate_overrides():
 
     spec = export_spec("lipreading", ToyLipreading())
     opts = ExportOptions(output=Path("pkg"), precision="int8", rtol=0.5, min_top1=0.25)
-    int8, task_int8 = opts.tolerance(spec, "int8"), spec.tolerances["int8"]
+    tolerances = spec.task_spec.tolerances
+    int8, task_int8 = opts.tolerance(spec, "int8"), tolerances["int8"]
     assert (int8.atol, int8.rtol, int8.min_top1) == (task_int8.atol, 0.5, 0.25)
-    assert opts.tolerance(spec, "fp32") == spec.tolerances["fp32"]
-    assert ExportOptions(output=Path("pkg")).tolerance(spec, "fp32") == spec.tolerances["fp32"]
+    assert opts.tolerance(spec, "fp32") == tolerances["fp32"]
+    assert ExportOptions(output=Path("pkg")).tolerance(spec, "fp32") == tolerances["fp32"]
 
 
 def test_exported_graphs_match_pytorch_and_each_other(lipreading_pkg):
@@ -135,7 +136,7 @@ def test_triton_repository_matches_the_manifest(lipreading_pkg):
 
 def test_lip2speech_package(lip2speech_pkg):
     m = Manifest.read(lip2speech_pkg)
-    assert m.streaming.window == 16 and m.streaming.stride == 8 and m.vocabulary is None
+    assert m.schedule.window == 16 and m.schedule.stride == 8 and m.vocabulary is None
     assert m.graph("backend").inputs[1].shape == ("batch", 3, 20, "frames")
     assert [t.name for t in m.graph("model").outputs] == ["mel", "linear"]
     fp16 = m.graph("model", "fp16")
@@ -174,7 +175,7 @@ def test_missing_checkpoint(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--engine", "trt", "--precision", "int8"],
      "--precision int8 is not available with --engine trt"),
-    (["--stride", "30", "--window", "29"], "--stride 30 is larger than --window 29"),
+    (["--stride", "30", "--window", "29"], "--stride 30 is larger than the window (29 frames)"),
     (["--opset", "17"], "--opset 17 is not supported"),
     (["--max-batch", "0"], "--max-batch must be >= 1"),
     (["--no-parity", "--atol", "1"], "--atol has no meaning with --no-parity"),

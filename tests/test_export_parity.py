@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from lipx.errors import ShapeMismatch, ToleranceExceeded
-from lipx.export.parity import compare, parity_cases, top1_agreements, validate_parity
-from lipx.export.spec import Tolerance
+from lipx.export.parity import parity_cases
 from lipx.export.split import SplitPipeline
 from lipx.package import ParityRecord, TensorInfo
+from lipx.parity import compare, top1_agreements, validate_parity
 from lipx.runtime.runner import Runner
+from lipx.tasks import Tolerance
 
 
 class FnRunner(Runner):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import pytest
 
@@ -15,9 +16,12 @@ from lipx.export.triton import (
     validate_repository,
     write_repository,
 )
-from lipx.package import EngineInfo, GraphInfo, Manifest, Streaming, TensorInfo
+from lipx.package import EngineInfo, GraphInfo, Manifest, TensorInfo
+from lipx.tasks import Schedule, task_spec
 from lipx.video import VideoSpec
 
+MODEL_BYTES = b"model bytes"
+MODEL_SHA = hashlib.sha256(MODEL_BYTES).hexdigest()
 
 def lip2speech_manifest(precisions=("fp32",)) -> Manifest:
     video = TensorInfo("video", "float32", ("batch", 1, "frames", 112, 112))
@@ -32,18 +36,19 @@ def lip2speech_manifest(precisions=("fp32",)) -> Manifest:
         GraphInfo("backend", "backend.onnx", (features, noise), (mel, linear), 18, "x"),
     ]
     graphs = [dataclasses.replace(g, precision=p, file=g.file if p == "fp32" else
-                                  f"{g.role}.{p}.onnx") for p in precisions for g in base]
-    engines = [EngineInfo(g.role, f"{g.role}.plan", g.file, "fp16", (), "10.3.0", "L4", "8.9")
-               for g in base]
-    return Manifest("lip2speech", "vca-gan small", "small", "0.1.0", "", VideoSpec(), None, None,
-                    Streaming(40, 20), tuple(graphs), tuple(engines))
+                                  f"{g.role}.{p}.onnx", sha256=MODEL_SHA)
+              for p in precisions for g in base]
+    engines = [EngineInfo(g.role, f"{g.role}.plan", g.file, "fp16", (), "10.3.0", "L4", "8.9",
+                          sha256=MODEL_SHA) for g in base]
+    return Manifest(task_spec("lip2speech"), "vca-gan small", "small", "0.1.0", "", VideoSpec(),
+                    None, None, Schedule(40, 20), tuple(graphs), tuple(engines))
 
 
 def package(tmp_path, manifest):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     for f in [*(g.file for g in manifest.graphs), *(e.file for e in manifest.engines)]:
-        (pkg / f).write_bytes(b"model bytes")
+        (pkg / f).write_bytes(MODEL_BYTES)
     return pkg
 
 

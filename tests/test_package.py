@@ -21,10 +21,10 @@ from lipx.package import (
     ParityRecord,
     PlanTarget,
     ShapeRange,
-    Streaming,
     TensorInfo,
     package_file,
 )
+from lipx.tasks import Schedule, task_spec
 from lipx.video import VideoSpec
 
 
@@ -48,9 +48,9 @@ def make_manifest(**changes) -> Manifest:
         top1_agreement=1.0, min_top1=None,
     )
     base = dict(
-        task="lipreading", model_name="mvm-gru", preset="tiny", lipx_version="0.1.0",
+        spec=task_spec("lipreading"), model_name="mvm-gru", preset="tiny", lipx_version="0.1.0",
         checkpoint_sha256="cd" * 32, video=VideoSpec(), audio=AudioSpec.lipreading(),
-        vocabulary=("ABOUT", "ABSOLUTELY"), streaming=Streaming(window=29, stride=7),
+        vocabulary=("ABOUT", "ABSOLUTELY"), schedule=Schedule(window=29, stride=7),
         graphs=(graph, fp16), engines=(engine,), parity=(parity,), created="2026-01-01",
     )
     return Manifest(**{**base, **changes})
@@ -79,7 +79,7 @@ def test_manifest_is_frozen():
 
 
 @pytest.mark.parametrize("version, fix",
-                         [(2, "upgrade lipx"), (0, "re-export"), (None, "re-export")])
+                         [(3, "upgrade lipx"), (1, "re-export"), (None, "re-export")])
 def test_other_schema_versions_are_refused(tmp_path, version, fix):
     data = make_manifest().to_dict()
     data["schema_version"] = version
@@ -94,14 +94,36 @@ def test_missing_fields_are_named():
     with pytest.raises(ManifestError, match=r"graphs\[0\] lacks opset"):
         Manifest.from_dict(data)
     data = make_manifest().to_dict()
-    del data["streaming"]
-    with pytest.raises(ManifestError, match="lacks streaming"):
+    del data["schedule"]
+    with pytest.raises(ManifestError, match="lacks schedule"):
         Manifest.from_dict(data)
+    data = make_manifest().to_dict()
+    del data["task_spec"]["head_output"]
+    with pytest.raises(ManifestError, match="task_spec must hold .*head_output"):
+        Manifest.from_dict(data)
+    data = make_manifest().to_dict()
+    data["schedule"] = {"window": 7, "stride": 9}
+    with pytest.raises(ManifestError, match="stride 9 is larger than the window"):
+        Manifest.from_dict(data)
+
+
+def test_the_task_spec_travels_in_the_manifest():
+    spec = dataclasses.replace(task_spec("lip2speech", min_frames=3), fp32_patterns=("x",))
+    m = make_manifest(spec=spec, schedule=Schedule(40, 20))
+    back = Manifest.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert back.spec == spec and back.task == "lip2speech" and back.spec.min_frames == 3
+    assert back.spec.tolerances["int8"].max_stoi_drop == spec.tolerances["int8"].max_stoi_drop
+    assert back.spec.schedule(None, None, default=back.schedule) == Schedule(40, 20)
+    assert back.spec.schedule(30, None, default=back.schedule) == Schedule(30, 20)
+    assert back.spec.schedule(10, None, default=back.schedule) == Schedule(10, 10)
+    assert back.spec.schedule(None, None) == Schedule(40, 20)  # the task's defaults
+    with pytest.raises(InputError, match="shorter than this lip2speech model's minimum of 3"):
+        back.spec.schedule(2, 1)
 
 
 def test_unknown_task_and_bad_files(tmp_path):
     with pytest.raises(ManifestError, match="unknown task 'lipread'.*lipreading"):
-        make_manifest(task="lipread")
+        make_manifest(spec=dataclasses.replace(task_spec("lipreading"), task="lipread"))
     with pytest.raises(ManifestError, match="not a lipx model package"):
         Manifest.read(tmp_path)
     (tmp_path / MANIFEST_NAME).write_text("{not json")

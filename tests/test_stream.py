@@ -65,7 +65,7 @@ def test_cached_windows_equal_the_split_graphs_on_the_whole_clip(packages, face_
                              np.zeros((2, 112, 112), np.float32)])
     with OrtRunner(pkg / "frontend.onnx") as front, OrtRunner(pkg / "backend.onnx") as back:
         features = front.infer({"video": padded[None, None]})["features"][0]
-        window, stride = m.streaming.window, m.streaming.stride
+        window, stride = m.schedule.window, m.schedule.stride
         ends = [*range(window, len(clip) + 1, stride)]
         ends += [len(clip)] if ends[-1] != len(clip) else []
         assert [(w.start, w.stop) for w, _ in windows] == [(e - window, e) for e in ends]
@@ -84,7 +84,7 @@ def test_a_stream_of_one_window_equals_the_whole_model(packages, face_video, tas
     with and without the cache."""
     pkg = packages[task]
     m = Manifest.read(pkg)
-    frames = frames or m.streaming.window
+    frames = frames or m.schedule.window
     clip = clip_of(face_video, m, frames)
     with OrtRunner(pkg / "model.onnx") as model:
         want = model.infer({"video": clip[None, None], **noise_for(m.graph("model"), frames)})
@@ -264,9 +264,8 @@ def test_a_package_pointing_outside_itself_or_tampered_with_is_refused(packages,
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "{missing}"], "is not a lipx model package"),
-    (["--model", "{lr}", "--backend", "tvm"], "choose from: onnx, trt"),
     (["--model", "{lr}", "--device", "gpu"], "choose from: cpu, cuda, tensorrt"),
-    (["--model", "{lr}", "--backend", "trt"], "no TensorRT plan"),
+    (["--model", "{lr}", "--engine", "trt"], "no TensorRT plan"),
     (["--model", "{lr}", "--wav", "{tmp}/x.wav"], "--wav needs a lip2speech model"),
     (["--model", "{l2s}", "--srt", "{tmp}/x.srt"], "--srt needs a lipreading model"),
     (["--model", "{lr}", "--stride", "12"], "--stride 12 is larger than the window (9 frames)"),
@@ -281,6 +280,16 @@ def test_bad_options_are_one_clear_line(packages, face_video, tmp_path, run_cli,
     assert not (tmp_path / "x.wav").exists() and not (tmp_path / "x.srt").exists()
 
 
+def test_the_engine_option_and_its_old_spelling(packages, face_video, run_cli):
+    code, _, err = run_cli("stream", face_video, "--model", packages["lipreading"], "--engine",
+                           "tvm")
+    assert code == 2 and "'tvm' is not one of" in " ".join(err.split())  # a usage error
+    code, _, err = run_cli("stream", face_video, "--model", packages["lipreading"], "--backend",
+                           "trt")
+    assert code == 1 and "--backend is deprecated: use --engine" in err
+    assert "no TensorRT plan" in err
+
+
 def test_options_are_validated_once():
     with pytest.raises(InputError, match="--chunk 10 is larger than --window 9"):
         StreamOptions(window=9, chunk=10)
@@ -288,7 +297,7 @@ def test_options_are_validated_once():
         StreamOptions(threshold=1.5)
     with pytest.raises(InputError, match="unknown --crop 'face'"):
         StreamOptions(crop="face")
-    with pytest.raises(InputError, match="CUDA graphs are for --backend trt"):
+    with pytest.raises(InputError, match=r"CUDA graphs are for TensorRT plans \(--engine trt\)"):
         StreamOptions(cuda_graph=True)
     with pytest.raises(InputError, match="--lookahead must be >= 0"):
         StreamOptions(lookahead=-1)
@@ -312,7 +321,7 @@ def with_plans(pkg: Path, out: Path) -> tuple[Path, dict[bytes, FakePlan]]:
 
     shutil.copytree(pkg, out)
     m = Manifest.read(out)
-    w, stride = m.streaming.window, m.streaming.stride
+    w, stride = m.schedule.window, m.schedule.stride
     engines, plans = [], {}
     for role in ("frontend", "backend", "model"):
         graph = m.graph(role)
@@ -335,7 +344,7 @@ def test_trt_backend_streams_like_onnx(packages, face_video, tmp_path, monkeypat
     trt, cudart = install_fake_tensorrt(monkeypatch, plans)
     want, _ = run_recording(pkg, str(face_video), StreamOptions(cache=cache))
     got, stats = run_recording(pkg, str(face_video),
-                               StreamOptions(backend="trt", cuda_graph=True, cache=cache))
+                               StreamOptions(engine="trt", cuda_graph=True, cache=cache))
     assert [(w.start, w.stop) for w, _ in got] == [(w.start, w.stop) for w, _ in want]
     for (_, a), (_, b) in zip(got, want, strict=True):
         for name in b:
@@ -348,10 +357,10 @@ def test_trt_backend_streams_like_onnx(packages, face_video, tmp_path, monkeypat
 def test_trt_backend_checks_the_plans_profiles_and_names_the_missing_extra(packages, face_video,
                                                                             tmp_path, run_cli):
     pkg, _ = with_plans(packages["lipreading"], tmp_path / "pkg")
-    code, _, err = run_cli("stream", face_video, "--model", pkg, "--backend", "trt",
+    code, _, err = run_cli("stream", face_video, "--model", pkg, "--engine", "trt",
                            "--window", "12")
     assert code == 1 and "--window gives 12 frames but backend.plan was built for 1..9" in err
-    code, _, err = run_cli("stream", face_video, "--model", pkg, "--backend", "trt")
+    code, _, err = run_cli("stream", face_video, "--model", pkg, "--engine", "trt")
     assert code == 1 and "needs tensorrt: pip install" in err and "Traceback" not in err
 
 

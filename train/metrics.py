@@ -66,8 +66,14 @@ def speech_scores(reference: np.ndarray, estimate: np.ndarray, sr: int = 16000,
 
 
 def pesq_nb(reference: np.ndarray, estimate: np.ndarray, sr: int = 16000) -> float:
-    """Narrow-band PESQ after resampling both signals to 8 kHz; NaN where PESQ cannot score."""
-    from pesq import pesq
+    """Narrow-band PESQ after resampling both signals to 8 kHz; NaN where PESQ cannot score,
+    or when the ``pesq`` package is not installed (it comes with ``lipx[train]``; it compiles
+    from source, so the runtime install leaves it out)."""
+    try:
+        from pesq import pesq
+    except ImportError:
+        _warn_once("PESQ is not scored: it needs the pesq package (pip install 'lipx[train]')")
+        return math.nan
 
     ref8 = resample_poly(reference, 8000, sr)
     est8 = resample_poly(estimate, 8000, sr)
@@ -76,6 +82,15 @@ def pesq_nb(reference: np.ndarray, estimate: np.ndarray, sr: int = 16000) -> flo
     except Exception as e:  # NoUtterancesError and friends
         log.debug("PESQ could not score a clip: %s", e)
         return math.nan
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 
 def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:

@@ -1,0 +1,206 @@
+"""What lipx knows about each task, in one torch-free place: the task spec.
+
+    spec = task_spec("lipreading")
+    spec.head_output, spec.top1_output          # "logits", "logits"
+    spec.tolerance("fp16", atol=1e-2)           # the parity gate, with an override
+    spec.schedule(window=None, stride=None)     # Schedule(window=29, stride=7)
+
+A :class:`TaskSpec` holds the facts about a task's graphs that export, runtime and bench all
+need: which output the stream head reads and which one is the classifier's top-1, the layers
+kept in float32 in reduced-precision builds, the parity tolerances per precision, the default
+window and stride, the fewest frames a window may have, and the front-end's temporal context.
+``lipx export`` writes the spec of the exported model into the manifest (``task_spec``), and
+every reader takes it from there, so a package carries the facts it was exported under and no
+reader needs the model to learn them.
+
+:class:`Schedule` is the sliding-window schedule (window, stride); every part of lipx uses this
+one type and checks it in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from lipx.errors import InputError, ManifestError, did_you_mean
+
+CONTEXT = 2
+"""Frames of context on each side of a front-end chunk: the 3D convolution's temporal kernel of
+5 makes output frame t see frames t-2 .. t+2."""
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A parity gate against the float32 reference.
+
+    An output passes when ``max_abs <= atol + rtol * max|reference|``; classifiers must also
+    agree on the top-1 class in at least ``min_top1`` of the rows, and speech generators lose at
+    most ``max_stoi_drop`` STOI (``lipx bench``).
+    """
+
+    atol: float
+    rtol: float
+    min_top1: float | None = None
+    max_stoi_drop: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Tolerance:
+        if not isinstance(d, dict) or not {"atol", "rtol"} <= d.keys():
+            raise ManifestError(f"manifest: {where} must hold atol and rtol; re-export the package")
+        return cls(float(d["atol"]), float(d["rtol"]), d.get("min_top1"), d.get("max_stoi_drop"))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The sliding-window schedule: a backend window of ``window`` frames every ``stride``.
+
+    Raises:
+        InputError: a size below 1, or a stride larger than the window (frames would be skipped).
+    """
+
+    window: int
+    """Frames per backend window (W)."""
+    stride: int
+    """Frames between successive backend runs (and per front-end chunk when exporting)."""
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.stride < 1:
+            raise InputError(f"--window and --stride must be >= 1, got {self.window} and "
+                             f"{self.stride}")
+        if self.stride > self.window:
+            raise InputError(f"--stride {self.stride} is larger than the window ({self.window} "
+                             f"frames): frames would be skipped; use a stride <= the window")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "schedule") -> Schedule:
+        if not isinstance(d, dict) or not {"window", "stride"} <= d.keys():
+            raise ManifestError(f"manifest: {where} must hold window and stride; re-export the "
+                                f"package")
+        try:
+            return cls(int(d["window"]), int(d["stride"]))
+        except InputError as e:
+            raise ManifestError(f"manifest: {where}: {e}") from e
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The facts about one task's graphs (see the module docstring)."""
+
+    task: str
+    """``lipreading`` or ``lip2speech``."""
+    outputs: tuple[str, ...]
+    """Outputs of the whole model and of the backend, in order."""
+    head_output: str
+    """The backend output the stream head reads."""
+    top1_output: str | None
+    """The output whose arg-max is the prediction (classifiers), else None."""
+    fp32_patterns: tuple[str, ...]
+    """Layer-name fragments kept float32 in fp16 builds, besides the default rule."""
+    tolerances: dict[str, Tolerance]
+    """Precision -> parity gate against the float32 reference."""
+    default_window: int
+    stride_fraction: int
+    """The default stride is the window over this (4: a decision about 4 times a window for a
+    classifier; 2: 50 % overlap, cross-faded, for a generator)."""
+    min_frames: int = 1
+    """Fewest frames a window may have (the exported model's; 1 unless its backend says)."""
+    context: int = CONTEXT
+    """Frames of look-back and look-ahead each front-end chunk needs."""
+
+    def default_stride(self, window: int) -> int:
+        return max(1, window // self.stride_fraction)
+
+    def schedule(self, window: int | None = None, stride: int | None = None,
+                 default: Schedule | None = None) -> Schedule:
+        """The schedule of ``window`` and ``stride`` where given, else ``default``'s (a
+        package's), else the task's defaults; a default stride never exceeds the window.
+
+        Raises:
+            InputError: the stride exceeds the window, or the window is below ``min_frames``.
+        """
+        w = window or (default.window if default else self.default_window)
+        if stride is None:
+            stride = min(default.stride, w) if default else self.default_stride(w)
+        if w < self.min_frames:
+            raise InputError(f"--window {w} is shorter than this {self.task} model's minimum of "
+                             f"{self.min_frames} frames")
+        return Schedule(w, stride)
+
+    def tolerance(self, precision: str, **overrides: float | None) -> Tolerance:
+        """The gate of ``precision`` with each given (not None) override replacing its value."""
+        if precision not in self.tolerances:
+            raise InputError(f"no parity tolerance for precision {precision!r}"
+                             f"{did_you_mean(precision, self.tolerances)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self.tolerances[precision], **given)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["outputs"], d["fp32_patterns"] = list(self.outputs), list(self.fp32_patterns)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> TaskSpec:
+        """Parse a manifest's ``task_spec``; ManifestError when it is malformed."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(d, dict) or not set(names) <= d.keys():
+            have = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise ManifestError(f"manifest: task_spec must hold {', '.join(names)} (has {have}); "
+                                f"re-export the package")
+        tols = d["tolerances"]
+        if not isinstance(tols, dict):
+            raise ManifestError("manifest: task_spec.tolerances must be an object")
+        return cls(**{
+            **{k: d[k] for k in names},
+            "outputs": tuple(d["outputs"]), "fp32_patterns": tuple(d["fp32_patterns"]),
+            "tolerances": {p: Tolerance.from_dict(t, f"task_spec.tolerances.{p}")
+                           for p, t in tols.items()},
+        })
+
+
+SPECS: dict[str, TaskSpec] = {
+    s.task: s
+    for s in (
+        TaskSpec(
+            task="lipreading", outputs=("logits",), head_output="logits", top1_output="logits",
+            fp32_patterns=("memory", "address"),
+            tolerances={
+                "fp32": Tolerance(1e-4, 1e-4, min_top1=0.99),
+                "fp16": Tolerance(1e-3, 2e-2, min_top1=0.95),
+                "int8": Tolerance(1e-2, 0.2, min_top1=0.8),
+            },
+            default_window=29, stride_fraction=4,
+        ),
+        TaskSpec(
+            task="lip2speech", outputs=("mel", "linear"), head_output="linear", top1_output=None,
+            fp32_patterns=("attention", "att"),
+            tolerances={
+                "fp32": Tolerance(1e-4, 1e-4, max_stoi_drop=0.01),
+                "fp16": Tolerance(1e-3, 2e-2, max_stoi_drop=0.02),
+                "int8": Tolerance(1e-2, 0.2, max_stoi_drop=0.05),
+            },
+            default_window=40, stride_fraction=2,
+        ),
+    )
+}
+"""The spec of each task (``min_frames`` 1: an exported model's own replaces it)."""
+TASKS = tuple(SPECS)
+
+
+def task_spec(task: str, min_frames: int = 1) -> TaskSpec:
+    """The spec of ``task`` for a model whose windows need at least ``min_frames`` frames.
+
+    Raises:
+        InputError: a task lipx does not know.
+    """
+    if task not in SPECS:
+        raise InputError(f"unknown task {task!r}{did_you_mean(task, SPECS)}")
+    return dataclasses.replace(SPECS[task], min_frames=min_frames)
