@@ -248,8 +248,9 @@ def _stream(package: Path, video: TestVideo, outputs, say: Say, **options):
     from lipx.runtime.stream import StreamOptions, make_sinks, stream
 
     opts = StreamOptions(**options)
-    sinks = make_sinks(Manifest.read(package), opts, outputs, console=_Indented(say))
-    stats = stream(package, str(video.video), opts, sinks)
+    manifest = Manifest.read(package)
+    sinks = make_sinks(manifest, opts, outputs, console=_Indented(say))
+    stats = stream(package, str(video.video), opts, sinks, manifest=manifest)
     say(f"   compute p50 {stats.compute.p50_ms:.1f} ms per frame, real-time factor "
         f"{stats.rtf:.2f} (< 1 keeps up with the camera)")
     return stats

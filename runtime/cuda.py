@@ -69,11 +69,11 @@ def device_info(cudart: Any, device: int = 0) -> tuple[str, str]:
     try:
         count = check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
     except CudaError as e:
-        raise BackendUnavailableError(f"no usable CUDA GPU ({e}); use --backend onnx "
+        raise BackendUnavailableError(f"no usable CUDA GPU ({e}); use --engine onnx "
                                       f"--device cpu") from e
     if not 0 <= device < count:
         raise BackendUnavailableError(f"CUDA device {device} does not exist ({count} found); "
-                                      f"use --backend onnx --device cpu")
+                                      f"use --engine onnx --device cpu")
     props = check(cudart, cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
     name = props.name
     if isinstance(name, bytes):

@@ -58,7 +58,7 @@ def import_tensorrt() -> Any:
     except ImportError as e:
         raise BackendUnavailableError(
             f"TensorRT is not installed: {GPU_EXTRA} on a machine with an NVIDIA GPU, or use "
-            f"--backend onnx") from e
+            f"--engine onnx") from e
     return tensorrt
 
 
@@ -279,7 +279,7 @@ class TrtRunner(Runner):
             raise InputError(f"{self.name}: input {t.name!r} of shape {shape} is outside the "
                              f"plan's optimisation profile {low} .. {high}; rebuild the plan for "
                              f"this window/stride (lipx export --window/--stride) or use "
-                             f"--backend onnx")
+                             f"--engine onnx")
         if tuple(self._context.get_tensor_shape(t.name)) != shape:
             if not self._context.set_input_shape(t.name, shape):
                 raise InputError(f"{self.name}: TensorRT refused shape {shape} for {t.name!r}")
