@@ -125,10 +125,11 @@ def unavailable(spec: EngineSpec, target: Target, compile_limit_s: float) -> str
         except BackendUnavailableError as e:
             return str(e)
         return None
-    if not _cuda_available():
-        return "no CUDA GPU found (TensorRT plans are built and run on the GPU)"
     try:
         backend.runner_class()
+        from lipx.runtime.cuda import device_info, import_cudart  # torch-free, unlike torch.cuda
+
+        device_info(import_cudart())
     except BackendUnavailableError as e:
         return str(e)
     return None
