@@ -15,13 +15,8 @@ import numpy as np
 import pytest
 
 from lipx.errors import InputError
-from lipx.runtime.sources import (
-    ResampledSource,
-    Resampler,
-    SourceInfo,
-    open_source,
-    source_kind,
-)
+from lipx.runtime.resample import Resampler
+from lipx.runtime.sources import ResampledSource, SourceInfo, open_source, source_kind
 
 
 def write_mp4(
