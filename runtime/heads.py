@@ -1,28 +1,67 @@
 """Stream heads: turn per-window backend outputs into words and into continuous audio.
 
 :class:`WordHead` (lipreading) takes each window's logits over the vocabulary and emits
-:class:`~lipx.runtime.sinks.WordEvent`; :class:`SpeechHead` (lip-to-speech) takes each window's
-linear magnitude spectrogram and emits :class:`~lipx.runtime.sinks.AudioChunk` that tile the
+:class:`~lipx.runtime.events.WordEvent`; :class:`SpeechHead` (lip-to-speech) takes each window's
+linear magnitude spectrogram and emits :class:`~lipx.runtime.events.AudioChunk` that tile the
 stream's timeline. Both are fed by the stream loop every ``stride`` frames and flushed once at
-the end of the stream; both are plain numpy.
+the end of the stream; both are plain numpy. The loop sees either only as a :class:`Head`: one
+``push``, one ``flush``, the look-ahead its results wait for and what it has made.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from scipy import signal
 
 from lipx.audio import AudioSpec
 from lipx.errors import InputError
+from lipx.runtime.events import AudioChunk, Result, WordEvent
 from lipx.runtime.griffin_lim import StreamingGriffinLim
-from lipx.runtime.sinks import AudioChunk, WordEvent
 
 log = logging.getLogger(__name__)
 
 SPANS = ("intersection", "union")
+
+
+class Head(Protocol):
+    """What the stream loop needs of a task's head (:class:`WordHead`, :class:`SpeechHead`).
+
+    Latencies are in frames, beyond the front-end's temporal context (which the loop adds).
+    """
+
+    @property
+    def min_window(self) -> int:
+        """Fewest frames a window needs to give a result (a shorter stream gives nothing)."""
+
+    @property
+    def lookahead_frames(self) -> int:
+        """Frames after a frame that its result waits for, beyond the wait for the next window
+        (up to ``stride - 1`` frames): the head's share of the algorithmic latency."""
+
+    @property
+    def delay_frames(self) -> int:
+        """Worst-case frames from a frame's arrival until all of its word or audio has arrived
+        (how long an annotated video holds frames back)."""
+
+    @property
+    def words(self) -> int:
+        """Words emitted so far (0 for a speech head; ``reset`` keeps the count)."""
+
+    @property
+    def audio_s(self) -> float:
+        """Seconds of audio made so far (0 for a word head; ``reset`` keeps the count)."""
+
+    def push(self, output: np.ndarray, start_frame: int, end_frame: int, /) -> Sequence[Result]:
+        """Add one window's backend output (frames ``[start_frame, end_frame)``); return the
+        results it made final."""
+
+    def flush(self) -> Sequence[Result]:
+        """End of stream: return what is still pending, and reset."""
 
 
 @dataclass
@@ -60,11 +99,20 @@ class WordHead:
         emit_partial_on_flush: at the end of the stream, emit a word whose run had not yet
             reached ``agreement`` because the stream ended (a stream shorter than ``agreement``
             windows would otherwise never produce a word).
+        window: frames per window of the stream's schedule, and
+        stride: frames between its windows; both only for the latency the head reports
+            (:attr:`lookahead_frames`, :attr:`delay_frames`).
     """
+
+    min_window = 1
+    """Any window of one frame or more votes."""
+    audio_s = 0.0
+    """A word head makes no audio."""
 
     def __init__(self, vocabulary: list[str], fps: float = 25.0, threshold: float = 0.5,
                  agreement: int = 2, min_gap_s: float = 0.0, span: str = "intersection",
-                 ignore: tuple[str, ...] = (), emit_partial_on_flush: bool = True) -> None:
+                 ignore: tuple[str, ...] = (), emit_partial_on_flush: bool = True, *,
+                 window: int = 1, stride: int = 1) -> None:
         if not vocabulary:
             raise InputError("WordHead needs a non-empty vocabulary (the model's class labels)")
         if fps <= 0:
@@ -75,6 +123,8 @@ class WordHead:
             raise InputError(f"word agreement must be >= 1 window, got {agreement}")
         if min_gap_s < 0:
             raise InputError(f"min_gap_s must be >= 0 seconds, got {min_gap_s}")
+        if window < 1 or stride < 1:
+            raise InputError(f"window and stride must be >= 1 frame, got {window}, {stride}")
         if span not in SPANS:
             raise InputError(f"unknown word span {span!r}; choose from: {', '.join(SPANS)}")
         unknown = sorted(set(ignore) - set(vocabulary))
@@ -87,8 +137,22 @@ class WordHead:
         self.min_gap_s = min_gap_s
         self.span = span
         self.emit_partial_on_flush = emit_partial_on_flush
+        self.window, self.stride = window, stride
         self._ignored = {self.vocabulary.index(w) for w in ignore}
+        self.words = 0
+        """Words emitted so far (``reset`` keeps the count)."""
         self.reset()
+
+    @property
+    def lookahead_frames(self) -> int:
+        """The ``agreement - 1`` windows after the first vote that a word waits for."""
+        return (self.agreement - 1) * self.stride
+
+    @property
+    def delay_frames(self) -> int:
+        """A word's first frame waits for its whole window, the ``agreement - 1`` agreeing
+        windows after it, and up to one stride for the next window run."""
+        return self.window + self.agreement * self.stride
 
     def reset(self) -> None:
         """Forget the stream."""
@@ -150,6 +214,7 @@ class WordHead:
                                          and start_s - previous < self.min_gap_s):
             return []
         self._last_end[run.word] = end_s
+        self.words += 1
         return [WordEvent(self.vocabulary[run.word], start_s, end_s, float(np.mean(posteriors)))]
 
 
@@ -185,6 +250,9 @@ class SpeechHead:
         seed: seed of the first chunk's random initial phase.
     """
 
+    words = 0
+    """A speech head makes no words."""
+
     def __init__(self, spec: AudioSpec, fps: float = 25.0, window: int = 40, stride: int = 8,
                  lookahead: int = 4, crossfade: int = 2, gl_iters: int = 16,
                  gl_momentum: float = 0.99, seed: int | None = 0) -> None:
@@ -208,6 +276,7 @@ class SpeechHead:
         self.crossfade = crossfade
         self._m = spec.mel_frames_per_video_frame
         self._gl = StreamingGriffinLim(spec, gl_iters, gl_momentum, seed=seed)
+        self._made = 0  # samples returned so far (not reset)
         self.reset()
 
     def reset(self) -> None:
@@ -228,19 +297,45 @@ class SpeechHead:
         tail = -(-(self.spec.n_fft // 2) // self.spec.samples_per_video_frame())
         return self.stride - 1 + self.lookahead + tail
 
-    def push(self, linear: np.ndarray, start_frame: int) -> list[AudioChunk]:
+    @property
+    def lookahead_frames(self) -> int:
+        """The algorithmic latency without the wait for the next window (``stride - 1``)."""
+        return self.algorithmic_latency_frames - (self.stride - 1)
+
+    @property
+    def delay_frames(self) -> int:
+        """The algorithmic latency, plus the frame itself."""
+        return self.algorithmic_latency_frames + 1
+
+    @property
+    def min_window(self) -> int:
+        """A window must be longer than the look-ahead (its new part would be empty)."""
+        return self.lookahead + 1
+
+    @property
+    def audio_s(self) -> float:
+        """Seconds of audio returned so far (``reset`` keeps the count)."""
+        return self._made / self.spec.sample_rate
+
+    def push(self, linear: np.ndarray, start_frame: int,
+             end_frame: int | None = None) -> list[AudioChunk]:
         """Add one window's linear spectrogram; return the audio that became final.
 
         Args:
             linear: (n_freqs, 4 W) float linear magnitude (or (1, n_freqs, 4 W)) of the window
                 whose first video frame is ``start_frame``; negatives (postnet) are clamped to 0.
             start_frame: stream index of the window's first video frame.
+            end_frame: one past its last frame (None: from the spectrogram's length); checked
+                against the spectrogram.
 
         Returns:
             Zero or one :class:`AudioChunk`.
         """
         linear = self._check(linear)
         frames = linear.shape[1] // self._m
+        if end_frame is not None and end_frame - start_frame != frames:
+            raise InputError(f"window [{start_frame}, {end_frame}) has {end_frame - start_frame} "
+                             f"frames but its spectrogram {frames}")
         end = start_frame + frames - self.lookahead  # end of the new part
         first = self._next if self._next is not None else start_frame
         if self._next is None:
@@ -300,4 +395,5 @@ class SpeechHead:
         wav = np.clip(wav, -1.0, 1.0).astype(np.float32)
         chunk = AudioChunk(self._sample / self.spec.sample_rate, wav, self.spec.sample_rate)
         self._sample += wav.size
+        self._made += wav.size
         return [chunk]

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from lipx.errors import InputError
-from lipx.runtime.sinks import SAMPLE_RATE, AudioChunk, AudioTimeline, FrameEvent, Sink, WordEvent
+from lipx.runtime.events import SAMPLE_RATE, AudioChunk, FrameEvent, WordEvent
+from lipx.runtime.sinks import AudioTimeline, Sink
 
 if TYPE_CHECKING:
     from av.audio.stream import AudioStream

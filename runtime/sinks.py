@@ -1,8 +1,9 @@
 """Sinks: where the stream's results go (console, JSON lines, WAV, subtitles, live audio).
 
-The stream loop writes three kinds of event to every sink: ``FrameEvent`` (a source frame and
-its mouth box), ``WordEvent`` (a lipread word with its time span) and ``AudioChunk`` (generated
-speech, positioned on the stream clock). Each sink picks the events it cares about.
+The stream loop writes three kinds of event (:mod:`lipx.runtime.events`) to every sink:
+``FrameEvent`` (a source frame and its mouth box), ``WordEvent`` (a lipread word with its time
+span) and ``AudioChunk`` (generated speech, positioned on the stream clock). Each sink picks the
+events it cares about.
 
 A sink is a context manager: ``open`` (implicit on first write), ``write(event)``, ``close``.
 ``close`` is idempotent and is meant to run on errors and Ctrl-C too (``with`` does that), so
@@ -20,77 +21,19 @@ import os
 import sys
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from lipx.errors import BackendUnavailableError, InputError, LipxError
-from lipx.runtime.roi import RoiResult
-from lipx.runtime.sources import Frame
+from lipx.runtime.events import SAMPLE_RATE, AudioChunk, Event, FrameEvent, WordEvent
 
 if TYPE_CHECKING:
     import sounddevice
     import soundfile
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
-
-
-@dataclass(frozen=True)
-class FrameEvent:
-    """A source frame and what the ROI found in it."""
-
-    frame: Frame
-    roi: RoiResult | None = None
-
-
-@dataclass(frozen=True)
-class WordEvent:
-    """A word read from the lips, with its span on the stream clock (seconds)."""
-
-    word: str
-    start_s: float
-    end_s: float
-    confidence: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "type": "word",
-            "word": self.word,
-            "start_s": round(self.start_s, 3),
-            "end_s": round(self.end_s, 3),
-            "confidence": round(float(self.confidence), 4),
-        }
-
-
-@dataclass(frozen=True)
-class AudioChunk:
-    """Generated speech: ``samples`` (N,) float32 in [-1, 1] starting at ``start_s``."""
-
-    start_s: float
-    samples: np.ndarray
-    sample_rate: int = SAMPLE_RATE
-
-    @property
-    def end_s(self) -> float:
-        return self.start_s + len(self.samples) / self.sample_rate
-
-    def to_dict(self) -> dict[str, object]:
-        x = np.asarray(self.samples, dtype=np.float64)
-        rms = float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
-        return {
-            "type": "audio",
-            "start_s": round(self.start_s, 4),
-            "end_s": round(self.end_s, 4),
-            "samples": len(self.samples),
-            "rms": round(rms, 5),
-        }
-
-
-Event = FrameEvent | WordEvent | AudioChunk
 
 
 class Sink:

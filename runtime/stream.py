@@ -4,12 +4,13 @@
     stats = stream("pkg", "clip.mp4", opts, [ConsoleWords(), WavSink("out.wav")])
 
 :class:`Streamer` is the generator side (STYLE point 13): ``Streamer.events()`` yields a
-:class:`~lipx.runtime.sinks.FrameEvent` per frame and the :class:`WordEvent` /
-:class:`AudioChunk` results as they become final; it writes nothing. :func:`stream` drives it
-into sinks, calls a status callback, and returns the :class:`StreamStats`. Every stage is timed
-(decode, crop, frontend, backend, head, sinks); the last frame also pays for the end-of-stream
-flush. Ctrl-C (KeyboardInterrupt) ends :func:`stream` like the end of the source, except that
-nothing is flushed: every sink is closed (valid WAV/MP4) and the stats say ``interrupted``.
+:class:`~lipx.runtime.events.FrameEvent` per frame and the head's results (words or audio) as
+they become final; it writes nothing, and it sees the task's head only as a
+:class:`~lipx.runtime.heads.Head`. :func:`stream` drives it into sinks, calls a status
+callback, and returns the :class:`StreamStats`. Every stage is timed (decode, crop, frontend,
+backend, head, sinks); the last frame also pays for the end-of-stream flush. Ctrl-C
+(KeyboardInterrupt) ends :func:`stream` like the end of the source, except that nothing is
+flushed: every sink is closed (valid WAV/MP4) and the stats say ``interrupted``.
 
 With ``cache=False`` (``--no-cache``) every window is recomputed by the whole model
 (``model.onnx``, zero-padded at the window's edges) instead of the cached split, so the cost of
@@ -33,22 +34,19 @@ import numpy as np
 from lipx.errors import InputError, ManifestError
 from lipx.package import Manifest
 from lipx.runtime.backends import BACKENDS
-from lipx.runtime.heads import SpeechHead, WordHead
+from lipx.runtime.events import Event, FrameEvent, Result
+from lipx.runtime.heads import Head, SpeechHead, WordHead
 from lipx.runtime.mp4 import AnnotatedVideoSink
 from lipx.runtime.package_runners import check_profiles, open_runners, resolve_backend
 from lipx.runtime.roi import make_roi
 from lipx.runtime.sinks import (
-    AudioChunk,
     ConsoleWords,
-    Event,
-    FrameEvent,
     JsonLines,
     LiveAudio,
     Sink,
     SinkGroup,
     SubtitleSink,
     WavSink,
-    WordEvent,
 )
 from lipx.runtime.sources import Frame, Source, open_source
 from lipx.runtime.stats import STAGES, StageTimer, StreamStats
@@ -142,15 +140,15 @@ class StreamOptions:
         return schedule
 
 
-def make_head(manifest: Manifest, opts: StreamOptions, window: int,
-              stride: int) -> WordHead | SpeechHead:
+def make_head(manifest: Manifest, opts: StreamOptions, window: int, stride: int) -> Head:
     """The task's head: words from logits, or speech from linear spectrograms."""
     fps = manifest.video.fps
     if manifest.task == "lipreading":
         if not manifest.vocabulary:
             raise ManifestError("lipreading package has no vocabulary; re-export it from a "
                                 "checkpoint with one")
-        return WordHead(list(manifest.vocabulary), fps, opts.threshold, opts.agreement)
+        return WordHead(list(manifest.vocabulary), fps, opts.threshold, opts.agreement,
+                        window=window, stride=stride)
     if manifest.audio is None:
         raise ManifestError("lip2speech package has no audio spec; re-export it")
     return SpeechHead(manifest.audio, fps, window, stride, opts.lookahead, opts.crossfade,
@@ -219,14 +217,10 @@ def _sample_rate(manifest: Manifest) -> int:
     return manifest.audio.sample_rate
 
 
-def output_delay_s(manifest: Manifest, opts: StreamOptions, head: WordHead | SpeechHead) -> float:
+def output_delay_s(manifest: Manifest, opts: StreamOptions, head: Head) -> float:
     """How long after a frame its word or audio can arrive (to delay an annotated video)."""
-    sched = opts.schedule(manifest)
-    window, stride = sched.window, sched.stride
     context = manifest.spec.context if opts.cache else 0
-    if isinstance(head, SpeechHead):
-        return (context + head.algorithmic_latency_frames + 1) / manifest.video.fps
-    return (window + context + opts.agreement * stride) / manifest.video.fps
+    return (context + head.delay_frames) / manifest.video.fps
 
 
 class Streamer:
@@ -276,8 +270,6 @@ class Streamer:
         self._pts = array("d")  # stream position -> presentation time (frames may be dropped)
         self._dropped = 0
         self.backend_calls = 0
-        self.words = 0
-        self.audio_s = 0.0
         self.interrupted = False
 
     def __enter__(self) -> Streamer:
@@ -312,8 +304,8 @@ class Streamer:
                 yield from self._run_window(window)
             with self.timer.stage("head"):
                 tail = self.head.flush()
-            for event in tail:
-                yield from self._results(event)
+            for result in tail:
+                yield from self._on_source_clock(result)
         finally:
             close = getattr(frames, "close", None)
             if close is not None:
@@ -352,9 +344,10 @@ class Streamer:
         return next(iter(out.values()))[0]
 
     def _run_window(self, window: Window) -> Iterator[Event]:
-        if isinstance(self.head, SpeechHead) and len(window.data) <= self.head.lookahead:
-            log.warning("stream of %d frames is too short for the speech head's look-ahead "
-                        "(%d frames); no audio", window.stop, self.head.lookahead)
+        if len(window.data) < self.head.min_window:
+            log.warning("stream of %d frames is too short for the %s head (windows of at "
+                        "least %d frames); nothing made", window.stop, self.manifest.task,
+                        self.head.min_window)
             return
         role = "backend" if self.opts.cache else "model"
         runner = self.runners[role]
@@ -365,12 +358,9 @@ class Streamer:
             self.window_hook(window, outputs)
         result = outputs[self.manifest.spec.head_output][0]
         with self.timer.stage("head"):
-            if isinstance(self.head, WordHead):
-                events = self.head.push(result, window.start, window.stop)
-            else:
-                events = self.head.push(result, window.start)
-        for event in events:
-            yield from self._results(event)
+            results = self.head.push(result, window.start, window.stop)
+        for made in results:
+            yield from self._on_source_clock(made)
 
     def _feeds(self, role: str, window: Window) -> dict[str, np.ndarray]:
         """The engine inputs for one window: features or frames, and zero noise (lip2speech)."""
@@ -383,37 +373,16 @@ class Streamer:
             feeds[t.name] = np.zeros(shape, dtype=t.dtype)
         return feeds
 
-    def _results(self, event: WordEvent | AudioChunk) -> list[WordEvent | AudioChunk]:
-        """Count a result and put it on the source's clock.
+    def _on_source_clock(self, result: Result) -> list[Result]:
+        """Put a result on the source's clock.
 
         The head counts frames as they arrived; a live source may have dropped frames in
-        between, so positions after a drop are later on the clock. Words move with their ends;
-        audio is cut where the offset changes and each piece moves (the WAV and MP4 sinks fill
-        the gaps with silence). Without drops this changes nothing.
+        between, so positions after a drop are later on the clock (each result moves itself:
+        ``retime``). Without drops this changes nothing.
         """
-        if isinstance(event, WordEvent):
-            self.words += 1
-        else:
-            self.audio_s += len(event.samples) / event.sample_rate
         if not self._dropped:
-            return [event]
-        if isinstance(event, WordEvent):
-            return [dataclasses.replace(event, start_s=event.start_s + self._offset(event.start_s),
-                                        end_s=event.end_s + self._offset(event.end_s, end=True))]
-        rate, per_frame = event.sample_rate, event.sample_rate / self.fps
-        first = round(event.start_s * rate)
-        pieces, begin = [], 0
-        while begin < len(event.samples):
-            frame = int((first + begin) / per_frame + 1e-9)
-            offset = self._offset(frame / self.fps)
-            end = begin
-            while end < len(event.samples) and self._offset(frame / self.fps) == offset:
-                frame += 1
-                end = min(len(event.samples), round(frame * per_frame) - first)
-            pieces.append(AudioChunk((first + begin) / rate + offset,
-                                     event.samples[begin:end], rate))
-            begin = end
-        return pieces
+            return [result]
+        return list(result.retime(self._offset, self.fps))
 
     def _offset(self, t: float, end: bool = False) -> float:
         """Seconds the source's clock is ahead of the arrival count at stream time ``t``."""
@@ -422,13 +391,6 @@ class Streamer:
         return self._pts[k] - k / self.fps
 
     # -- reporting ------------------------------------------------------------------------------
-    @property
-    def lookahead_frames(self) -> int:
-        """Frames a result waits for beyond the front-end context and the stride."""
-        if isinstance(self.head, SpeechHead):
-            return self.head.algorithmic_latency_frames - (self.stride - 1)
-        return (self.opts.agreement - 1) * self.stride
-
     def status_line(self) -> str:
         line = self.timer.status_line()
         missing = self.roi.frames_without_face
@@ -441,13 +403,13 @@ class Streamer:
         backend, or the whole model without the cache) per frame.
         """
         stats = self.timer.summary(
-            self.stride, self.lookahead_frames, self.context,
+            self.stride, self.head.lookahead_frames, self.context,
             task=self.manifest.task, backend=self.opts.engine, device=self.device,
             cache=self.opts.cache, schedule={"window": self.window, "stride": self.stride,
                                                "chunk": self.opts.chunk},
             backend_calls=self.backend_calls, frames_without_face=self.roi.frames_without_face,
-            source=self.source.info.spec, interrupted=self.interrupted, words=self.words,
-            audio_s=round(self.audio_s, 3),
+            source=self.source.info.spec, interrupted=self.interrupted, words=self.head.words,
+            audio_s=round(self.head.audio_s, 3),
         )
         model_s = sum(stats.stages[s].total_s for s in ("frontend", "backend")
                       if s in stats.stages)

@@ -9,7 +9,7 @@ from test_streaming_gl import FRAMES, speech_linear
 from lipx import audio as A
 from lipx.audio import AudioSpec
 from lipx.errors import InputError
-from lipx.runtime.heads import SpeechHead, WordHead
+from lipx.runtime.heads import Head, SpeechHead, WordHead
 
 SPEC = AudioSpec()
 W, STRIDE, LOOKAHEAD = 40, 8, 4
@@ -269,3 +269,27 @@ def test_word_head_refuses_bad_input():
         with pytest.raises(InputError):
             WordHead(VOCAB, **kwargs)
     assert head.push(logits_for("bin", 0.9)[None], 0, 29) == []  # (1, K) accepted
+
+
+# --- both, as the stream loop sees them -------------------------------------------------------
+
+
+def test_both_heads_are_one_head_to_the_loop(linear):
+    """One push signature, the latency each reports, and what each has made."""
+    speech: Head = SpeechHead(SPEC)
+    words: Head = WordHead(VOCAB, agreement=2, window=29, stride=4)
+    assert (speech.min_window, words.min_window) == (LOOKAHEAD + 1, 1)
+    assert speech.lookahead_frames == LOOKAHEAD + 1  # look-ahead + the overlap-add tail
+    assert speech.delay_frames == STRIDE + LOOKAHEAD + 1
+    assert (words.lookahead_frames, words.delay_frames) == (4, 29 + 2 * 4)
+    made = [c for s, w in windows(linear) for c in speech.push(w, s, s + W)]
+    made += speech.flush()
+    assert speech.audio_s == pytest.approx(FRAMES / 25.0) and speech.words == 0
+    assert speech.audio_s == pytest.approx(sum(len(c.samples) for c in made) / 16000)
+    for i in range(3):
+        words.push(logits_for("bin", 0.9), 4 * i, 4 * i + 29)
+    words.flush()
+    assert (words.words, words.audio_s) == (1, 0.0)
+    with pytest.raises(InputError, match="has 39 frames but its spectrogram 40"):
+        SpeechHead(SPEC).push(windows(linear)[0][1], 0, W - 1)
+

@@ -12,19 +12,17 @@ import pytest
 import soundfile as sf
 
 from lipx.errors import BackendUnavailableError, InputError, LipxError
+from lipx.runtime.events import AudioChunk, FrameEvent, WordEvent
 from lipx.runtime.mp4 import AnnotatedVideoSink
 from lipx.runtime.roi import RoiResult
 from lipx.runtime.sinks import (
-    AudioChunk,
     ConsoleWords,
-    FrameEvent,
     JsonLines,
     LiveAudio,
     Sink,
     SinkGroup,
     SubtitleSink,
     WavSink,
-    WordEvent,
 )
 from lipx.runtime.sources import Frame
 

@@ -1,0 +1,115 @@
+"""Stream events: what the stream loop yields and every sink receives.
+
+Three kinds: :class:`FrameEvent` (a source frame and its mouth box), :class:`WordEvent` (a
+lipread word with its time span) and :class:`AudioChunk` (generated speech, positioned on the
+stream clock). Words and audio are the heads' *results*; each can put itself back on the
+source's clock after a live source dropped frames (``retime``), so the loop never asks which
+kind it holds. Plain numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from lipx.runtime.roi import RoiResult
+from lipx.runtime.sources import Frame
+
+SAMPLE_RATE = 16000
+"""Default rate of generated speech (Hz)."""
+
+ClockOffset = Callable[[float, bool], float]
+"""``offset(t, end)``: seconds the source's clock is ahead of the frames' arrival count at
+stream time ``t`` (``end``: ``t`` ends a span, so the frame before it counts)."""
+
+
+@dataclass(frozen=True)
+class FrameEvent:
+    """A source frame and what the ROI found in it."""
+
+    frame: Frame
+    roi: RoiResult | None = None
+
+
+@dataclass(frozen=True)
+class WordEvent:
+    """A word read from the lips, with its span on the stream clock (seconds)."""
+
+    word: str
+    start_s: float
+    end_s: float
+    confidence: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "type": "word",
+            "word": self.word,
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "confidence": round(float(self.confidence), 4),
+        }
+
+    def retime(self, offset: ClockOffset, fps: float) -> list[WordEvent]:
+        """This word on the source's clock: its start and end move with their own offsets.
+
+        Args:
+            offset: the clock offset at a stream time (see :data:`ClockOffset`).
+            fps: the stream's frame rate (unused: a word moves as a whole span).
+        """
+        return [dataclasses.replace(self, start_s=self.start_s + offset(self.start_s, False),
+                                    end_s=self.end_s + offset(self.end_s, True))]
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """Generated speech: ``samples`` (N,) float32 in [-1, 1] starting at ``start_s``."""
+
+    start_s: float
+    samples: np.ndarray
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + len(self.samples) / self.sample_rate
+
+    def to_dict(self) -> dict[str, object]:
+        x = np.asarray(self.samples, dtype=np.float64)
+        rms = float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
+        return {
+            "type": "audio",
+            "start_s": round(self.start_s, 4),
+            "end_s": round(self.end_s, 4),
+            "samples": len(self.samples),
+            "rms": round(rms, 5),
+        }
+
+    def retime(self, offset: ClockOffset, fps: float) -> list[AudioChunk]:
+        """This chunk on the source's clock: cut where the offset changes, each piece moved by
+        its own (the WAV and MP4 sinks fill the gaps between pieces with silence).
+
+        Args:
+            offset: the clock offset at a stream time (see :data:`ClockOffset`).
+            fps: the stream's frame rate (the offset can change at each frame).
+        """
+        rate, per_frame = self.sample_rate, self.sample_rate / fps
+        first = round(self.start_s * rate)
+        pieces, begin = [], 0
+        while begin < len(self.samples):
+            frame = int((first + begin) / per_frame + 1e-9)
+            shift = offset(frame / fps, False)
+            end = begin
+            while end < len(self.samples) and offset(frame / fps, False) == shift:
+                frame += 1
+                end = min(len(self.samples), round(frame * per_frame) - first)
+            pieces.append(AudioChunk((first + begin) / rate + shift, self.samples[begin:end],
+                                     rate))
+            begin = end
+        return pieces
+
+
+Result = WordEvent | AudioChunk
+"""What a head makes: words (lipreading) or audio (lip-to-speech)."""
+Event = FrameEvent | WordEvent | AudioChunk
