@@ -22,8 +22,10 @@ from lipx.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-JSON_FORMAT = 1
-"""Version of the ``bench.json`` layout."""
+JSON_FORMAT = 2
+"""Version of the ``bench.json`` layout. 2: latency statistics are
+:class:`~lipx.runtime.stats.LatencyStats` (``count``, ``mean_ms``, ``std_ms``, ``p50_ms`` ...
+``clipped``); 1 had ``n``, ``mean``, ``std``, ``p50`` ... ``clipped``, in the same units (ms)."""
 
 
 # --- cells ----------------------------------------------------------------------------------
@@ -78,7 +80,7 @@ def parity_cell(row: EngineRow) -> str:
 
 def _latency(row: EngineRow) -> str:
     w = row.window
-    return f"{w.p50:.1f} / {w.p95:.1f} / {w.p99:.1f}" if w else "-"
+    return f"{w.p50_ms:.1f} / {w.p95_ms:.1f} / {w.p99_ms:.1f}" if w else "-"
 
 
 def _setup(row: EngineRow) -> str:
@@ -236,8 +238,8 @@ def _latency_rows(report: BenchReport) -> list[list[str]]:
                  ("backend window", r.backend_window)]
         named += [(f"batch {b}", st) for b, st in r.batches.items() if b != 1]
         named += [(f"{m} {k}", st) for m, stages in r.stages.items() for k, st in stages.items()]
-        rows += [[r.key, name, f"{st.p50:.2f}", f"{st.p95:.2f}", f"{st.p99:.2f}",
-                  f"{st.mean:.2f} ± {st.std:.2f}", str(st.n)] for name, st in named if st]
+        rows += [[r.key, name, f"{st.p50_ms:.2f}", f"{st.p95_ms:.2f}", f"{st.p99_ms:.2f}",
+                  f"{st.mean_ms:.2f} ± {st.std_ms:.2f}", str(st.count)] for name, st in named if st]
     return rows
 
 
@@ -294,8 +296,8 @@ def write_plots(report: BenchReport, out: Path) -> list[Path]:
                   (error, r.parity.worst_abs if r.parity and not r.reference else None)]
         for ax, y in points:
             if y is not None and y == y:
-                ax.scatter([r.window.p50], [y], color=colour)
-                ax.annotate(r.key, (r.window.p50, y), textcoords="offset points",
+                ax.scatter([r.window.p50_ms], [y], color=colour)
+                ax.annotate(r.key, (r.window.p50_ms, y), textcoords="offset points",
                             xytext=(4, 4), fontsize=8)
     metric.set_ylabel(metric_name(report))
     error.set_ylabel(f"worst max abs error vs {report.reference}")

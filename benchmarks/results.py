@@ -23,8 +23,8 @@ from typing import Any
 
 from lipx.benchmarks.parity import Parity
 from lipx.benchmarks.parity import to_dict as parity_dict
-from lipx.benchmarks.timing import Stats
 from lipx.errors import ParityError
+from lipx.runtime.stats import LatencyStats
 
 STATUSES = ("ok", "skipped", "export-failed", "parity-failed", "failed")
 """``export-failed``: its artifact could not be built or loaded; ``parity-failed``: it ran but is
@@ -51,15 +51,15 @@ class EngineRow:
     """Building its artifacts (conversion, TensorRT plan) or torch.compile's compiling."""
     load_s: float | None = None
     """Activating its runners (session creation, plan deserialisation)."""
-    window: Stats | None = None
+    window: LatencyStats | None = None
     """Whole model, batch 1, one window."""
-    frontend_chunk: Stats | None = None
+    frontend_chunk: LatencyStats | None = None
     """Front-end on one chunk of ``stride`` frames (plus context), batch 1."""
-    backend_window: Stats | None = None
+    backend_window: LatencyStats | None = None
     """Backend on one window of features, batch 1."""
-    batches: dict[int, Stats] = field(default_factory=dict)
+    batches: dict[int, LatencyStats] = field(default_factory=dict)
     """Whole model at each batch size."""
-    stages: dict[str, dict[str, Stats]] = field(default_factory=dict)
+    stages: dict[str, dict[str, LatencyStats]] = field(default_factory=dict)
     """Per measurement, the runner's own stage times (TensorRT ``h2d``/``compute``/``d2h``)."""
     peak_rss_mb: float | None = None
     rss_before_mb: float | None = None
@@ -79,21 +79,21 @@ class EngineRow:
 
     def throughput(self) -> dict[int, float]:
         """Batch size -> clips (of one window) per second."""
-        out = {b: b / (s.mean / 1e3) for b, s in self.batches.items() if s.mean > 0}
+        out = {b: b / (s.mean_ms / 1e3) for b, s in self.batches.items() if s.mean_ms > 0}
         return dict(sorted(out.items()))
 
     @property
     def rtf_window(self) -> float | None:
         if self.window is None or not self.window_frames:
             return None
-        return self.window.p50 / 1e3 / (self.window_frames / self.fps)
+        return self.window.p50_ms / 1e3 / (self.window_frames / self.fps)
 
     @property
     def step_ms(self) -> float | None:
         """One streaming step: front-end chunk + backend window (clipped means)."""
         if self.frontend_chunk is None or self.backend_window is None:
             return None
-        return self.frontend_chunk.mean + self.backend_window.mean
+        return self.frontend_chunk.mean_ms + self.backend_window.mean_ms
 
     @property
     def rtf_stream(self) -> float | None:
@@ -151,7 +151,7 @@ class BenchReport:
         if self.reference is None or row.window is None:
             return None
         ref = self.row(self.reference).window
-        return ref.p50 / row.window.p50 if ref and row.window.p50 > 0 else None
+        return ref.p50_ms / row.window.p50_ms if ref and row.window.p50_ms > 0 else None
 
     def failures(self) -> list[str]:
         """One line per engine whose status fails the gate."""
@@ -168,8 +168,8 @@ class BenchReport:
         counts = {s: sum(r.status == s for r in self.rows) for s in STATUSES}
         parts = [f"{n} {s}" for s, n in counts.items() if n]
         timed = [(r, r.window) for r in self.rows if r.window]
-        fastest = min(timed, key=lambda row_window: row_window[1].p50, default=None)
-        best = (f"; fastest {fastest[0].key} {fastest[1].p50:.1f} ms/window"
+        fastest = min(timed, key=lambda row_window: row_window[1].p50_ms, default=None)
+        best = (f"; fastest {fastest[0].key} {fastest[1].p50_ms:.1f} ms/window"
                 if fastest is not None else "")
         return f"{self.task} {self.model}: {len(self.rows)} engines ({', '.join(parts)}){best}"
 

@@ -4,8 +4,8 @@ Timing follows ultralytics' ``ProfileModels`` and trtexec: a few warm-up calls (
 kept apart: the first call of a compiled or lazily initialised engine is a build, not a run), then
 as many timed calls as fit in a time budget (at least ``min_runs``), each timed with
 ``time.perf_counter()`` around the runner call and a device synchronisation when the engine runs
-asynchronously. Every sample is kept; :class:`Stats` summarises them with percentiles and a
-sigma-clipped mean and standard deviation.
+asynchronously. Every sample is kept; :class:`~lipx.runtime.stats.LatencyStats` summarises them
+with percentiles and a sigma-clipped mean and standard deviation.
 
 Peak host memory is the kernel's resident-set high-water mark (``VmHWM`` in ``/proc/self/status``),
 which counts native allocations (onnxruntime, TensorRT) that ``tracemalloc`` cannot see; it is
@@ -23,59 +23,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from lipx.runtime.stats import LatencyStats
 
 log = logging.getLogger(__name__)
 
 SIGMA = 2.0
-"""Sigma-clipping threshold (as ProfileModels)."""
-SIGMA_ITERS = 3
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Summary of latency samples, in milliseconds."""
-
-    n: int
-    p50: float
-    p95: float
-    p99: float
-    mean: float
-    """Mean after sigma clipping (outliers beyond ``SIGMA`` standard deviations dropped)."""
-    std: float
-    """Standard deviation after sigma clipping."""
-    min: float
-    max: float
-    clipped: int
-    """Samples dropped by sigma clipping."""
-
-    @classmethod
-    def of(cls, samples_s: Sequence[float]) -> Stats:
-        """Statistics of ``samples_s`` (seconds; at least one)."""
-        ms = np.asarray(samples_s, dtype=np.float64) * 1e3
-        if ms.size == 0:
-            raise ValueError("no samples")
-        kept = sigma_clip(ms, SIGMA, SIGMA_ITERS)
-        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-        return cls(n=int(ms.size), p50=float(p50), p95=float(p95), p99=float(p99),
-                   mean=float(kept.mean()), std=float(kept.std()), min=float(ms.min()),
-                   max=float(ms.max()), clipped=int(ms.size - kept.size))
-
-
-def sigma_clip(values: np.ndarray, sigma: float, iters: int) -> np.ndarray:
-    """``values`` without those beyond ``sigma`` standard deviations of the mean, repeated."""
-    kept = values
-    for _ in range(iters):
-        mean, std = kept.mean(), kept.std()
-        inside = kept[np.abs(kept - mean) <= sigma * std] if std > 0 else kept
-        if inside.size == kept.size or inside.size == 0:
-            break
-        kept = inside
-    return kept
+"""Sigma-clipping threshold of the mean and std (as ProfileModels)."""
 
 
 @dataclass(frozen=True)
@@ -103,11 +60,12 @@ class Timing:
     """Per-stage samples reported by the runner (TensorRT: ``h2d``, ``compute``, ``d2h``)."""
 
     @property
-    def stats(self) -> Stats:
-        return Stats.of(self.samples_s)
+    def stats(self) -> LatencyStats:
+        """The samples' statistics, the mean and std sigma-clipped."""
+        return LatencyStats.of(self.samples_s, SIGMA)
 
-    def stage_stats(self) -> dict[str, Stats]:
-        return {k: Stats.of(v) for k, v in self.stages_s.items() if v}
+    def stage_stats(self) -> dict[str, LatencyStats]:
+        return {k: LatencyStats.of(v, SIGMA) for k, v in self.stages_s.items() if v}
 
 
 def time_calls(

@@ -2,10 +2,14 @@
 
 The stream loop wraps each stage in ``timer.stage(name)`` and calls ``timer.end_frame()`` once
 per frame; the frame's *compute latency* is the sum of its stage times (a frame that triggers a
-backend run pays for it). ``timer.summary(...)`` reports p50/p95/p99/mean/max per stage and for
-the compute latency, frames in/out/dropped, the real-time factor, and the *algorithmic latency*
-(the wait for future frames that no hardware removes: the front-end's temporal context, the
-stride of the window schedule and the head's look-ahead).
+backend run pays for it). ``timer.summary(...)`` reports a :class:`LatencyStats` (mean, std,
+percentiles, min/max) per stage and for the compute latency, frames in/out/dropped, the
+real-time factor, and the *algorithmic latency* (the wait for future frames that no hardware
+removes: the front-end's temporal context, the stride of the window schedule and the head's
+look-ahead).
+
+:class:`LatencyStats` is also the benchmarks' summary of timed calls
+(:mod:`lipx.benchmarks.timing`), there with sigma clipping of the mean and std.
 """
 
 from __future__ import annotations
@@ -28,35 +32,62 @@ from lipx.files import atomic_write
 STAGES = ("decode", "crop", "frontend", "backend", "head", "sinks")
 FRONTEND_CONTEXT = 2
 """Future frames the front-end's temporal convolution (kernel 5) needs: t+1 and t+2."""
+SIGMA_ITERS = 3
+"""Rounds of sigma clipping (as ProfileModels)."""
 
 
 @dataclass(frozen=True)
-class Percentiles:
-    """Distribution of one timing, in milliseconds."""
+class LatencyStats:
+    """Distribution of one timing in milliseconds: a stream stage's, or a benchmark's calls."""
 
     count: int
     mean_ms: float
+    """Mean (after sigma clipping, when it was asked for)."""
+    std_ms: float
+    """Standard deviation (after sigma clipping, when it was asked for)."""
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    min_ms: float
     max_ms: float
     total_s: float
+    """Sum of every sample, in seconds."""
+    clipped: int = 0
+    """Samples sigma clipping left out of the mean and standard deviation."""
 
     @classmethod
-    def of(cls, seconds: Sequence[float]) -> Percentiles:
+    def of(cls, seconds: Sequence[float], sigma: float | None = None,
+           iters: int = SIGMA_ITERS) -> LatencyStats:
+        """Statistics of ``seconds`` (all zero for no samples).
+
+        Args:
+            seconds: (N,) samples in seconds.
+            sigma: leave samples beyond ``sigma`` standard deviations out of the mean and the
+                standard deviation, repeated up to ``iters`` times (like ProfileModels); None
+                keeps them all. Percentiles, min and max always see every sample.
+        """
         x = np.asarray(seconds, dtype=np.float64)
-        if x.size == 0:
-            return cls(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        p50, p95, p99 = np.percentile(x, [50, 95, 99]) * 1e3
-        return cls(
-            int(x.size),
-            float(x.mean() * 1e3),
-            float(p50),
-            float(p95),
-            float(p99),
-            float(x.max() * 1e3),
-            float(x.sum()),
-        )
+        ms = x * 1e3
+        if ms.size == 0:
+            return cls(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        kept = ms if sigma is None else sigma_clip(ms, sigma, iters)
+        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+        return cls(count=int(ms.size), mean_ms=float(kept.mean()), std_ms=float(kept.std()),
+                   p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99),
+                   min_ms=float(ms.min()), max_ms=float(ms.max()), total_s=float(x.sum()),
+                   clipped=int(ms.size - kept.size))
+
+
+def sigma_clip(values: np.ndarray, sigma: float, iters: int = SIGMA_ITERS) -> np.ndarray:
+    """``values`` without those beyond ``sigma`` standard deviations of the mean, repeated."""
+    kept = values
+    for _ in range(iters):
+        mean, std = kept.mean(), kept.std()
+        inside = kept[np.abs(kept - mean) <= sigma * std] if std > 0 else kept
+        if inside.size == kept.size or inside.size == 0:
+            break
+        kept = inside
+    return kept
 
 
 def algorithmic_latency_s(
@@ -89,8 +120,8 @@ def algorithmic_latency_s(
 class StreamStats:
     """Summary of a stream run (JSON-ready through ``to_dict``/``to_json``)."""
 
-    stages: dict[str, Percentiles]
-    compute: Percentiles
+    stages: dict[str, LatencyStats]
+    compute: LatencyStats
     """Per-frame compute latency (sum of a frame's stage times)."""
     algorithmic: dict[str, float]
     frames_in: int
@@ -204,10 +235,10 @@ class StageTimer:
     ) -> StreamStats:
         """Statistics so far; ``stride``/``lookahead``/``context`` set the algorithmic latency."""
         wall = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
-        compute = Percentiles.of(self._frame_totals)
+        compute = LatencyStats.of(self._frame_totals)
         media = (self.frames_out + self.frames_dropped) / self.fps
         return StreamStats(
-            stages={k: Percentiles.of(v) for k, v in self._times.items()},
+            stages={k: LatencyStats.of(v) for k, v in self._times.items()},
             compute=compute,
             algorithmic=algorithmic_latency_s(self.fps, stride, lookahead, context),
             frames_in=self.frames_in,

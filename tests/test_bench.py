@@ -20,7 +20,7 @@ from test_prepare import build_lrw, grid_clip
 from lipx.benchmarks.api import BenchOptions, bench
 from lipx.benchmarks.engines import DEVICE_PRECISIONS, engine_matrix
 from lipx.benchmarks.report import markdown, write_report
-from lipx.benchmarks.timing import ISA_FLAGS, Budget, Stats, time_calls, warm_up
+from lipx.benchmarks.timing import ISA_FLAGS, Budget, Timing, time_calls, warm_up
 from lipx.data.prepare import PrepareOptions, prepare_corpus
 from lipx.errors import InputError, ParityError
 from lipx.files import file_sha256
@@ -110,7 +110,8 @@ def test_lipreading_bench_from_a_checkpoint_end_to_end(lipreading):
     for key in ("torch", "onnx-cpu-fp32", "onnx-cpu-int8"):
         r = rows[key]
         assert r["status"] == "ok", r["reason"]
-        assert r["window"]["n"] >= 3 and len(r["samples_ms"]["window"]) == r["window"]["n"]
+        assert r["window"]["count"] >= 3
+        assert len(r["samples_ms"]["window"]) == r["window"]["count"]
         assert set(r["batches"]) == {"1", "2"} and r["streams"] >= 0 and r["peak_rss_mb"] > 0
         assert r["parity"]["metrics"]["accuracy"] in (0.0, 0.5, 1.0)  # 2 test clips
     fp32 = rows["onnx-cpu-fp32"]["parity"]
@@ -381,12 +382,12 @@ def test_tensorrt_stage_times_are_read_in_seconds():
 # --- timing ---------------------------------------------------------------------------------
 
 
-def test_stats_percentiles_and_sigma_clipping():
+def test_timing_stats_are_sigma_clipped():
     samples = [0.010] * 50 + [0.011] * 49 + [1.0]  # one 1 s outlier among ~10 ms calls
-    s = Stats.of(samples)
-    assert s.n == 100 and s.clipped == 1 and s.max == pytest.approx(1000.0)
-    assert s.p50 == pytest.approx(10.5) and s.mean == pytest.approx(10.49, abs=0.01)
-    assert s.std < 1.0 and s.p99 > 11.0
+    s = Timing(samples, []).stats
+    assert s.count == 100 and s.clipped == 1 and s.max_ms == pytest.approx(1000.0)
+    assert s.p50_ms == pytest.approx(10.5) and s.mean_ms == pytest.approx(10.49, abs=0.01)
+    assert s.std_ms < 1.0 and s.p99_ms > 11.0
 
 
 def test_warm_up_goes_on_while_calls_get_faster():
@@ -403,4 +404,4 @@ def test_time_calls_keeps_every_sample_within_the_budget():
                         stages=lambda: {"compute": 0.001})
     assert len(timing.samples_s) + len(timing.warmup_s) == len(calls)
     assert 5 <= len(timing.samples_s) <= 50 and timing.stages_s["compute"][0] == 0.001
-    assert timing.stage_stats()["compute"].p50 == pytest.approx(1.0)
+    assert timing.stage_stats()["compute"].p50_ms == pytest.approx(1.0)

@@ -7,15 +7,25 @@ import time
 
 import pytest
 
-from lipx.runtime.stats import Percentiles, StageTimer, algorithmic_latency_s
+from lipx.runtime.stats import LatencyStats, StageTimer, algorithmic_latency_s
 
 
-def test_percentiles_of_known_values():
-    p = Percentiles.of([k / 1000 for k in range(1, 101)])  # 1 .. 100 ms
+def test_latency_stats_of_known_values():
+    p = LatencyStats.of([k / 1000 for k in range(1, 101)])  # 1 .. 100 ms
     assert p.count == 100 and p.mean_ms == pytest.approx(50.5)
     assert (p.p50_ms, p.p95_ms, p.p99_ms) == pytest.approx((50.5, 95.05, 99.01))
-    assert p.max_ms == pytest.approx(100) and p.total_s == pytest.approx(5.05)
-    assert Percentiles.of([]).count == 0
+    assert (p.min_ms, p.max_ms) == pytest.approx((1, 100)) and p.total_s == pytest.approx(5.05)
+    assert p.std_ms == pytest.approx(28.866, abs=1e-3) and p.clipped == 0
+    assert LatencyStats.of([]).count == 0
+
+
+def test_latency_stats_sigma_clipping():
+    samples = [0.010] * 50 + [0.011] * 49 + [1.0]  # one 1 s outlier among ~10 ms calls
+    s = LatencyStats.of(samples, sigma=2.0)
+    assert s.count == 100 and s.clipped == 1 and s.max_ms == pytest.approx(1000.0)
+    assert s.p50_ms == pytest.approx(10.5) and s.mean_ms == pytest.approx(10.49, abs=0.01)
+    assert s.std_ms < 1.0 and s.p99_ms > 11.0
+    assert LatencyStats.of(samples).mean_ms == pytest.approx(20.39)  # no clipping asked
 
 
 def test_algorithmic_latency():
