@@ -505,15 +505,15 @@ def stream(
     if console.is_terminal:
         _status("")
     console.print(result.format_table())
-    extra = result.extra
-    if extra["frames_without_face"]:
-        console.print(f"frames without a face: {extra['frames_without_face']}")
+    run = result.run
+    if run.frames_without_face:
+        console.print(f"frames without a face: {run.frames_without_face}")
     if stats:
         result.save(stats)
-    made = (f"{extra['words']} word{'s' * (extra['words'] != 1)}" if extra["task"] == "lipreading"
-            else f"{extra['audio_s']:.1f} s of speech")
-    stopped = "interrupted, " if extra["interrupted"] else ""
-    done(f"{stopped}{extra['task']} on {extra['backend']}/{extra['device']}: "
+    made = (f"{run.words} word{'s' * (run.words != 1)}" if run.task == "lipreading"
+            else f"{run.audio_s:.1f} s of speech")
+    stopped = "interrupted, " if run.interrupted else ""
+    done(f"{stopped}{run.task} on {run.engine}/{run.device}: "
          f"{result.frames_out} frames, {made}; compute p50 {result.compute.p50_ms:.1f} ms, "
          f"RTF {result.rtf:.2f}", started)
 

@@ -2,11 +2,11 @@
 
 The stream loop wraps each stage in ``timer.stage(name)`` and calls ``timer.end_frame()`` once
 per frame; the frame's *compute latency* is the sum of its stage times (a frame that triggers a
-backend run pays for it). ``timer.summary(...)`` reports a :class:`LatencyStats` (mean, std,
-percentiles, min/max) per stage and for the compute latency, frames in/out/dropped, the
-real-time factor, and the *algorithmic latency* (the wait for future frames that no hardware
+backend run pays for it). ``timer.summary(run, ...)`` reports a :class:`LatencyStats` (mean,
+std, percentiles, min/max) per stage and for the compute latency, frames in/out/dropped, the
+real-time factor, the *algorithmic latency* (the wait for future frames that no hardware
 removes: the front-end's temporal context, the stride of the window schedule and the head's
-look-ahead).
+look-ahead) and the :class:`StreamRun` (what ran, what it made).
 
 :class:`LatencyStats` is also the benchmarks' summary of timed calls
 (:mod:`lipx.benchmarks.timing`), there with sigma clipping of the mean and std.
@@ -22,7 +22,7 @@ from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,8 @@ import numpy as np
 from lipx.files import atomic_write
 
 STAGES = ("decode", "crop", "frontend", "backend", "head", "sinks")
+ENGINE_STAGES = ("frontend", "backend")
+"""The stages that run engines (without the cache the whole model runs as ``backend``)."""
 FRONTEND_CONTEXT = 2
 """Future frames the front-end's temporal convolution (kernel 5) needs: t+1 and t+2."""
 SIGMA_ITERS = 3
@@ -116,6 +118,35 @@ def algorithmic_latency_s(
     }
 
 
+@dataclass(frozen=True)
+class StreamRun:
+    """What a stream ran and what it made (the settings and counts beside its timings)."""
+
+    task: str
+    """``lipreading`` or ``lip2speech``."""
+    engine: str
+    """``onnx`` (onnxruntime) or ``trt`` (TensorRT plans)."""
+    device: str
+    cache: bool
+    """Per-frame features cached (the split graphs), or each window recomputed (``model``)."""
+    window: int
+    """Frames per backend window."""
+    stride: int
+    """Frames between backend runs."""
+    chunk: int
+    """New frames per front-end call."""
+    source: str
+    """The source as given."""
+    backend_calls: int = 0
+    frames_without_face: int = 0
+    interrupted: bool = False
+    """Ended by Ctrl-C: nothing was flushed."""
+    words: int = 0
+    """Words emitted (lipreading)."""
+    audio_s: float = 0.0
+    """Seconds of speech generated (lip-to-speech)."""
+
+
 @dataclass
 class StreamStats:
     """Summary of a stream run (JSON-ready through ``to_dict``/``to_json``)."""
@@ -132,7 +163,10 @@ class StreamStats:
     """Stream time covered: frames_out / fps (plus dropped frames)."""
     rtf: float
     """Real-time factor: compute seconds per second of media (< 1 keeps up)."""
-    extra: dict[str, object] = field(default_factory=dict)
+    model_ms_per_frame: float
+    """Engine time per frame out (:data:`ENGINE_STAGES`: front-end + backend, or the whole
+    model without the cache)."""
+    run: StreamRun
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -231,12 +265,15 @@ class StageTimer:
         return len(self._frame_totals)
 
     def summary(
-        self, stride: int = 1, lookahead: int = 0, context: int = FRONTEND_CONTEXT, **extra: object
+        self, run: StreamRun, stride: int = 1, lookahead: int = 0,
+        context: int = FRONTEND_CONTEXT,
     ) -> StreamStats:
-        """Statistics so far; ``stride``/``lookahead``/``context`` set the algorithmic latency."""
+        """Statistics so far of ``run``; ``stride``/``lookahead``/``context`` set the
+        algorithmic latency."""
         wall = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
         compute = LatencyStats.of(self._frame_totals)
         media = (self.frames_out + self.frames_dropped) / self.fps
+        model_s = sum(sum(self._times[name]) for name in ENGINE_STAGES if name in self._times)
         return StreamStats(
             stages={k: LatencyStats.of(v) for k, v in self._times.items()},
             compute=compute,
@@ -247,7 +284,8 @@ class StageTimer:
             wall_s=wall,
             media_s=media,
             rtf=compute.total_s / media if media else math.nan,
-            extra=dict(extra),
+            model_ms_per_frame=1e3 * model_s / max(self.frames_out, 1),
+            run=run,
         )
 
     def status_line(self) -> str:

@@ -14,13 +14,13 @@ flushed: every sink is closed (valid WAV/MP4) and the stats say ``interrupted``.
 
 With ``cache=False`` (``--no-cache``) every window is recomputed by the whole model
 (``model.onnx``, zero-padded at the window's edges) instead of the cached split, so the cost of
-the cache can be measured on the same stream (:func:`compare_cache`). Torch-free.
+the cache can be measured on the same stream (:func:`lipx.benchmarks.cache.compare_cache`).
+Torch-free.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
 from array import array
@@ -49,7 +49,7 @@ from lipx.runtime.sinks import (
     WavSink,
 )
 from lipx.runtime.sources import Frame, Source, open_source
-from lipx.runtime.stats import STAGES, StageTimer, StreamStats
+from lipx.runtime.stats import STAGES, StageTimer, StreamRun, StreamStats
 from lipx.runtime.window import CachedWindows, FrameWindows, Window
 from lipx.tasks import Schedule
 from lipx.video import mouth_crop_frame
@@ -397,24 +397,15 @@ class Streamer:
         return f"{line} | no face {missing}" if missing else line
 
     def stats(self) -> StreamStats:
-        """The run's statistics (also valid after an interruption).
-
-        ``extra`` adds the run's settings and ``model_ms_per_frame``: engine time (front-end +
-        backend, or the whole model without the cache) per frame.
-        """
-        stats = self.timer.summary(
-            self.stride, self.head.lookahead_frames, self.context,
-            task=self.manifest.task, backend=self.opts.engine, device=self.device,
-            cache=self.opts.cache, schedule={"window": self.window, "stride": self.stride,
-                                               "chunk": self.opts.chunk},
-            backend_calls=self.backend_calls, frames_without_face=self.roi.frames_without_face,
-            source=self.source.info.spec, interrupted=self.interrupted, words=self.head.words,
-            audio_s=round(self.head.audio_s, 3),
+        """The run's statistics (also valid after an interruption)."""
+        run = StreamRun(
+            task=self.manifest.task, engine=self.opts.engine, device=self.device,
+            cache=self.opts.cache, window=self.window, stride=self.stride, chunk=self.opts.chunk,
+            source=self.source.info.spec, backend_calls=self.backend_calls,
+            frames_without_face=self.roi.frames_without_face, interrupted=self.interrupted,
+            words=self.head.words, audio_s=round(self.head.audio_s, 3),
         )
-        model_s = sum(stats.stages[s].total_s for s in ("frontend", "backend")
-                      if s in stats.stages)
-        stats.extra["model_ms_per_frame"] = 1e3 * model_s / max(stats.frames_out, 1)
-        return stats
+        return self.timer.summary(run, self.stride, self.head.lookahead_frames, self.context)
 
 
 def stream(
@@ -471,28 +462,3 @@ def _blas_threads(limit: int | None) -> contextlib.AbstractContextManager[object
         log.debug("threadpoolctl is not installed; BLAS threads left as they are")
         return contextlib.nullcontext()
     return threadpool_limits(limits=limit, user_api="blas")
-
-
-def compare_cache(package_dir: str | Path, source: str, opts: StreamOptions,
-                  repeats: int = 2) -> dict[str, Any]:
-    """Per-frame model cost with the feature cache versus recomputing every window.
-
-    Runs the stream with and without the cache, alternating ``repeats`` times (so both see the
-    same machine load), on the same source.
-
-    Returns:
-        ``{"cache_ms", "no_cache_ms"}``: the best mean engine milliseconds per frame of each mode
-        (front-end + backend, or the whole model), their ``ratio`` (no-cache / cache), and the
-        best per-frame compute p50 of each mode (``*_compute_p50_ms``, including decode and crop).
-    """
-    runs: dict[bool, list[StreamStats]] = {True: [], False: []}
-    for _ in range(repeats):
-        for cache in (True, False):
-            mode = dataclasses.replace(opts, cache=cache, chunk=opts.chunk if cache else 1)
-            runs[cache].append(stream(package_dir, source, mode))
-    best = {c: min(float(s.extra["model_ms_per_frame"]) for s in r) for c, r in runs.items()}
-    p50 = {c: min(s.compute.p50_ms for s in r) for c, r in runs.items()}
-    return {"cache_ms": best[True], "no_cache_ms": best[False],
-            "ratio": best[False] / best[True] if best[True] else float("nan"),
-            "cache_compute_p50_ms": p50[True], "no_cache_compute_p50_ms": p50[False],
-            "frames": runs[True][0].frames_out}

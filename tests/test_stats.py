@@ -7,7 +7,10 @@ import time
 
 import pytest
 
-from lipx.runtime.stats import LatencyStats, StageTimer, algorithmic_latency_s
+from lipx.runtime.stats import LatencyStats, StageTimer, StreamRun, algorithmic_latency_s
+
+RUN = StreamRun("lipreading", "onnx", "cpu", cache=True, window=9, stride=5, chunk=1,
+                source="toy.mp4")
 
 
 def test_latency_stats_of_known_values():
@@ -43,7 +46,7 @@ def test_stage_timer_summary():
         if i % 5 == 4:
             timer.add("backend", 0.020)  # the frame that triggers a window run pays for it
         timer.end_frame()
-    stats = timer.summary(stride=5, lookahead=0, model="toy")
+    stats = timer.summary(RUN, stride=5, lookahead=0)
     assert stats.frames_in == 11 and stats.frames_out == 10 and stats.frames_dropped == 1
     assert stats.stages["frontend"].count == 10 and stats.stages["backend"].count == 2
     assert stats.stages["decode"].mean_ms == pytest.approx(10)
@@ -51,6 +54,8 @@ def test_stage_timer_summary():
     assert stats.media_s == pytest.approx(11 / 25)
     assert stats.rtf == pytest.approx((10 * 0.002 + 2 * 0.020) / (11 / 25))
     assert stats.algorithmic["max_s"] == pytest.approx((2 + 4) / 25)
+    assert stats.model_ms_per_frame == pytest.approx((10 * 2 + 2 * 20) / 10)
+    assert stats.run is RUN
     assert stats.stages["crop"].count == 0  # listed even when unused
     table = stats.format_table()
     assert "backend" in table and "dropped 1" in table and "RTF" in table
@@ -61,10 +66,11 @@ def test_stage_context_manager_and_json(tmp_path):
     with timer.stage("crop"):
         time.sleep(0.01)
     timer.end_frame()
-    stats = timer.summary(extra_note="x")
+    stats = timer.summary(RUN)
     assert 9 <= stats.stages["crop"].max_ms < 1000  # milliseconds (a loaded machine: later)
     data = json.loads(stats.to_json())
-    assert data["stages"]["crop"]["count"] == 1 and data["extra"] == {"extra_note": "x"}
+    assert data["stages"]["crop"]["count"] == 1 and data["run"]["source"] == "toy.mp4"
+    assert data["run"]["words"] == 0 and data["model_ms_per_frame"] == 0
     path = tmp_path / "stats.json"
     stats.save(path)
     assert json.loads(path.read_text()) == data and not (tmp_path / "stats.json.partial").exists()

@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 from stream_fixtures import FakePlan, install_fake_tensorrt, onnx_plan
 
+from lipx.benchmarks.cache import compare_cache
 from lipx.errors import InputError
 from lipx.files import file_sha256
 from lipx.package import EngineInfo, Manifest
@@ -26,7 +27,7 @@ from lipx.runtime.ort_runner import OrtRunner
 from lipx.runtime.roi import FixedLRWBox
 from lipx.runtime.sinks import WavSink
 from lipx.runtime.sources import Frame, Source, open_source
-from lipx.runtime.stream import Outputs, StreamOptions, compare_cache, make_sinks, stream
+from lipx.runtime.stream import Outputs, StreamOptions, make_sinks, stream
 from lipx.video import mouth_crop_frame
 
 FPS = 25  # of the test packages and video
@@ -73,8 +74,8 @@ def test_cached_windows_equal_the_split_graphs_on_the_whole_clip(packages, face_
             want = back.infer({"features": features[None, w.start:w.stop],
                                **noise_for(m.graph("backend"), w.stop - w.start)})
             np.testing.assert_allclose(out[OUTPUT[task]], want[OUTPUT[task]], atol=2e-5)
-    assert stats.frames_out == len(clip) == 50 and not stats.extra["interrupted"]
-    assert stats.extra["backend_calls"] == len(windows)
+    assert stats.frames_out == len(clip) == 50 and not stats.run.interrupted
+    assert stats.run.backend_calls == len(windows)
 
 
 @pytest.mark.parametrize("task", ["lipreading", "lip2speech"])
@@ -103,7 +104,7 @@ def test_without_the_cache_each_window_is_the_whole_model_on_its_frames(packages
         for w, out in windows:
             want = model.infer({"video": clip[None, None, w.start:w.stop]})["logits"]
             np.testing.assert_allclose(out["logits"], want, atol=2e-5)
-    assert not stats.extra["cache"] and stats.stages["frontend"].count == 0
+    assert not stats.run.cache and stats.stages["frontend"].count == 0
     # the wait for a second agreeing window (stride 3), but no front-end look-ahead
     assert stats.algorithmic["min_s"] == pytest.approx(3 / FPS)
 
@@ -122,7 +123,7 @@ def test_lipreading_words_reach_console_jsonl_srt_vtt_and_stats(packages, face_v
     assert (tmp_path / "w.srt").read_text().count(" --> ") == len(lines)
     assert (tmp_path / "w.vtt").read_text().startswith("WEBVTT")
     stats = json.loads((tmp_path / "stats.json").read_text())
-    assert stats["frames_out"] == 50 and stats["extra"]["words"] == len(lines)
+    assert stats["frames_out"] == 50 and stats["run"]["words"] == len(lines)
     assert {"decode", "crop", "frontend", "backend", "head", "sinks"} <= set(stats["stages"])
     assert "p99" in err and "algorithmic latency" in err
     assert f"PASSED | lipreading on onnx/cpu: 50 frames, {len(lines)} word" in err
@@ -192,7 +193,7 @@ def test_interrupted_or_broken_streams_leave_valid_wav_and_mp4(packages, face_vi
     sinks = [WavSink(tmp_path / "i.wav"), AnnotatedVideoSink(tmp_path / "i.mp4", FPS)]
     if isinstance(error, KeyboardInterrupt):
         stats = stream(packages["lip2speech"], source, StreamOptions(), sinks)
-        assert stats.extra["interrupted"] and stats.frames_out == 29
+        assert stats.run.interrupted and stats.frames_out == 29
     else:
         with pytest.raises(InputError, match="stream broke"):
             stream(packages["lip2speech"], source, StreamOptions(), sinks)
@@ -229,7 +230,7 @@ def test_faces_not_found_are_counted_and_shown(packages, face_video):
     stats = stream(packages["lipreading"], str(face_video),
                    StreamOptions(crop="auto", max_frames=20, status_every_s=0.0),
                    on_status=lines.append)
-    assert stats.extra["frames_without_face"] == 20  # random texture: no face anywhere
+    assert stats.run.frames_without_face == 20  # random texture: no face anywhere
     assert len(lines) >= 10 and "no face" in lines[-1] and lines[-1].startswith("frame ")
 
 
@@ -349,7 +350,7 @@ def test_trt_backend_streams_like_onnx(packages, face_video, tmp_path, monkeypat
     for (_, a), (_, b) in zip(got, want, strict=True):
         for name in b:
             np.testing.assert_allclose(a[name], b[name], atol=1e-6)
-    assert (stats.extra["backend"], stats.extra["device"]) == ("trt", "cuda")
+    assert (stats.run.engine, stats.run.device) == ("trt", "cuda")
     assert 0 < cudart.launches < trt.executed  # CUDA graphs were captured and replayed
     assert cudart.device == {} and cudart.streams == {}  # and everything released
 
