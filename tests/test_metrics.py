@@ -33,3 +33,20 @@ def test_the_lag_follows_the_envelope_not_the_phase():
     on_ref = np.abs(ref[800:-800]) > 0
     on_back = np.abs(back[800:-800]) > 0
     assert (on_ref == on_back).mean() > 0.99
+
+
+def test_word_errors_count_substitutions_deletions_and_insertions():
+    from lipx.train.metrics import word_errors
+
+    ref = "place blue at now".split()
+    e = word_errors(ref, "place green at at now please".split())
+    assert (e.substitutions, e.deletions, e.insertions) == (1, 0, 2)
+    assert e.wer == 3 / 4 and e.reference_words == 4
+    assert [i for i, _ in e.pairs if i is not None] == [0, 1, 2, 3]  # each reference word once
+    assert [j for _, j in e.pairs if j is not None] == [0, 1, 2, 3, 4, 5]  # each emitted word once
+    d = word_errors("bin red by".split(), "bin by".split())
+    assert (d.substitutions, d.deletions, d.insertions, d.pairs) == (0, 1, 0,
+                                                                     ((0, 0), (1, None), (2, 1)))
+    assert word_errors(ref, ref).wer == 0.0
+    assert word_errors([], ["a", "b"]).insertions == 2
+    assert word_errors(["a", "b"], []).deletions == 2

@@ -1,9 +1,12 @@
-"""Evaluation metrics: word accuracy and speech intelligibility/quality (STOI, ESTOI, PESQ)."""
+"""Evaluation metrics: word accuracy, word error rate of a stream (substitutions, deletions,
+insertions), and speech intelligibility/quality (STOI, ESTOI, PESQ). Numpy/scipy only."""
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -16,6 +19,57 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     k = min(k, logits.shape[1])
     top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
     return (top == labels[:, None]).any(axis=1)
+
+
+@dataclass(frozen=True)
+class WordErrors:
+    """A word-level alignment of a hypothesis to a reference (Levenshtein, unit costs)."""
+
+    reference_words: int
+    substitutions: int
+    deletions: int
+    insertions: int
+    pairs: tuple[tuple[int | None, int | None], ...]
+    """(reference index, hypothesis index) per alignment step: both for a match or a
+    substitution, ``(i, None)`` for a deletion, ``(None, j)`` for an insertion."""
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def wer(self) -> float:
+        """(S + D + I) / N; an empty reference scores its insertions against 1."""
+        return self.errors / max(self.reference_words, 1)
+
+
+def word_errors(reference: Sequence[str], hypothesis: Sequence[str]) -> WordErrors:
+    """The minimum-edit alignment of ``hypothesis`` to ``reference``; among equal-cost paths a
+    match or substitution is preferred to a deletion, a deletion to an insertion."""
+    n, m = len(reference), len(hypothesis)
+    cost = np.zeros((n + 1, m + 1), dtype=np.int64)
+    cost[:, 0], cost[0, :] = np.arange(n + 1), np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            diagonal = cost[i - 1, j - 1] + (reference[i - 1] != hypothesis[j - 1])
+            cost[i, j] = min(diagonal, cost[i - 1, j] + 1, cost[i, j - 1] + 1)
+    pairs: list[tuple[int | None, int | None]] = []
+    counts = {"S": 0, "D": 0, "I": 0}
+    i, j = n, m
+    while i or j:
+        if i and j and cost[i, j] == cost[i - 1, j - 1] + (reference[i - 1] != hypothesis[j - 1]):
+            counts["S"] += reference[i - 1] != hypothesis[j - 1]
+            i, j = i - 1, j - 1
+            pairs.append((i, j))
+        elif i and cost[i, j] == cost[i - 1, j] + 1:
+            i -= 1
+            counts["D"] += 1
+            pairs.append((i, None))
+        else:
+            j -= 1
+            counts["I"] += 1
+            pairs.append((None, j))
+    return WordErrors(n, counts["S"], counts["D"], counts["I"], tuple(reversed(pairs)))
 
 
 def align(reference: np.ndarray, estimate: np.ndarray, max_shift: int = 800,
