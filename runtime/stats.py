@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from lipx.files import atomic_write
+from lipx.tasks import CONTEXT
 
 STAGES = ("decode", "crop", "frontend", "backend", "head", "sinks")
 ENGINE_STAGES = ("frontend", "backend")
 """The stages that run engines (without the cache the whole model runs as ``backend``)."""
-FRONTEND_CONTEXT = 2
-"""Future frames the front-end's temporal convolution (kernel 5) needs: t+1 and t+2."""
 SIGMA_ITERS = 3
 """Rounds of sigma clipping (as ProfileModels)."""
 
@@ -93,7 +92,7 @@ def sigma_clip(values: np.ndarray, sigma: float, iters: int = SIGMA_ITERS) -> np
 
 
 def algorithmic_latency_s(
-    fps: float, stride: int = 1, lookahead: int = 0, context: int = FRONTEND_CONTEXT
+    fps: float, stride: int = 1, lookahead: int = 0, context: int = CONTEXT
 ) -> dict[str, float]:
     """Latency from waiting for frames, with infinitely fast compute.
 
@@ -266,7 +265,7 @@ class StageTimer:
 
     def summary(
         self, run: StreamRun, stride: int = 1, lookahead: int = 0,
-        context: int = FRONTEND_CONTEXT,
+        context: int = CONTEXT,
     ) -> StreamStats:
         """Statistics so far of ``run``; ``stride``/``lookahead``/``context`` set the
         algorithmic latency."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lipx.errors import InputError
+from lipx.tasks import CONTEXT
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class CachedWindows:
     """
 
     def __init__(self, frontend: FrontendFn, window: int, stride: int, feature_dim: int,
-                 chunk: int = 1, context: int = 2):
+                 chunk: int = 1, context: int = CONTEXT):
         if chunk < 1 or context < 0:
             raise InputError(f"need chunk >= 1 and context >= 0, got {chunk}, {context}")
         self.frontend, self.chunk, self.context = frontend, chunk, context
