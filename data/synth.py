@@ -19,6 +19,9 @@ with.
 
 ``OUT/synth.json`` records the options, the vocabulary, the speakers and which are held out
 (GRID: the last ones; LRW: val and test clips are spoken by held-out speakers only).
+
+Continuous test streams of a corpus' held-out speakers (``--layout lrw-streams|grid-streams``)
+are :mod:`lipx.data.streams` and :mod:`lipx.data.stream_corpus`.
 """
 
 from __future__ import annotations
@@ -261,14 +264,14 @@ def synthesize_clip(opts: SynthOptions, spec: ClipSpec) -> SynthClip:
     plan_rng, voice_rng, render_rng = _rngs(opts, spec)
     if opts.layout == "grid":
         n_frames = GRID_FRAMES
-        utt = _grid_utterance(spec.words, spk.rate, plan_rng, n_frames / FPS)
+        utt = grid_utterance(spec.words, spk.rate, plan_rng, n_frames / FPS)
         words = utt.words
         place = Placement.grid(np.random.default_rng(spk.placement_seed), *opts.size)
     else:
         n_frames = LRW_FRAMES
-        utt, target = _lrw_utterance(spec.words[0], spk.rate, plan_rng, n_frames / FPS)
+        utt, target = lrw_utterance(spec.words[0], spk.rate, plan_rng, n_frames / FPS)
         words = (utt.words[target],)
-        place = _jittered(Placement.lrw(opts.size[0]), render_rng)
+        place = jittered(Placement.lrw(opts.size[0]), render_rng)
     duration = n_frames / FPS
     tracks = lexicon.articulate(utt, -0.1, duration + 0.1)
     frame_times = (np.arange(n_frames) + 0.5) / FPS
@@ -278,8 +281,8 @@ def synthesize_clip(opts: SynthOptions, spec: ClipSpec) -> SynthClip:
     return SynthClip(spec, frames, audio, landmarks, words)
 
 
-def _grid_utterance(words: tuple[str, ...], rate: float, rng: np.random.Generator,
-                    duration: float) -> lexicon.Utterance:
+def grid_utterance(words: tuple[str, ...], rate: float, rng: np.random.Generator,
+                   duration: float) -> lexicon.Utterance:
     """A GRID sentence placed in the clip with at least 0.25 s of silence on each side."""
     utt = lexicon.speak(words, rate, rng, pause_prob=0.1)
     length = utt.end - utt.start
@@ -289,9 +292,10 @@ def _grid_utterance(words: tuple[str, ...], rate: float, rng: np.random.Generato
     return utt.retimed(lead, scale)
 
 
-def _lrw_utterance(word: str, rate: float, rng: np.random.Generator,
-                   duration: float) -> tuple[lexicon.Utterance, int]:
-    """The target word centred in the clip, 0-2 context words before and after."""
+def lrw_utterance(word: str, rate: float, rng: np.random.Generator,
+                  duration: float) -> tuple[lexicon.Utterance, int]:
+    """The target word centred in the clip, 0-2 context words before and after; also the
+    target's index in the utterance's words."""
     ctx = lexicon.CONTEXT_WORDS
     before = tuple(ctx[int(i)] for i in rng.integers(len(ctx), size=int(rng.integers(3))))
     after = tuple(ctx[int(i)] for i in rng.integers(len(ctx), size=int(rng.integers(3))))
@@ -303,7 +307,7 @@ def _lrw_utterance(word: str, rate: float, rng: np.random.Generator,
     return utt.retimed(start, scale), len(before)
 
 
-def _jittered(place: Placement, rng: np.random.Generator) -> Placement:
+def jittered(place: Placement, rng: np.random.Generator) -> Placement:
     """LRW face tracks are not perfectly aligned: a small random shift and scale per clip."""
     s = 1.0 + float(rng.uniform(-0.03, 0.03))
     shift = rng.uniform(-3.0, 3.0, 2) * place.width / 256
@@ -334,7 +338,8 @@ def _atomic(path: Path, write: Callable[[Path], object]) -> None:
     atomic_write(path, write, tmp=path.with_name(path.name + ".part"))
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically (through ``<name>.part``, parents created)."""
     _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
@@ -389,7 +394,7 @@ def write_clip(opts: SynthOptions, clip: SynthClip) -> None:
         write_wav(files["audio"], clip.audio)
         formats.write_align(files["align"], clip.words, len(clip.frames))
         rel = files["video"].relative_to(opts.out).as_posix()
-        _write_text(files["landmark"], landmark_text(rel, clip.landmarks))
+        write_text(files["landmark"], landmark_text(rel, clip.landmarks))
         write_video(files["video"], clip.frames, clip.audio, "mpeg")
     else:
         word, a, b = clip.words[0]
@@ -404,8 +409,8 @@ def _make(opts: SynthOptions, spec: ClipSpec) -> str:
 
 # --- the corpus ----------------------------------------------------------------------------
 
-def _manifest(opts: SynthOptions) -> dict:
-    """The content of ``synth.json``."""
+def corpus_manifest(opts: SynthOptions) -> dict:
+    """The content of ``synth.json``: the options (the recipe), vocabulary and speakers."""
     held = opts.n_held_out
     speakers = [make_speaker(opts.seed, i, opts.layout) for i in range(opts.speakers)]
     options = {k: v for k, v in asdict(opts).items() if k not in ("out", "workers")}
@@ -439,7 +444,7 @@ def _claim_folder(opts: SynthOptions, manifest: dict) -> None:
                              f"({path}); use a new folder or the same options to resume")
         return
     opts.out.mkdir(parents=True, exist_ok=True)
-    _write_text(path, json.dumps(manifest, indent=2) + "\n")
+    write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
 def _worker_init() -> None:
@@ -464,7 +469,7 @@ def synthesize_corpus(opts: SynthOptions,
     started = time.perf_counter()
     if opts.out.exists() and not opts.out.is_dir():
         raise InputError(f"output {opts.out} exists and is not a folder")
-    manifest = _manifest(opts)
+    manifest = corpus_manifest(opts)
     _claim_folder(opts, manifest)
     clips = plan_clips(opts)
     todo = [c for c in clips if not all(p.exists() for p in clip_files(opts, c.key).values())]
