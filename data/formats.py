@@ -13,6 +13,11 @@ corpus or from the real one, so both go through this module:
       ...
       53000 74500 sil
 
+  Continuous test streams (``lipx data synth --layout lrw-streams|grid-streams``) use the same
+  format and label every non-speech stretch: ``sil`` for silence and pauses with a live face,
+  ``still`` for a frozen, non-speaking face (:data:`NON_SPEECH`; :func:`parse_segments` keeps
+  them, :func:`parse_align` leaves them out).
+
 * LRW clip metadata, ``WORD/{train,val,test}/WORD_00001.txt`` beside the ``.mp4``: the word, a
   confidence and the word's duration (the clip is 1.16 s around it)::
 
@@ -45,6 +50,10 @@ UNITS_PER_FRAME = 1000
 UNITS_PER_SECOND = FPS * UNITS_PER_FRAME
 SILENCE = ("sil", "sp")
 """GRID alignment labels that are not words: silence at the ends, a short pause between words."""
+STILL = "still"
+"""Label of a frozen, non-speaking face (no speech) in a synthetic test stream."""
+NON_SPEECH = (*SILENCE, STILL)
+"""Every alignment label that is not a word."""
 _ROUND = 250
 """``lipx data synth`` writes alignment times rounded to 250 units (10 ms)."""
 _LRW_FIELD = re.compile(r"^[^\S\n]*(Text|Conf|Duration):[^\S\n]*(.*?)[^\S\n]*$", re.MULTILINE)
@@ -62,7 +71,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 class TimedWord(NamedTuple):
-    """A spoken word and its time in the clip."""
+    """A spoken word (or a :data:`NON_SPEECH` label) and its time in the clip."""
 
     word: str
     start: float
@@ -73,7 +82,12 @@ class TimedWord(NamedTuple):
 def format_align(words: Iterable[tuple[str, float, float]], n_frames: int) -> str:
     """GRID ``.align`` text for ``(word, start_s, end_s)`` in time order, covering ``n_frames``
     video frames: times rounded to 250 units, ``sil`` before the first word and after the last,
-    ``sp`` for a gap between words."""
+    ``sp`` for a gap between words.
+
+    Entries may be labelled segments of :data:`NON_SPEECH` (``sil``, ``still``) too; they are
+    written as given (one that rounds to zero length is dropped), and only what no entry
+    covers is filled in.
+    """
     def units(t: float) -> int:
         return int(round(t * FPS * UNITS_PER_FRAME / _ROUND)) * _ROUND
 
@@ -83,30 +97,43 @@ def format_align(words: Iterable[tuple[str, float, float]], n_frames: int) -> st
         start, stop = units(a), units(b)
         if start > t:
             rows.append((t, start, "sil" if t == 0 else "sp"))
-        rows.append((start, stop, word))
+        if stop > start or word not in NON_SPEECH:  # a pause shorter than the rounding goes
+            rows.append((start, stop, word))
         t = stop
-    rows.append((t, end, "sil"))
+    if t < end:
+        rows.append((t, end, "sil"))
     return "".join(f"{a} {b} {w}\n" for a, b, w in rows)
 
 
-def parse_align(text: str) -> list[TimedWord]:
-    """The words of GRID ``.align`` text (``sil`` and ``sp`` left out), times in seconds.
+def parse_segments(text: str) -> list[TimedWord]:
+    """Every segment of GRID ``.align`` text, non-speech included (``sil``, ``sp``, ``still``:
+    :data:`NON_SPEECH`), in file order, times in seconds.
 
     Lines that are not ``start end label`` with integer times are ignored.
     """
-    words = []
+    segments = []
     for line in text.splitlines():
         parts = line.split()
-        timed = len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit()
-        if timed and parts[2] not in SILENCE:
-            words.append(TimedWord(parts[2], int(parts[0]) / UNITS_PER_SECOND,
-                                   int(parts[1]) / UNITS_PER_SECOND))
-    return words
+        if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+            segments.append(TimedWord(parts[2], int(parts[0]) / UNITS_PER_SECOND,
+                                      int(parts[1]) / UNITS_PER_SECOND))
+    return segments
+
+
+def parse_align(text: str) -> list[TimedWord]:
+    """The words of GRID ``.align`` text (``sil``, ``sp`` and ``still`` left out), times in
+    seconds; :func:`parse_segments` keeps them."""
+    return [s for s in parse_segments(text) if s.word not in NON_SPEECH]
 
 
 def read_align(path: str | Path) -> list[TimedWord]:
     """:func:`parse_align` of a file (undecodable bytes replaced)."""
     return parse_align(Path(path).read_text(errors="replace"))
+
+
+def read_segments(path: str | Path) -> list[TimedWord]:
+    """:func:`parse_segments` of a file (undecodable bytes replaced)."""
+    return parse_segments(Path(path).read_text(errors="replace"))
 
 
 def write_align(path: str | Path, words: Iterable[tuple[str, float, float]],
