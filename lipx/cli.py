@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,6 +20,8 @@ from rich.console import Console
 from lipx import __version__
 from lipx.errors import LipxError
 from lipx.extras import require
+from lipx.runtime.backends import BACKENDS, FORMATS, all_precisions  # stdlib only
+from lipx.tasks import SPECS  # stdlib only
 
 app = typer.Typer(
     name="lipx",
@@ -34,6 +37,27 @@ app.add_typer(data_app, name="data")
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"debug": False}
+
+
+# --- engine choices (the backend table; stdlib only) --------------------------------------
+
+Engine = Enum("Engine", {n: n for n in BACKENDS}, type=str)  # type: ignore[misc]
+Precision = Enum("Precision", {p: p for p in all_precisions()}, type=str)  # type: ignore[misc]
+Format = Enum("Format", {f: f for f in FORMATS}, type=str)  # type: ignore[misc]
+_ENGINES = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
+_PRECISIONS = "; ".join(f"{b.name}: {', '.join(b.precisions)} (default {b.default_precision})"
+                        for b in BACKENDS.values())
+
+
+def _gates() -> str:
+    """The default parity gates of every task, for --gate's help."""
+    def gate(p: str, g) -> str:
+        top1 = f" top-1>={g.min_top1:g}" if g.min_top1 else ""
+        stoi = f" STOI drop<={g.max_stoi_drop:g}" if g.max_stoi_drop else ""
+        return f"{p} {g.atol:g}+{g.rtol:g}|ref|{top1}{stoi}"
+
+    return "; ".join(f"{t.task} " + ", ".join(gate(p, g) for p, g in t.tolerances.items())
+                     for t in SPECS.values())
 
 
 def _version(value: bool) -> None:
@@ -177,8 +201,11 @@ def _image_size(text: Optional[str]) -> Optional[tuple[int, int]]:
 
 @data_app.command("synth")
 def data_synth(
-    out: Annotated[Path, typer.Argument(help="Output folder of the synthetic corpus.")],
-    layout: Annotated[str, typer.Option(help="On-disk layout: grid or lrw.")] = "grid",
+    out: Annotated[Path, typer.Argument(help="Output folder of the corpus or the streams.")],
+    layout: Annotated[str, typer.Option(
+        help="On-disk layout: grid or lrw (a corpus), lrw-streams or grid-streams (held-out "
+        "test streams of that corpus: OUT/NAME.mp4 + .wav + .align, OUT/streams.jsonl).")
+    ] = "grid",
     speakers: Annotated[Optional[int], typer.Option(help="Synthetic speakers [8].")] = None,
     held_out: Annotated[Optional[int], typer.Option(
         help="Speakers kept for testing (default: one in five).")] = None,
@@ -192,30 +219,50 @@ def data_synth(
         help="LRW: val clips per word [5].")] = None,
     test_per_word: Annotated[Optional[int], typer.Option(
         help="LRW: test clips per word [5].")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed: same seed, same corpus.")] = 0,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Random seed: same seed, same corpus [0].")] = None,
     image_size: Annotated[Optional[str], typer.Option(
         help="Frame size N or WxH [GRID 360x288, LRW 256].")] = None,
     workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    streams: Annotated[Optional[int], typer.Option(
+        help="Streams layouts: number of streams [10].")] = None,
+    per_stream: Annotated[Optional[int], typer.Option(
+        help="Streams layouts: LRW words / GRID sentences per stream [8 / 3].")] = None,
+    pauses: Annotated[Optional[bool], typer.Option(
+        "--pauses/--no-pauses", help="Streams layouts: pauses, silence and still faces between "
+        "words [--pauses]; --no-pauses: words in a row.")] = None,
+    like: Annotated[Optional[Path], typer.Option(
+        help="Streams layouts: the corpus recipe of a checkpoint (meta.corpus_synth; needs "
+        "torch), a corpus folder or its synth.json, instead of the recipe options.")] = None,
 ) -> None:
-    """Write a deterministic synthetic audio-visual corpus in GRID's or LRW's layout."""
+    """Write a deterministic synthetic audio-visual corpus in GRID's or LRW's layout, or
+    held-out speakers' continuous test streams of one (--layout lrw-streams|grid-streams)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from lipx.data.synth import SynthOptions, synthesize_corpus
+    from lipx.data.stream_corpus import StreamsOptions, synth_options, synthesize_streams
+    from lipx.data.synth import synthesize_corpus
 
     started = time.perf_counter()
     given = dict(speakers=speakers, held_out=held_out, utterances=utterances, words=words,
                  clips_per_word=clips_per_word, val_per_word=val_per_word,
-                 test_per_word=test_per_word, image_size=_image_size(image_size))
-    opts = SynthOptions(out=out, layout=layout.lower(), seed=seed, workers=workers,
-                        **{k: v for k, v in given.items() if v is not None})
+                 test_per_word=test_per_word, image_size=_image_size(image_size), seed=seed)
+    opts = synth_options(out, layout.lower(), given, workers=workers, streams=streams,
+                         per_stream=per_stream, pauses=pauses, like=like)
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(f"synth {opts.layout}", total=None)
-        report = synthesize_corpus(
-            opts, progress=lambda n, total: bar.update(task, completed=n, total=total))
-    done(f"{report.written} clips written, {report.skipped} already there, "
-         f"{len(report.speakers)} speakers ({len(report.held_out)} held out), "
-         f"{len(report.vocabulary)} words -> {report.out}", started)
+
+        def advance(n: int, total: int) -> None:
+            bar.update(task, completed=n, total=total)
+
+        if isinstance(opts, StreamsOptions):
+            line = synthesize_streams(opts, progress=advance).summary()
+        else:
+            report = synthesize_corpus(opts, progress=advance)
+            line = (f"{report.written} clips written, {report.skipped} already there, "
+                    f"{len(report.speakers)} speakers ({len(report.held_out)} held out), "
+                    f"{len(report.vocabulary)} words -> {report.out}")
+    done(line, started)
 
 
 # --- data: prepare --------------------------------------------------------------------------
@@ -316,19 +363,55 @@ def train(
 
 @app.command("eval")
 def eval_(
-    checkpoint: Annotated[Path, typer.Argument(help="A lipx checkpoint.")],
-    data: Annotated[Path, typer.Argument(help="A prepared corpus.")],
+    checkpoint: Annotated[Path, typer.Argument(
+        help="A lipx checkpoint; with --stream, a model package.")],
+    data: Annotated[Path, typer.Argument(
+        help="A prepared corpus; with --stream, a set of test streams "
+        "(lipx data synth OUT --layout lrw-streams|grid-streams).")],
     split: Annotated[str, typer.Option(
         help="Split protocol; empty picks the corpus default.")] = "",
     part: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     tta: Annotated[bool, typer.Option(help="Horizontal-flip test-time augmentation.")] = True,
-    max_clips: Annotated[int, typer.Option(help="Score at most N clips (0: all).")] = 0,
+    max_clips: Annotated[int, typer.Option(
+        help="Score at most N clips (streams with --stream; 0: all).")] = 0,
     wav_dir: Annotated[Optional[Path], typer.Option(help="Write generated speech here.")] = None,
     json_out: Annotated[Optional[Path], typer.Option(
         "--json", help="Write results as JSON.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(
+        help="auto, cpu, cuda, cuda:N (with --stream: the engine's device).")] = "auto",
+    stream: Annotated[bool, typer.Option(
+        "--stream", help="Run the streaming runtime over continuous streams and score it: "
+        "WER (S/D/I), false words per minute of non-speech, emission latency; or streamed "
+        "against offline STOI/ESTOI/PESQ; plus the cache's exactness.")] = False,
+    engine: Annotated[Engine, typer.Option(
+        help="--stream: the engine to run on.")] = Engine.onnx,  # type: ignore[attr-defined]
+    window: Annotated[Optional[int], typer.Option(
+        help="--stream: frames per window (default: the package's).")] = None,
+    stride: Annotated[Optional[int], typer.Option(
+        help="--stream: frames between backend runs (default: the package's).")] = None,
+    threshold: Annotated[float, typer.Option(
+        help="--stream, lipreading: least posterior of a window's top word.")] = 0.5,
+    agreement: Annotated[int, typer.Option(
+        help="--stream, lipreading: successive windows that must agree.")] = 2,
+    lookahead: Annotated[int, typer.Option(
+        help="--stream, lip-to-speech: right-context frames per window.")] = 4,
+    sweep: Annotated[Optional[list[str]], typer.Option(
+        help="--stream: vary an option, NAME=V1,V2 (window, stride, lookahead, threshold, "
+        "agreement, crossfade, gl_iters); repeatable (all combinations). Writes sweep.json and "
+        "sweep.png (quality against latency) to --out.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="--stream --sweep: folder for sweep.json and sweep.png.")] = None,
 ) -> None:
-    """Evaluate a checkpoint: word accuracy, or STOI/ESTOI/PESQ and spectrogram L1."""
+    """Evaluate a checkpoint (word accuracy, or STOI/ESTOI/PESQ and spectrogram L1), or with
+    --stream a package as a stream over held-out continuous streams."""
+    if stream:
+        _eval_stream(checkpoint, data, max_clips, json_out, device, engine.value, window, stride,
+                     threshold, agreement, lookahead, sweep or [], out)
+        return
+    if sweep or out:
+        from lipx.errors import InputError
+
+        raise InputError("--sweep and --out are for --stream")
     require("train", "lipx eval")
     import json
 
@@ -343,6 +426,49 @@ def eval_(
     if json_out:
         json_out.write_text(json.dumps(result.to_dict(), indent=2))
     done(f"{result.task}, {result.clips} clips", started)
+
+
+def _eval_stream(package: Path, data: Path, max_streams: int, json_out: Optional[Path],
+                 device: str, engine: str, window: Optional[int], stride: Optional[int],
+                 threshold: float, agreement: int, lookahead: int, sweep: list[str],
+                 out: Optional[Path]) -> None:
+    """``lipx eval --stream``: one setting printed, or a sweep written."""
+    import json
+
+    from rich.table import Table
+
+    from lipx.errors import InputError
+    from lipx.runtime.stream import StreamOptions
+    from lipx.train import stream_eval as se
+
+    started = time.perf_counter()
+    grid = se.parse_sweep(sweep)
+    if grid and out is None:
+        raise InputError("--sweep needs --out DIR for sweep.json and sweep.png")
+    stream = StreamOptions(engine=engine, device=None if device == "auto" else device,
+                           window=window, stride=stride, threshold=threshold,
+                           agreement=agreement, lookahead=lookahead)
+    opts = se.StreamEvalOptions(package, data, stream, max_streams=max_streams)
+    if grid:
+        with _progress("sweep", None) as advance:
+            reports = se.sweep(opts, grid, lambda n, total, combo: advance(n, {}, total))
+        assert out is not None
+        files = se.write_sweep(reports, out)
+        for r in reports:
+            print(f"{r.settings}: {r.quality()[0]} {r.quality()[1]:.3f}, "
+                  f"{se.latency_of(r)[0]} {se.latency_of(r)[1]:.2f} s")
+        done(f"{len(reports)} settings -> {', '.join(map(str, files))}", started)
+        return
+    with _progress("eval --stream", None) as advance:
+        report = se.evaluate_streams(opts, progress=lambda n, total: advance(n, {}, total))
+    table = Table(title=f"{report.task} streams: {package}", show_header=False)
+    for name, value in se.table_rows(report):
+        table.add_row(name, value)
+    Console().print(table)
+    if json_out:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    name, value = report.quality()
+    done(f"{report.task}, {report.streams} streams, {name} {value:.3f}", started)
 
 
 def _print_eval(result) -> None:
@@ -404,33 +530,6 @@ def _status(line: str) -> None:
     console.file.flush()
 
 
-# --- engine choices (the backend table; stdlib only) --------------------------------------
-from enum import Enum  # noqa: E402
-
-from lipx.runtime.backends import BACKENDS, FORMATS, all_precisions  # noqa: E402  (stdlib only)
-from lipx.tasks import SPECS  # noqa: E402  (stdlib only)
-
-Engine = Enum("Engine", {n: n for n in BACKENDS}, type=str)  # type: ignore[misc]
-Precision = Enum("Precision", {p: p for p in all_precisions()}, type=str)  # type: ignore[misc]
-Format = Enum("Format", {f: f for f in FORMATS}, type=str)  # type: ignore[misc]
-_ENGINES = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
-_PRECISIONS = "; ".join(f"{b.name}: {', '.join(b.precisions)} (default {b.default_precision})"
-                        for b in BACKENDS.values())
-
-
-def _gates() -> str:
-    """The default parity gates of every task, for --gate's help."""
-    def gate(p: str, g) -> str:
-        top1 = f" top-1>={g.min_top1:g}" if g.min_top1 else ""
-        stoi = f" STOI drop<={g.max_stoi_drop:g}" if g.max_stoi_drop else ""
-        return f"{p} {g.atol:g}+{g.rtol:g}|ref|{top1}{stoi}"
-
-    return "; ".join(f"{t.task} " + ", ".join(gate(p, g) for p, g in t.tolerances.items())
-                     for t in SPECS.values())
-
-
-
-
 @app.command()
 def stream(
     source: Annotated[str, typer.Argument(
@@ -482,6 +581,9 @@ def stream(
         "--no-cache", help="Recompute every window with model.onnx instead of caching per-frame "
         "features (to measure the cache).")] = False,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after N frames.")] = None,
+    pipeline: Annotated[Optional[bool], typer.Option(
+        "--pipeline/--no-pipeline", help="Run the backend and head on a worker thread while "
+        "the next frames are read (default: on for live and --realtime sources).")] = None,
 ) -> None:
     """Run a model package on a camera, file or network stream: words as they are read
     (lipreading) or generated speech (lip-to-speech), with per-stage latency at the end."""
@@ -496,7 +598,8 @@ def stream(
     opts = StreamOptions(engine=engine.value, device=device, precision=precision, crop=crop,
                          window=window, stride=stride, chunk=chunk, threshold=threshold,
                          agreement=agreement, lookahead=lookahead, cache=not no_cache,
-                         realtime=realtime, reconnect=reconnect, max_frames=max_frames)
+                         realtime=realtime, reconnect=reconnect, max_frames=max_frames,
+                         pipeline=pipeline)
     outputs = Outputs(jsonl=jsonl, wav=wav, srt=srt, vtt=vtt, save=save, play=play)
     manifest = Manifest.read(model)  # once: the sinks and the stream share it
     sinks = make_sinks(manifest, opts, outputs, console=_ClearingLines(sys.stdout))

@@ -42,15 +42,26 @@ class WordEvent:
     start_s: float
     end_s: float
     confidence: float
+    emitted_s: float | None = None
+    """When the stream emitted it, on the same clock: the arrival of the last frame the loop
+    had read, plus the compute time since (None until the loop stamps it)."""
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        d: dict[str, object] = {
             "type": "word",
             "word": self.word,
             "start_s": round(self.start_s, 3),
             "end_s": round(self.end_s, 3),
             "confidence": round(float(self.confidence), 4),
         }
+        if self.emitted_s is not None:
+            d["emitted_s"] = round(self.emitted_s, 3)
+        return d
+
+    @property
+    def wait_s(self) -> float | None:
+        """How long after the word's end it was emitted (its emission latency)."""
+        return None if self.emitted_s is None else self.emitted_s - self.end_s
 
     def retime(self, offset: ClockOffset, fps: float) -> list[WordEvent]:
         """This word on the source's clock: its start and end move with their own offsets.
@@ -70,6 +81,13 @@ class AudioChunk:
     start_s: float
     samples: np.ndarray
     sample_rate: int = SAMPLE_RATE
+    emitted_s: float | None = None
+    """When the stream emitted it (see :attr:`WordEvent.emitted_s`)."""
+
+    @property
+    def wait_s(self) -> float | None:
+        """How long its first sample's frame waited for it (the audio latency of the chunk)."""
+        return None if self.emitted_s is None else self.emitted_s - self.start_s
 
     @property
     def end_s(self) -> float:
@@ -78,13 +96,16 @@ class AudioChunk:
     def to_dict(self) -> dict[str, object]:
         x = np.asarray(self.samples, dtype=np.float64)
         rms = float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
-        return {
+        d: dict[str, object] = {
             "type": "audio",
             "start_s": round(self.start_s, 4),
             "end_s": round(self.end_s, 4),
             "samples": len(self.samples),
             "rms": round(rms, 5),
         }
+        if self.emitted_s is not None:
+            d["emitted_s"] = round(self.emitted_s, 4)
+        return d
 
     def retime(self, offset: ClockOffset, fps: float) -> list[AudioChunk]:
         """This chunk on the source's clock: cut where the offset changes, each piece moved by
@@ -105,7 +126,7 @@ class AudioChunk:
                 frame += 1
                 end = min(len(self.samples), round(frame * per_frame) - first)
             pieces.append(AudioChunk((first + begin) / rate + shift, self.samples[begin:end],
-                                     rate))
+                                     rate, self.emitted_s))
             begin = end
         return pieces
 

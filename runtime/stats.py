@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 from array import array
 from collections import deque
@@ -166,6 +167,9 @@ class StreamStats:
     """Engine time per frame out (:data:`ENGINE_STAGES`: front-end + backend, or the whole
     model without the cache)."""
     run: StreamRun
+    emission: LatencyStats | None = None
+    """How long results waited to be emitted: each word after its end (emission latency), each
+    audio chunk after its first frame (audio latency); measured, beside ``algorithmic``."""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -193,6 +197,11 @@ class StreamStats:
             f"RTF {self.rtf:.3f}; algorithmic latency {alg['mean_s'] * 1e3:.0f} ms mean "
             f"({alg['min_s'] * 1e3:.0f}-{alg['max_s'] * 1e3:.0f})"
         )
+        if self.emission is not None and self.emission.count:
+            what = "words emitted after their end" if self.run.task == "lipreading" else (
+                "audio emitted after its frame")
+            rows.append(f"{what}: p50 {self.emission.p50_ms:.0f} ms, p95 "
+                        f"{self.emission.p95_ms:.0f} ms (measured, {self.emission.count})")
         return "\n".join(rows)
 
 
@@ -224,6 +233,7 @@ class StageTimer:
         self.frames_in = 0
         self.frames_dropped = 0
         self._t0: float | None = None
+        self._lock = threading.Lock()  # a pipelined stream's worker adds its stages too
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -238,9 +248,10 @@ class StageTimer:
 
     def add(self, name: str, seconds: float) -> None:
         """Add ``seconds`` to stage ``name`` of the current frame."""
-        if self._t0 is None:
-            self._t0 = time.perf_counter() - seconds
-        self._current[name] = self._current.get(name, 0.0) + seconds
+        with self._lock:
+            if self._t0 is None:
+                self._t0 = time.perf_counter() - seconds
+            self._current[name] = self._current.get(name, 0.0) + seconds
 
     def count_in(self, n: int = 1, dropped: int = 0) -> None:
         """Count frames read from the source and stale frames it dropped before them."""
@@ -250,11 +261,12 @@ class StageTimer:
     def end_frame(self) -> float:
         """Close the current frame's record; returns its compute latency (seconds)."""
         total = 0.0
-        for name, seconds in self._current.items():
+        with self._lock:
+            current, self._current = self._current, {}
+        for name, seconds in current.items():
             self._times.setdefault(name, array("d")).append(seconds)
             if name not in self.wait_stages:
                 total += seconds
-        self._current.clear()
         self._frame_totals.append(total)
         self._recent.append((time.perf_counter(), total))
         return total

@@ -21,10 +21,13 @@ Torch-free.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +52,7 @@ from lipx.runtime.sinks import (
     WavSink,
 )
 from lipx.runtime.sources import Frame, Source, open_source
-from lipx.runtime.stats import STAGES, StageTimer, StreamRun, StreamStats
+from lipx.runtime.stats import STAGES, LatencyStats, StageTimer, StreamRun, StreamStats
 from lipx.runtime.window import CachedWindows, FrameWindows, Window
 from lipx.tasks import Schedule
 from lipx.video import mouth_crop_frame
@@ -57,6 +60,8 @@ from lipx.video import mouth_crop_frame
 log = logging.getLogger(__name__)
 
 CROPS = ("lrw", "auto")
+PIPELINE_DEPTH = 2
+"""Windows that may wait for the pipelined worker before the loop waits for it."""
 WindowHook = Callable[[Window, dict[str, np.ndarray]], None]
 
 
@@ -104,6 +109,10 @@ class StreamOptions:
     per-frame matrices are tiny, and threads make them slower, not faster."""
     cuda_graph: bool = False
     """TensorRT: capture CUDA graphs for the fixed chunk and window shapes."""
+    pipeline: bool | None = None
+    """Run the backend and the head on a worker thread while the loop reads, crops and runs the
+    front-end on the next frames, so a live source drops no frame while the total compute keeps
+    up (None: on for live and ``realtime`` sources, off for files read as fast as possible)."""
     status_every_s: float = 0.5
     """Seconds between status callbacks."""
 
@@ -268,7 +277,14 @@ class Streamer:
         waits = ("decode",) if self.source.info.live else ()
         self.timer = StageTimer(STAGES, self.fps, wait_stages=waits)
         self._pts = array("d")  # stream position -> presentation time (frames may be dropped)
+        self._arrival = (0.0, time.perf_counter())  # (source time, wall time) of the last frame
         self._dropped = 0
+        self.waits: list[float] = []
+        """Seconds each result waited after its end (words) or its start (audio) until it was
+        emitted (:attr:`~lipx.runtime.events.WordEvent.wait_s`)."""
+        pipeline = opts.pipeline if opts.pipeline is not None else self.source.info.live
+        self._worker = (self._stack.enter_context(ThreadPoolExecutor(1, "lipx-backend"))
+                        if pipeline else None)
         self.backend_calls = 0
         self.interrupted = False
 
@@ -284,9 +300,16 @@ class Streamer:
 
     # -- the loop -------------------------------------------------------------------------------
     def events(self) -> Generator[Event, None, None]:
-        """Run the stream: a FrameEvent per frame, then the words or audio it made final."""
+        """Run the stream: a FrameEvent per frame, then the words or audio it made final.
+
+        Pipelined (:attr:`StreamOptions.pipeline`), the backend and head of each window run on
+        the worker in order, and their results are yielded after the frame during which they
+        became ready (at most :data:`PIPELINE_DEPTH` windows wait; beyond that the loop waits,
+        and a live source drops frames, keeping its timeline).
+        """
         windows = self._windows()
         frames = iter(self.source)
+        queued: deque[Future[list[Result]]] = deque()
         pending = False  # the previous frame's record is closed once its events were consumed
         try:
             while (frame := self._next_frame(frames, pending)) is not None:
@@ -296,22 +319,40 @@ class Streamer:
                     roi = self.roi(frame.image)
                     crop = mouth_crop_frame(roi.face256, self.manifest.video)
                 self._pts.append(frame.pts_s)
+                self._arrival = (frame.pts_s + 1 / self.fps, time.perf_counter())
                 self._dropped += frame.dropped_before
                 yield FrameEvent(frame, roi)
                 for window in windows.push(crop):
-                    yield from self._run_window(window)
+                    yield from self._schedule(window, queued)
+                yield from self._ready(queued, wait=len(queued) > PIPELINE_DEPTH)
             for window in windows.flush():
-                yield from self._run_window(window)
+                yield from self._schedule(window, queued)
+            yield from self._ready(queued, wait=True)
             with self.timer.stage("head"):
                 tail = self.head.flush()
-            for result in tail:
-                yield from self._on_source_clock(result)
+            yield from self._emit(tail)
         finally:
+            for future in queued:
+                future.cancel()
             close = getattr(frames, "close", None)
             if close is not None:
                 close()
         if pending:
             self.timer.end_frame()
+
+    def _schedule(self, window: Window,
+                  queued: deque[Future[list[Result]]]) -> Iterator[Result]:
+        """Run ``window`` now (yielding its results), or queue it on the worker."""
+        if self._worker is None:
+            yield from self._emit(self._run_window(window))
+        else:
+            queued.append(self._worker.submit(self._run_window, window))
+
+    def _ready(self, queued: deque[Future[list[Result]]], wait: bool) -> Iterator[Result]:
+        """The results of the queued windows that are done, in order (all of them with
+        ``wait``: at the end, or when too many wait)."""
+        while queued and (wait or queued[0].done()):
+            yield from self._emit(queued.popleft().result())
 
     def _next_frame(self, frames: Iterator[Frame], pending: bool) -> Frame | None:
         """The next frame; closes the previous frame's record first (not at the end of the
@@ -343,12 +384,13 @@ class Streamer:
             out = runner.infer({name: clip[None, None]})
         return next(iter(out.values()))[0]
 
-    def _run_window(self, window: Window) -> Iterator[Event]:
+    def _run_window(self, window: Window) -> list[Result]:
+        """Backend and head on one window (on the worker when pipelined)."""
         if len(window.data) < self.head.min_window:
             log.warning("stream of %d frames is too short for the %s head (windows of at "
                         "least %d frames); nothing made", window.stop, self.manifest.task,
                         self.head.min_window)
-            return
+            return []
         role = "backend" if self.opts.cache else "model"
         runner = self.runners[role]
         with self.timer.stage("backend"):
@@ -358,9 +400,18 @@ class Streamer:
             self.window_hook(window, outputs)
         result = outputs[self.manifest.spec.head_output][0]
         with self.timer.stage("head"):
-            results = self.head.push(result, window.start, window.stop)
-        for made in results:
-            yield from self._on_source_clock(made)
+            return list(self.head.push(result, window.start, window.stop))
+
+    def _emit(self, results: Sequence[Result]) -> Iterator[Result]:
+        """Results on the source's clock, stamped with the time they are emitted."""
+        source_s, wall_s = self._arrival
+        now = source_s + (time.perf_counter() - wall_s)
+        for result in results:
+            for moved in self._on_source_clock(result):
+                stamped = dataclasses.replace(moved, emitted_s=now)
+                if stamped.wait_s is not None:
+                    self.waits.append(stamped.wait_s)
+                yield stamped
 
     def _feeds(self, role: str, window: Window) -> dict[str, np.ndarray]:
         """The engine inputs for one window: features or frames, and zero noise (lip2speech)."""
@@ -405,7 +456,8 @@ class Streamer:
             frames_without_face=self.roi.frames_without_face, interrupted=self.interrupted,
             words=self.head.words, audio_s=round(self.head.audio_s, 3),
         )
-        return self.timer.summary(run, self.stride, self.head.lookahead_frames, self.context)
+        stats = self.timer.summary(run, self.stride, self.head.lookahead_frames, self.context)
+        return dataclasses.replace(stats, emission=LatencyStats.of(self.waits))
 
 
 def stream(

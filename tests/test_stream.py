@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +23,13 @@ from lipx.benchmarks.cache import compare_cache
 from lipx.errors import InputError
 from lipx.files import file_sha256
 from lipx.package import EngineInfo, Manifest
+from lipx.runtime.events import WordEvent
 from lipx.runtime.mp4 import AnnotatedVideoSink
 from lipx.runtime.ort_runner import OrtRunner
 from lipx.runtime.roi import FixedLRWBox
 from lipx.runtime.sinks import WavSink
 from lipx.runtime.sources import Frame, Source, open_source
-from lipx.runtime.stream import Outputs, StreamOptions, make_sinks, stream
+from lipx.runtime.stream import Outputs, Streamer, StreamOptions, make_sinks, stream
 from lipx.video import mouth_crop_frame
 
 FPS = 25  # of the test packages and video
@@ -371,3 +373,29 @@ def test_realtime_paces_a_file(packages, face_video):
     assert stats.frames_out + stats.frames_dropped >= 15
     assert stats.wall_s >= 13 / FPS  # paced: about 15 frame periods, not as fast as possible
     assert "decode" not in {k for k, v in stats.stages.items() if v.count == 0}
+
+
+def _paced_run(pkg, video, pipeline: bool | None):
+    """A real-time paced stream whose backend takes 0.1 s every 4 frames (RTF ~0.6), reading
+    every word it can (threshold 0, agreement 1)."""
+    def slow_backend(window, outputs):
+        time.sleep(0.1)
+
+    opts = StreamOptions(realtime=True, stride=4, pipeline=pipeline, threshold=0.0, agreement=1)
+    with Streamer(pkg, str(video), opts, window_hook=slow_backend) as streamer:
+        words = [e for e in streamer.events() if isinstance(e, WordEvent)]
+        return streamer.stats(), words
+
+
+def test_a_pipelined_paced_stream_drops_no_frame_the_inline_loop_would_drop(packages,
+                                                                            face_video):
+    inline, inline_words = _paced_run(packages["lipreading"], face_video, pipeline=False)
+    piped, piped_words = _paced_run(packages["lipreading"], face_video, pipeline=True)
+    assert inline.frames_dropped > 0  # the 0.1 s backend blocks the loop: frames go stale
+    assert piped.frames_dropped == 0 and piped.frames_out == 50
+    assert piped.rtf < 1
+    # the same words, every one stamped with when it was emitted, after its end
+    assert [w.word for w in piped_words] == [w.word for w in _paced_run(
+        packages["lipreading"], face_video, pipeline=None)[1]]
+    assert piped_words and all(w.emitted_s is not None and w.wait_s > 0 for w in piped_words)
+    assert piped.emission is not None and piped.emission.count == len(piped_words)
