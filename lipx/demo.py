@@ -157,35 +157,32 @@ def _recipe(ckpt_path: Path, layout: str):
 
 
 def lipreading_video(ckpt_path: Path, out: Path, opts: DemoOptions) -> TestVideo:
-    """``opts.words`` vocabulary words said in a row by a held-out speaker (LRW clips)."""
-    from lipx.data import synth
+    """``opts.words`` vocabulary words said in a row by a held-out speaker, each with the
+    context words of the corpus' LRW clips (one continuous stream, no pauses)."""
+    from lipx.data import streams
 
     truth_file, video = out / "lipreading_truth.json", out / "lipreading_test.mp4"
     key = {"checkpoint": file_sha256(ckpt_path), "words": opts.words, "speaker": opts.speaker}
     if (truth := _made_from(key, truth_file, video)) is not None:
         return TestVideo(video, truth["words"])
     ckpt, recipe = _recipe(ckpt_path, "lrw")
-    held = list(range(recipe.speakers - recipe.n_held_out, recipe.speakers))
+    held = streams.held_out_speakers(recipe)
     speaker = held[opts.speaker % len(held)]
     vocab = list(ckpt.vocabulary)
     rng = np.random.default_rng(opts.speaker)
     words = [vocab[i] for i in rng.permutation(len(vocab))[:opts.words]]
     words += [vocab[int(i)] for i in rng.integers(len(vocab), size=opts.words - len(words))]
-    clips = [synth.synthesize_clip(recipe, synth.ClipSpec(f"demo/{i}/{w}", speaker, (w,)))
-             for i, w in enumerate(words)]
-    synth.write_video(video, np.concatenate([c.frames for c in clips]),
-                      np.concatenate([c.audio for c in clips]), "mp4")
+    spec = streams.StreamSpec("demo_lipreading", speaker, tuple((w,) for w in words),
+                              pauses=False)
+    streams.write_stream(streams.render_stream(recipe, streams.script_stream(recipe, spec)),
+                         video)
     truth_file.write_text(json.dumps({"words": words, "made_from": key}))
     return TestVideo(video, words)
 
 
 def lip2speech_video(ckpt_path: Path, out: Path, opts: DemoOptions) -> TestVideo:
     """A GRID sentence of a held-out (``unseen`` test) speaker, faces aligned to 256x256."""
-    from lipx.audio import highpass
-    from lipx.data import synth
-    from lipx.data.prepare_format import speaker_parts
-    from lipx.data.voice import SAMPLE_RATE
-    from lipx.landmarks import align_face
+    from lipx.data import streams, synth
 
     truth_file, video = out / "lip2speech_truth.json", out / "lip2speech_test.mp4"
     speech = out / "lip2speech_real.wav"
@@ -193,19 +190,16 @@ def lip2speech_video(ckpt_path: Path, out: Path, opts: DemoOptions) -> TestVideo
     if (truth := _made_from(key, truth_file, video, speech)) is not None:
         return TestVideo(video, truth["words"], speech=speech)
     _, recipe = _recipe(ckpt_path, "grid")
-    names = [f"s{i + 1}" for i in range(recipe.speakers)]
-    parts = speaker_parts(names)
-    held = [i for i, n in enumerate(names) if parts.get(n) == ["test"]]
+    held = streams.held_out_speakers(recipe)
     if not held:
         raise InputError(f"{ckpt_path}: its corpus has no held-out test speakers")
     speaker = held[opts.speaker % len(held)]
-    spec = next(c for c in synth.plan_clips(recipe) if c.speaker == speaker)
-    clip = synth.synthesize_clip(recipe, spec)
-    faces = np.stack([align_face(f, p) for f, p in zip(clip.frames, clip.landmarks)])
-    synth.write_video(video, faces, clip.audio, "mp4")
-    synth.write_wav(speech, highpass(clip.audio, SAMPLE_RATE))
-    truth_file.write_text(json.dumps({"words": list(spec.words), "made_from": key}))
-    return TestVideo(video, list(spec.words), speech=speech)
+    clip = next(c for c in synth.plan_clips(recipe) if c.speaker == speaker)
+    spec = streams.StreamSpec("demo_lip2speech", speaker, (clip.words,), pauses=False)
+    streams.write_stream(streams.render_stream(recipe, streams.script_stream(recipe, spec)),
+                         video, wav=speech)
+    truth_file.write_text(json.dumps({"words": list(clip.words), "made_from": key}))
+    return TestVideo(video, list(clip.words), speech=speech)
 
 
 def _made_from(key: dict, truth_file: Path, *outputs: Path) -> dict | None:
