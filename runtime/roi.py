@@ -11,7 +11,11 @@ Models are trained on 256x256 faces where the mouth sits in LRW's fixed box (59,
   maps that box onto where the same detector puts its box on the LRW reference face, so the
   mouth lands in the LRW box. The transform's parameters are smoothed causally (one-euro filter:
   only past and present detections); a lost face holds the last transform for ``hold_frames``
-  frames, then the tracker resets and reports ``found=False``.
+  frames, then the tracker resets and reports ``found=False``. Between full-frame detections
+  (every ``detect_every`` frames; ``make_roi("auto")`` uses ``TRACK_DETECT_EVERY``) the Haar
+  detector searches only the windows near the last face (``HaarFaceDetector.near``): the same
+  boxes for a fraction of the time, and a full-frame search again when it finds no face there.
+  ``make_roi("auto", detect_every=1)`` searches every frame whole, as before.
 
 ``HAAR_FACE_IN_LRW`` was measured by running ``haarcascade_frontalface_default.xml`` on a
 rendering (filled contour, brows, eyes, nose, lips) of the 98-point LRW reference face
@@ -25,14 +29,14 @@ from __future__ import annotations
 
 import logging
 import math
-import types
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from lipx.errors import BackendUnavailableError, InputError
+from lipx.errors import InputError
+from lipx.runtime.haar import HaarFaceDetector, import_cv2
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,10 @@ LRW_MOUTH_BOX = (59, 95, 195, 231)
 """(x1, y1, x2, y2) of the mouth in a 256x256 LRW face (same as ``VideoSpec.box``)."""
 HAAR_FACE_IN_LRW = (130.0, 114.0, 173.0)
 """(centre x, centre y, side) of the frontal-face Haar box on the LRW reference face."""
-OPENCV_PIN = "opencv-python-headless>=4.8,<5"
+TRACK_DETECT_EVERY = 50
+"""``--crop auto``: frames between two full-frame detections (2 s at 25 fps); the frames in
+between search near the last face. Searching near it returns what the full-frame search would
+for that face, so this only bounds how long an unusual grouping could differ (``haar``)."""
 
 Box = tuple[float, float, float, float]
 """(x1, y1, x2, y2) in pixels."""
@@ -156,70 +163,6 @@ class OneEuroFilter:
         return self._x.copy()
 
 
-def _import_cv2() -> types.ModuleType:
-    try:
-        import cv2
-    except ImportError as e:
-        raise BackendUnavailableError(
-            f"--crop auto needs OpenCV: pip install '{OPENCV_PIN}' (or use --crop lrw)"
-        ) from e
-    return cv2
-
-
-class HaarFaceDetector:
-    """OpenCV's bundled frontal-face Haar cascade (shipped in opencv-python-headless 4.x).
-
-    Args:
-        cascade: file name inside ``cv2.data.haarcascades``.
-        max_side: frames are shrunk to at most this many pixels on their long side for speed.
-        min_face: smallest face to look for, as a fraction of the frame's short side.
-        scale_factor, min_neighbors: ``detectMultiScale`` settings.
-    """
-
-    def __init__(
-        self,
-        cascade: str = "haarcascade_frontalface_default.xml",
-        max_side: int = 320,
-        min_face: float = 0.15,
-        scale_factor: float = 1.1,
-        min_neighbors: int = 4,
-    ):
-        cv2 = _import_cv2()
-        folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-        if folder is None:
-            raise BackendUnavailableError(
-                f"OpenCV {cv2.__version__} ships no Haar cascades (5.x dropped them); "
-                f"pip install '{OPENCV_PIN}'"
-            )
-        self._cv2 = cv2
-        self._cascade = cv2.CascadeClassifier(folder + cascade)
-        if self._cascade.empty():
-            raise BackendUnavailableError(
-                f"cannot load Haar cascade {folder + cascade}; reinstall '{OPENCV_PIN}'"
-            )
-        self.max_side, self.min_face = max_side, min_face
-        self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
-
-    def __call__(self, frame: np.ndarray) -> list[tuple[float, float, float, float]]:
-        """Face boxes (x, y, w, h) in ``frame`` pixels, for an (H, W, 3) uint8 RGB frame."""
-        cv2 = self._cv2
-        h, w = frame.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(gray)
-        side = max(12, int(self.min_face * min(gray.shape)))
-        found = self._cascade.detectMultiScale(
-            gray,
-            scaleFactor=self.scale_factor,
-            minNeighbors=self.min_neighbors,
-            minSize=(side, side),
-        )
-        return [tuple(float(v) / scale for v in box) for box in np.asarray(found).reshape(-1, 4)]
-
-
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
@@ -235,8 +178,12 @@ class FaceTracker(MouthROI):
     Args:
         detector: frame -> face boxes (x, y, w, h); default ``HaarFaceDetector()``.
         fps: frame rate of the frames (sets the filter's time step).
-        detect_every: run the detector on every k-th frame; frames in between reuse the last
-            detection (the filter still runs).
+        detect_every: run the detector on the whole frame on every k-th frame. In between, a
+            detector that can search near a known face (a ``near(frame, box)`` method, as
+            ``HaarFaceDetector`` has) is asked about the last face's neighbourhood only, and the
+            whole frame is searched again when that finds nothing; for other detectors (or
+            with ``track=False``) the last detection is reused. The filter runs on every frame.
+        track: search near the last face between full-frame detections (see above).
         hold_frames: frames a lost face's transform is held before the tracker resets.
         min_cutoff, beta: one-euro filter settings (Hz; per face size per second).
         face_in_lrw: (centre x, centre y, side) of the detector's face box on the LRW
@@ -249,6 +196,7 @@ class FaceTracker(MouthROI):
         *,
         fps: float = 25.0,
         detect_every: int = 1,
+        track: bool = True,
         hold_frames: int = 12,
         min_cutoff: float = 1.0,
         beta: float = 3.0,
@@ -260,13 +208,16 @@ class FaceTracker(MouthROI):
                 f"FaceTracker needs detect_every >= 1, hold_frames >= 0, fps > 0; got "
                 f"{detect_every}, {hold_frames}, {fps}"
             )
-        self._cv2 = _import_cv2()
+        self._cv2 = import_cv2()
         self.detector = detector if detector is not None else HaarFaceDetector()
         self.fps, self.detect_every, self.hold_frames = fps, detect_every, hold_frames
+        self.track = track
         self.face_in_lrw = face_in_lrw
         self.filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta)
         self.frames_lost = 0
         """Frames reported with ``found=False``."""
+        self.full_detections = 0
+        """Frames the detector searched whole (the rest were searched near the last face)."""
         self.reset()
 
     def reset(self) -> None:
@@ -280,8 +231,7 @@ class FaceTracker(MouthROI):
         _check_frame(frame)
         self.frames += 1
         self._since_update += 1
-        if (self.frames - 1) % self.detect_every == 0:
-            self._last_box = self._pick(self.detector(frame))
+        self._last_box = self._detect(frame)
         if self._last_box is not None:
             x, y, w, h = self._last_box
             side = (w + h) / 2
@@ -303,17 +253,33 @@ class FaceTracker(MouthROI):
         face = resize_rgb(frame[y0 : y0 + short, x0 : x0 + short], FACE_SIZE, FACE_SIZE)
         return RoiResult(face, None, False)
 
+    def _detect(self, frame: np.ndarray) -> tuple[float, ...] | None:
+        """This frame's face box (x, y, w, h), or None (see ``detect_every``; causal)."""
+        if (self.frames - 1) % self.detect_every != 0:
+            near = getattr(self.detector, "near", None) if self.track else None
+            if near is None:
+                return self._last_box
+            if self._last_box is not None:
+                box = self._overlapping(near(frame, self._last_box))
+                if box is not None:
+                    return box
+        self.full_detections += 1
+        return self._pick(self.detector(frame))
+
+    def _overlapping(self, boxes: Sequence[tuple[float, ...]]) -> tuple[float, ...] | None:
+        """The detection overlapping the previous one most; None if none overlaps it."""
+        last = self._last_box
+        if last is None or not boxes:
+            return None
+        best = tuple(float(v) for v in max(boxes, key=lambda b: _iou(tuple(b), last)))
+        return best if _iou(best, last) > 0 else None
+
     def _pick(self, boxes: Sequence[tuple[float, ...]]) -> tuple[float, ...] | None:
         """The detection overlapping the previous one most, else the largest; None if none."""
         boxes = [tuple(float(v) for v in b) for b in boxes]
         if not boxes:
             return None
-        last = self._last_box
-        if last is not None:
-            best = max(boxes, key=lambda b: _iou(b, last))
-            if _iou(best, last) > 0:
-                return best
-        return max(boxes, key=lambda b: b[2] * b[3])
+        return self._overlapping(boxes) or max(boxes, key=lambda b: b[2] * b[3])
 
     def transform(self) -> np.ndarray | None:
         """(2, 3) float64 affine matrix mapping source pixels to LRW face pixels, if known."""
@@ -342,9 +308,15 @@ class FaceTracker(MouthROI):
 
 
 def make_roi(crop: str, fps: float = 25.0, **kwargs: object) -> MouthROI:
-    """The ROI for a ``--crop`` choice: ``lrw`` (fixed box) or ``auto`` (face tracker)."""
+    """The ROI for a ``--crop`` choice: ``lrw`` (fixed box) or ``auto`` (face tracker).
+
+    ``auto`` tracks: a full-frame detection every ``TRACK_DETECT_EVERY`` frames (and whenever
+    the face is lost), searches near the face in between. ``kwargs`` go to ``FaceTracker``;
+    ``detect_every=1`` searches every frame whole (the slower behaviour before tracking).
+    """
     if crop == "lrw":
         return FixedLRWBox()
     if crop == "auto":
+        kwargs.setdefault("detect_every", TRACK_DETECT_EVERY)
         return FaceTracker(fps=fps, **kwargs)  # type: ignore[arg-type]
     raise InputError(f"unknown crop mode {crop!r}; choose from: auto, lrw")
