@@ -257,7 +257,7 @@ def index_record(opts: StreamsOptions, script: StreamScript) -> dict:
     segments = formats.parse_segments(formats.format_align(script.segments, script.n_frames))
 
     def seconds(labels: Callable[[str], bool]) -> float:
-        return round(sum(s.end - s.start for s in segments if labels(s.word)), 3)
+        return round(float(sum(s.end - s.start for s in segments if labels(s.word))), 3)
 
     name = script.spec.name
     return {
@@ -278,7 +278,9 @@ def streams_manifest(opts: StreamsOptions, specs: list[StreamSpec]) -> dict:
     manifest.pop("frames_per_clip", None)
     speakers = {s.speaker: None for s in specs}
     manifest.update(layout=opts.layout, note=(
-        "held-out test streams of the corpus made with these options (lipx.data.streams)"))
+        "held-out test streams of the corpus made with these options (lipx.data.streams), "
+        "spoken by " + ("its held-out speakers" if opts.recipe.layout == "lrw" else
+                        "the speakers its GRID 'unseen' protocol keeps for testing only")))
     manifest["streams"] = {
         "count": opts.streams, "per_stream": opts.n_per_stream, "pauses": opts.pauses,
         "speakers": [make_speaker(opts.recipe.seed, s, opts.recipe.layout).name
