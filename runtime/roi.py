@@ -312,11 +312,14 @@ def make_roi(crop: str, fps: float = 25.0, **kwargs: object) -> MouthROI:
 
     ``auto`` tracks: a full-frame detection every ``TRACK_DETECT_EVERY`` frames (and whenever
     the face is lost), searches near the face in between. ``kwargs`` go to ``FaceTracker``;
-    ``detect_every=1`` searches every frame whole (the slower behaviour before tracking).
+    ``detect_every=1`` searches every frame whole (the slower behaviour before tracking), and
+    is the default for a ``detector`` that cannot search near a face.
     """
     if crop == "lrw":
         return FixedLRWBox()
     if crop == "auto":
-        kwargs.setdefault("detect_every", TRACK_DETECT_EVERY)
+        detector = kwargs.get("detector")
+        if detector is None or callable(getattr(detector, "near", None)):
+            kwargs.setdefault("detect_every", TRACK_DETECT_EVERY)
         return FaceTracker(fps=fps, **kwargs)  # type: ignore[arg-type]
     raise InputError(f"unknown crop mode {crop!r}; choose from: auto, lrw")

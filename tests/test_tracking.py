@@ -175,3 +175,7 @@ def test_make_roi_auto_tracks_and_detect_every_1_searches_every_frame():
     tracking, every = make_roi("auto"), make_roi("auto", detect_every=1, fps=30.0)
     assert isinstance(tracking, FaceTracker) and tracking.detect_every == TRACK_DETECT_EVERY
     assert isinstance(every, FaceTracker) and every.detect_every == 1 and every.fps == 30.0
+    # a detector that cannot search near a face still runs on every frame
+    plain = make_roi("auto", detector=lambda frame: [])
+    assert isinstance(plain, FaceTracker) and plain.detect_every == 1
+    assert make_roi("auto", detector=NearScripted()).detect_every == TRACK_DETECT_EVERY
