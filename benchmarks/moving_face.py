@@ -25,8 +25,10 @@ box centres on average, checked by eye)."""
 
 def astronaut() -> np.ndarray:
     """The (512, 512, 3) uint8 RGB photograph (scikit-image's bundled copy)."""
-    from skimage import data
-
+    try:
+        from skimage import data
+    except ImportError as e:
+        raise ImportError("the moving-face video needs: pip install scikit-image") from e
     return np.ascontiguousarray(data.astronaut())
 
 

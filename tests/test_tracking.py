@@ -179,3 +179,19 @@ def test_make_roi_auto_tracks_and_detect_every_1_searches_every_frame():
     plain = make_roi("auto", detector=lambda frame: [])
     assert isinstance(plain, FaceTracker) and plain.detect_every == 1
     assert make_roi("auto", detector=NearScripted()).detect_every == TRACK_DETECT_EVERY
+
+
+def test_roi_bench_runs_and_writes_its_rows(tmp_path):
+    import json
+
+    from lipx.benchmarks.roi_bench import main
+
+    rows = main(["--frames", "6", "--repeats", "1", "--out", str(tmp_path)])
+    assert [(r.size, r.mode) for r in rows] == [
+        (size, mode)
+        for size in ("640x480", "512x512")
+        for mode in ("detect-every-frame", "tracking")
+    ]
+    report = json.loads((tmp_path / "roi_bench.json").read_text())
+    assert len(report["rows"]) == 4 and report["machine"]["cpu_count"] >= 1
+    assert all(len(r["samples_ms"]) == 1 and len(r["samples_ms"][0]) == 6 for r in report["rows"])
