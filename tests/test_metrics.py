@@ -50,3 +50,12 @@ def test_word_errors_count_substitutions_deletions_and_insertions():
     assert word_errors(ref, ref).wer == 0.0
     assert word_errors([], ["a", "b"]).insertions == 2
     assert word_errors(["a", "b"], []).deletions == 2
+
+
+def test_word_errors_pair_only_what_may_pair():
+    from lipx.train.metrics import word_errors
+
+    # "b" was read long after "b" was said: not a match but a deletion and an insertion
+    e = word_errors(["a", "b"], ["a", "b"], may_pair=lambda i, j: i == j == 0)
+    assert (e.substitutions, e.deletions, e.insertions) == (0, 1, 1)
+    assert set(e.pairs) == {(0, 0), (1, None), (None, 1)}

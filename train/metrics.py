@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,21 +43,30 @@ class WordErrors:
         return self.errors / max(self.reference_words, 1)
 
 
-def word_errors(reference: Sequence[str], hypothesis: Sequence[str]) -> WordErrors:
+def word_errors(reference: Sequence[str], hypothesis: Sequence[str],
+                may_pair: Callable[[int, int], bool] | None = None) -> WordErrors:
     """The minimum-edit alignment of ``hypothesis`` to ``reference``; among equal-cost paths a
-    match or substitution is preferred to a deletion, a deletion to an insertion."""
+    match or substitution is preferred to a deletion, a deletion to an insertion.
+
+    Args:
+        may_pair: whether reference word i and hypothesis word j may be aligned (a match or a
+            substitution), e.g. only when they overlap in time; otherwise they cost a deletion
+            and an insertion. None: any pair may.
+    """
     n, m = len(reference), len(hypothesis)
     cost = np.zeros((n + 1, m + 1), dtype=np.int64)
     cost[:, 0], cost[0, :] = np.arange(n + 1), np.arange(m + 1)
     for i in range(1, n + 1):
         for j in range(1, m + 1):
-            diagonal = cost[i - 1, j - 1] + (reference[i - 1] != hypothesis[j - 1])
+            diagonal = cost[i - 1, j - 1] + _pair_cost(reference, hypothesis, i - 1, j - 1,
+                                                        may_pair)
             cost[i, j] = min(diagonal, cost[i - 1, j] + 1, cost[i, j - 1] + 1)
     pairs: list[tuple[int | None, int | None]] = []
     counts = {"S": 0, "D": 0, "I": 0}
     i, j = n, m
     while i or j:
-        if i and j and cost[i, j] == cost[i - 1, j - 1] + (reference[i - 1] != hypothesis[j - 1]):
+        pair = _pair_cost(reference, hypothesis, i - 1, j - 1, may_pair) if i and j else 2
+        if pair < 2 and cost[i, j] == cost[i - 1, j - 1] + pair:
             counts["S"] += reference[i - 1] != hypothesis[j - 1]
             i, j = i - 1, j - 1
             pairs.append((i, j))
@@ -70,6 +79,14 @@ def word_errors(reference: Sequence[str], hypothesis: Sequence[str]) -> WordErro
             counts["I"] += 1
             pairs.append((None, j))
     return WordErrors(n, counts["S"], counts["D"], counts["I"], tuple(reversed(pairs)))
+
+
+def _pair_cost(reference: Sequence[str], hypothesis: Sequence[str], i: int, j: int,
+               may_pair: Callable[[int, int], bool] | None) -> int:
+    """0 for a match, 1 for a substitution, 2 (never better than D + I) for a forbidden pair."""
+    if may_pair is not None and not may_pair(i, j):
+        return 2
+    return int(reference[i] != hypothesis[j])
 
 
 def align(reference: np.ndarray, estimate: np.ndarray, max_shift: int = 800,

@@ -51,6 +51,9 @@ INDEX = "streams.jsonl"
 NON_SPEECH = {"sil": "silence", "sp": "silence", "still": "still face"}
 """Align labels of non-speech, and the kind each is reported as."""
 OFFLINE_GL_ITERS = 60
+PAIR_SLACK_S = 0.5
+"""An emitted word is aligned to a spoken one (right or substituted) only if their spans,
+widened by this on each side, overlap; otherwise it is an insertion and the other a deletion."""
 Progress = Callable[[int, int], None]
 
 
@@ -194,7 +197,12 @@ class WordTally:
     def add(self, segments: Sequence[Any], vocabulary: set[str], words: list[WordEvent]) -> None:
         """Score one stream: ``segments`` (label, start, end) from its ``.align``."""
         said = [s for s in segments if s.word in vocabulary]
-        e = word_errors([s.word for s in said], [w.word for w in words])
+
+        def near(i: int, j: int) -> bool:  # a word read for one said at another moment is no
+            return (words[j].start_s < said[i].end + PAIR_SLACK_S  # substitution of it
+                    and words[j].end_s > said[i].start - PAIR_SLACK_S)
+
+        e = word_errors([s.word for s in said], [w.word for w in words], near)
         self.said += e.reference_words
         self.substitutions += e.substitutions
         self.deletions += e.deletions
@@ -336,7 +344,8 @@ def evaluate_streams(opts: StreamEvalOptions, progress: Progress | None = None
     return StreamEvalReport(
         task=manifest.task, package=str(opts.package), data=str(opts.data), streams=len(items),
         settings=_settings(manifest, opts.stream), scores=scores,
-        exactness={k: max(e[k] for e in exact) for k in exact[0]} if exact else {},
+        exactness=({k: (sum if k == "windows" else max)(e[k] for e in exact) for k in exact[0]}
+                   if exact else {}),
         latency=_latency(alg, tally.waits_s if manifest.task == "lipreading" else waits))
 
 
