@@ -391,8 +391,11 @@ def test_a_pipelined_paced_stream_drops_no_frame_the_inline_loop_would_drop(pack
                                                                             face_video):
     inline, inline_words = _paced_run(packages["lipreading"], face_video, pipeline=False)
     piped, piped_words = _paced_run(packages["lipreading"], face_video, pipeline=True)
-    assert inline.frames_dropped > 0  # the 0.1 s backend blocks the loop: frames go stale
-    assert piped.frames_dropped == 0 and piped.frames_out == 50
+    # inline, each 0.1 s backend call blocks the loop for 2-3 frame periods: frames go stale
+    assert inline.frames_dropped >= 8
+    # pipelined, the loop keeps reading (0 drops on an idle machine; a starved one may lose a
+    # frame to the main loop itself, never the backend's 2-3 per window)
+    assert piped.frames_dropped <= 2 and piped.frames_out + piped.frames_dropped == 50
     assert piped.rtf < 1
     # the same words, every one stamped with when it was emitted, after its end
     assert [w.word for w in piped_words] == [w.word for w in _paced_run(
