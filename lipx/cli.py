@@ -451,9 +451,11 @@ def _eval_stream(package: Path, data: Path, max_streams: int, json_out: Optional
     opts = se.StreamEvalOptions(package, data, stream, max_streams=max_streams)
     if grid:
         with _progress("sweep", None) as advance:
-            reports = se.sweep(opts, grid, lambda n, total, combo: advance(n, {}, total))
+            reports, skipped = se.sweep(opts, grid, lambda n, total, combo: advance(n, {}, total))
         assert out is not None
         files = se.write_sweep(reports, out)
+        for line in skipped:
+            console.print(f"[yellow]skipped {line}[/yellow]")
         for r in reports:
             print(f"{r.settings}: {r.quality()[0]} {r.quality()[1]:.3f}, "
                   f"{se.latency_of(r)[0]} {se.latency_of(r)[1]:.2f} s")

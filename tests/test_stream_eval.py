@@ -69,10 +69,11 @@ def test_eval_stream_lipreading_end_to_end_with_a_sweep(run_cli, packages, tmp_p
 
     sweep = tmp_path / "sweep"
     code, _, err = run_cli("eval", packages["lipreading"], data, "--stream", "--sweep",
-                           "stride=1,9", "--out", sweep, "--max-clips", "1")
+                           "stride=1,9,12", "--out", sweep, "--max-clips", "1")
     assert code == 0, err
     points = json.loads((sweep / "sweep.json").read_text())
-    assert [p["settings"]["stride"] for p in points] == [1, 9]
+    assert [p["settings"]["stride"] for p in points] == [1, 9]  # 12 > the window: skipped
+    assert "skipped {'stride': 12}" in err
     assert (sweep / "sweep.png").stat().st_size > 1000
 
 

@@ -399,19 +399,31 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[Any]]:
 
 def sweep(opts: StreamEvalOptions, grid: dict[str, list[Any]],
           progress: Callable[[int, int, dict[str, Any]], None] | None = None
-          ) -> list[StreamEvalReport]:
-    """One report per combination of the grid's values (the other options as given)."""
+          ) -> tuple[list[StreamEvalReport], list[str]]:
+    """One report per combination of the grid's values (the other options as given), and the
+    combinations skipped because the package cannot run them (e.g. a stride beyond the window's
+    new part), each with why.
+
+    Raises:
+        InputError: no combination can run.
+    """
     import itertools
 
     combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
-    reports = []
+    reports, skipped = [], []
     for n, combo in enumerate(combos):
         if progress:
             progress(n, len(combos), combo)
-        stream = dataclasses.replace(opts.stream, **combo)
-        reports.append(evaluate_streams(dataclasses.replace(opts, stream=stream,
-                                                            exactness=False)))
-    return reports
+        try:
+            stream = dataclasses.replace(opts.stream, **combo)
+            reports.append(evaluate_streams(dataclasses.replace(opts, stream=stream,
+                                                                exactness=False)))
+        except InputError as e:
+            log.warning("sweep: skipping %s: %s", combo, e)
+            skipped.append(f"{combo}: {e}")
+    if not reports:
+        raise InputError(f"--sweep: no setting can run ({skipped[0]})")
+    return reports, skipped
 
 
 def latency_of(report: StreamEvalReport) -> tuple[str, float]:
