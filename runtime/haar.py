@@ -1,10 +1,11 @@
 """OpenCV's frontal-face Haar cascade: a full-frame search, and a cheap one near a known face.
 
 ``HaarFaceDetector(frame)`` is ``detectMultiScale`` on a grey, shrunk (at most ``max_side``
-pixels), histogram-equalised copy of the frame: 10-25 ms for a 640x480 frame on one core, most
-of it spent on windows nowhere near the face.
+pixels), histogram-equalised copy of the frame: 15-20 ms for a 640x480 frame on a 2-core AMD
+EPYC VM, most of it spent on windows nowhere near the face.
 
-``HaarFaceDetector.near(frame, box)`` finds the same faces near ``box`` for a tenth of that. It
+``HaarFaceDetector.near(frame, box)`` finds the same faces near ``box`` in 3-4 ms
+(``benchmarks/results/roi-cpu-2026-12-01``). It
 evaluates the cascade only on the windows a detection near ``box`` can be grouped from: those
 whose corners lie within ``reach`` face sides of ``box``'s corners. It reproduces OpenCV's own
 image pyramid exactly, so those windows see the very pixels, on the very grid, that a
@@ -97,7 +98,9 @@ class HaarFaceDetector:
             the given box's corners. A Haar face box is the mean of raw windows up to about
             0.33 sides from it; a face that moves further between two frames loses its
             outermost windows first (a box off by a pixel or two), then is not found near.
-            On the moving-astronaut videos 0.3 reproduces every full-frame box, 0.2 within 2 px.
+            On the moving-astronaut videos (``lipx.benchmarks.moving_face``, faces moving up to
+            30 px a frame at 640x480 and 512x512) 0.35 reproduces every full-frame box, 0.3
+            each within 2 px, 0.2 within 7 px.
     """
 
     def __init__(
