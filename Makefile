@@ -2,8 +2,7 @@
 # Both create .venv and install exactly the versions in requirements/pins.txt (the set the suite
 # last passed with): torch==2.13.0 first (the CPU wheel here; an unpinned torch would pull
 # several GB of CUDA packages), then lipx with the [cpu,train,dev] extras. PIP_CONSTRAINT also
-# reaches
-# pip's isolated build environment, so the build backend (setuptools) is pinned too.
+# reaches pip's isolated build environment, so the build backend (setuptools) is pinned too.
 #
 # `make test-latest` runs the suite in .venv-latest against the newest versions the index serves
 # (torch stays 2.13.0); `make pins` then writes what it installed into requirements/pins.txt.
