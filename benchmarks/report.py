@@ -3,8 +3,7 @@
 * ``bench.json``: everything (machine with its load average, versions, settings, every row with
   its raw samples); the format other tools read.
 * ``bench.md``: the summary table, latency/throughput/parity details, skipped engines and why.
-* ``latency.png``: latency distributions per engine (whole window, front-end chunk, backend).
-* ``accuracy-speed.png``: the task metric against whole-window latency.
+* the plots (:mod:`lipx.benchmarks.plots`): ``latency.png``, ``accuracy-speed.png``.
 
 matplotlib is needed for the plots only; without it they are left out with a warning.
 """
@@ -12,15 +11,12 @@ matplotlib is needed for the plots only; without it they are left out with a war
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from lipx.benchmarks.results import BenchReport, EngineRow
 from lipx.files import atomic_write
-
-log = logging.getLogger(__name__)
 
 JSON_FORMAT = 2
 """Version of the ``bench.json`` layout. 2: latency statistics are
@@ -169,6 +165,8 @@ def write_report(report: BenchReport, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     payload = {"format": JSON_FORMAT, **report.to_dict()}
     paths = [_write(out / "bench.json", json.dumps(payload, indent=1, default=_json_default))]
+    from lipx.benchmarks.plots import write_plots  # it reads this module's metric helpers
+
     plots = write_plots(report, out)
     paths.append(_write(out / "bench.md", markdown(report, [p.name for p in plots])))
     return paths + plots
@@ -258,63 +256,3 @@ def _parity_rows(report: BenchReport) -> list[list[str]]:
             rows.append([r.key, "task", ", ".join(f"{k} {v:.4g}" for k, v in extra.items()),
                          "", "", "", "yes" if r.parity.passed else "NO"])
     return rows
-
-
-# --- plots ----------------------------------------------------------------------------------
-
-
-def write_plots(report: BenchReport, out: Path) -> list[Path]:
-    """latency.png and accuracy-speed.png; none without matplotlib (warned)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        log.warning("matplotlib is not installed: no plots (pip install matplotlib)")
-        return []
-    ran = [r for r in report.rows if r.samples_ms][::-1]  # first row on top
-    if not ran:
-        return []
-    fig = Figure(figsize=(12, 1.5 + 0.45 * len(ran)), layout="constrained")
-    titles = {"window": "whole model, one window", "frontend": "front-end, one chunk",
-              "backend": "backend, one window"}
-    for i, (name, title) in enumerate(titles.items()):
-        ax = fig.add_subplot(1, 3, i + 1)
-        ax.boxplot([r.samples_ms[name] for r in ran], orientation="horizontal",
-                   tick_labels=[r.key for r in ran] if i == 0 else [""] * len(ran))
-        _log_axis(ax.xaxis)
-        ax.set_xlabel("ms (batch 1)")
-        ax.set_title(title)
-    fig.suptitle(f"{report.task} {report.model}: latency per call")
-    FigureCanvasAgg(fig).print_png(str(out / "latency.png"))
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
-    metric, error = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for r in ran:
-        if r.window is None:
-            continue
-        colour = "tab:red" if r.status != "ok" else "tab:blue"
-        points = [(metric, metric_value(report, r)),
-                  (error, r.parity.worst_abs if r.parity and not r.reference else None)]
-        for ax, y in points:
-            if y is not None and y == y:
-                ax.scatter([r.window.p50_ms], [y], color=colour)
-                ax.annotate(r.key, (r.window.p50_ms, y), textcoords="offset points",
-                            xytext=(4, 4), fontsize=8)
-    metric.set_ylabel(metric_name(report))
-    error.set_ylabel(f"worst max abs error vs {report.reference}")
-    error.set_yscale("log")
-    for ax in (metric, error):
-        _log_axis(ax.xaxis)
-        ax.set_xlabel("whole-window latency p50 (ms, batch 1)")
-    fig.suptitle(f"{report.task} {report.model}: accuracy vs speed (red: not ok)")
-    FigureCanvasAgg(fig).print_png(str(out / "accuracy-speed.png"))
-    return [out / "latency.png", out / "accuracy-speed.png"]
-
-
-def _log_axis(axis: Any) -> None:
-    """Log scale with plain-number ticks at 1, 2, 5 x 10^k."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axis.axes.set_xscale("log") if axis.axis_name == "x" else axis.axes.set_yscale("log")
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
