@@ -27,7 +27,7 @@ import numpy as np
 
 from lipx.benchmarks.target import Target
 from lipx.errors import BackendUnavailableError, InputError, LipxError, did_you_mean
-from lipx.package import ROLES
+from lipx.package import ROLES, EngineInfo
 from lipx.runtime.backends import BACKENDS
 from lipx.runtime.package_runners import BuildOptions, open_runners
 from lipx.runtime.runner import Runner
@@ -131,8 +131,25 @@ def unavailable(spec: EngineSpec, target: Target, compile_limit_s: float) -> str
 
         device_info(import_cudart())
     except BackendUnavailableError as e:
-        return str(e)
+        return f"running {backend.name} plans needs an NVIDIA GPU: {e}{_built_here(spec, target)}"
     return None
+
+
+def _built_here(spec: EngineSpec, target: Target) -> str:
+    """What building ``spec``'s plans here cost (a flavour like TensorRT-RTX builds without a
+    GPU), for the reason of a row that cannot run; empty when they cannot be built either."""
+    try:
+        artifacts = target.artifacts(BuildOptions())
+        made = [artifacts.get(spec.backend, role, spec.precision)[1] for role in ROLES]
+    except LipxError as e:
+        log.info("%s: plans not built here: %s", spec.key, e)
+        return ""
+    plans = [p for p in made if isinstance(p, EngineInfo)]
+    if not plans:
+        return ""
+    size_mb = sum(p.plan_bytes for p in plans) / 1e6
+    return (f" (built here with {plans[0].target.label}: {len(plans)} plans, {size_mb:.1f} MB, "
+            f"{sum(p.build_s for p in plans):.1f} s of building)")
 
 
 # --- loading --------------------------------------------------------------------------------

@@ -7,10 +7,14 @@ The package is built in a hidden folder next to the output and renamed into plac
 everything (export, checks, parity, engines, Triton repository) succeeded, so a failed or
 interrupted export leaves nothing half-written.
 
-TensorRT: with ``engine="trt"`` on a machine without TensorRT or a CUDA GPU, the ONNX package is
-still written completely (as ``engine="onnx"`` would, without the Triton repository, which would
-need the plans), then BackendUnavailableError says the plans were not built and where the ONNX
-package is; the CLI prints that line and exits 1.
+TensorRT: with ``engine="trt"`` the plans are strongly typed, an FP16 plan built from the fp16
+ONNX graph, whose parity onnxruntime measures against PyTorch before the plans are built. Either
+flavour builds them (``trt_flavour``): TensorRT-RTX without a GPU, full TensorRT on the GPU they
+are for. The plans' own parity is measured where they can run (a GPU); elsewhere the export says
+so and records none. Without any TensorRT flavour (or full TensorRT without a GPU) the ONNX
+package is still written completely (as ``engine="onnx"`` would, without the Triton repository,
+which would need the plans), then BackendUnavailableError says the plans were not built and
+where the ONNX package is; the CLI prints that line and exits 1.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class ExportOptions:
     output: Path
     """Package directory to write (its parent must exist and be writable)."""
     engine: str = "onnx"
-    """``onnx`` (graphs for onnxruntime) or ``trt`` (plus TensorRT plans built on this GPU)."""
+    """``onnx`` (graphs for onnxruntime) or ``trt`` (plus TensorRT plans)."""
     precision: str | None = None
     """Per engine: onnx fp32 (default) / fp16 / int8; trt fp16 (default) / fp32."""
     format: str = "package"
@@ -92,6 +96,15 @@ class ExportOptions:
     """Replace an existing non-empty output directory."""
     cache_dir: Path | None = None
     """TensorRT timing/plan caches (None: ``~/.cache/lipx/tensorrt``)."""
+    trt_flavour: str = "auto"
+    """``auto`` (full TensorRT where it and a GPU are, else TensorRT-RTX), ``tensorrt`` or
+    ``rtx``."""
+    trt_targets: tuple[str, ...] = ()
+    """TensorRT-RTX compute capabilities to build for, e.g. ``("8.9",)`` (empty: its portable
+    set 8.0, 8.6, 8.9, 12.0, 12.1)."""
+    profiles: tuple[str, ...] = ()
+    """``[ROLE.]DIM=MIN:OPT:MAX`` ranges overriding the TensorRT profiles derived from the
+    window, stride and max batch (``frames=5:29:87``, ``frontend.batch=1:1:1``)."""
     triton_instances: int = 1
     """Instances of each Triton model."""
     triton_kind: str | None = None
@@ -111,6 +124,26 @@ class ExportOptions:
         self._check_numbers()
         self._check_tolerances()
         self._check_triton()
+        self._check_trt()
+
+    def _check_trt(self) -> None:
+        given = [n for n, v in (("--trt-flavour", self.trt_flavour != "auto"),
+                                ("--trt-targets", self.trt_targets), ("--profile", self.profiles))
+                 if v]
+        if given and not BACKENDS[self.engine].plans:
+            raise InputError(f"{', '.join(given)} need --engine trt")
+        from lipx.export.trt import BuildSettings, parse_dim_range
+
+        BuildSettings(flavour=self.trt_flavour, targets=self.trt_targets)  # validates both
+        for text in self.profiles:
+            parse_dim_range(text)
+
+    @property
+    def profile_ranges(self) -> tuple[tuple[str, tuple[int, int, int]], ...]:
+        """:attr:`profiles` parsed."""
+        from lipx.export.trt import parse_dim_range
+
+        return tuple(parse_dim_range(p) for p in self.profiles)
 
     def _check_numbers(self) -> None:
         def positive(name: str, value: int | None, least: int = 1) -> None:
@@ -339,7 +372,8 @@ def _build(manifest: Manifest, engine: str, precision: str, spec: ExportSpec,
            opts: ExportOptions, work: Path) -> Manifest:
     """``manifest`` with ``engine``'s artifacts of every graph at ``precision`` made in ``work``
     (and the fp16 graphs a strongly typed TensorRT build made on the way)."""
-    options = BuildOptions(opts.max_batch, opts.max_frames, opts.workspace_mb, opts.cache_dir)
+    options = BuildOptions(opts.max_batch, opts.max_frames, opts.workspace_mb, opts.cache_dir,
+                           opts.trt_flavour, opts.trt_targets, opts.profile_ranges)
     artifacts = PackageArtifacts(work, manifest, work, options)
     for role in spec.graphs:
         artifacts.get(engine, role, precision)
@@ -383,12 +417,26 @@ def _checked(manifest: Manifest, source: ExportSource, spec: ExportSpec, engine:
 
 def _add_engines(manifest: Manifest, source: ExportSource, spec: ExportSpec, sched: _Plan,
                  opts: ExportOptions, work: Path, say: Progress) -> Manifest:
-    """Build a TensorRT plan per graph, check its parity, add both to the manifest."""
+    """Build a TensorRT plan per graph (an fp16 one from the fp16 graph, whose onnxruntime parity
+    is checked first), check the plans' parity where they can run, add all to the manifest."""
+    if sched.precision != "fp32":
+        say(f"converting graphs to {sched.precision} for the strongly typed plans")
+        manifest = _build(manifest, "onnx", sched.precision, spec, opts, work)
+        if opts.parity:
+            say(f"checking the {sched.precision} ONNX graphs' parity against PyTorch")
+            manifest = _checked(manifest, source, spec, "onnx", sched.precision, sched, opts,
+                                work)
     say(f"building the TensorRT {sched.precision} plans of {', '.join(spec.graphs)}")
     manifest = _build(manifest, "trt", sched.precision, spec, opts, work)
+    for e in manifest.engines:
+        say(f"{e.file}: {e.target.label}, sm {', '.join(e.targets)}, "
+            f"{e.plan_bytes / 1e6:.1f} MB, built in {e.build_s:.1f} s")
     if opts.parity:
         say("checking TensorRT parity against PyTorch")
-        manifest = _checked(manifest, source, spec, "trt", sched.precision, sched, opts, work)
+        try:
+            manifest = _checked(manifest, source, spec, "trt", sched.precision, sched, opts, work)
+        except BackendUnavailableError as e:
+            log.warning("TensorRT parity not measured (the plans cannot run here): %s", e)
     return manifest
 
 

@@ -19,7 +19,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lipx.errors import BackendUnavailableError, BuildFailed, first_line
+from lipx.errors import BackendUnavailableError, BuildFailed, InputError, first_line
 from lipx.export.precision import Fp32Rule
 from lipx.files import file_sha256
 from lipx.package import EngineInfo, GraphInfo, package_file
@@ -47,29 +47,36 @@ def onnx_graph(artifacts: PackageArtifacts, role: str, precision: str, path: Pat
 
 def tensorrt_plan(artifacts: PackageArtifacts, role: str, precision: str,
                   path: Path) -> EngineInfo:
-    """Build the TensorRT plan of the package's ``role`` graph at ``path``.
+    """Build the strongly typed TensorRT plan of the package's ``role`` graph at ``path``.
 
     Profiles come from the package's schedule and the build options: the backend takes
     ``min_frames`` .. window frames, the front-end chunks of 1 .. window frames plus context,
-    the whole model ``min_frames`` .. ``max_frames``; strongly typed fp16 builds get the fp16
-    graph from ``artifacts``.
+    the whole model ``min_frames`` .. ``max_frames``, each overridable (``--profile``). An fp16
+    plan is built from the fp16 graph, which ``artifacts`` converts when the package lacks it.
     """
-    from lipx.export.trt import BuildSettings, build_engine, derive_dims, profile_for
+    from lipx.export.trt import (
+        BuildSettings,
+        apply_overrides,
+        build_engine,
+        derive_dims,
+        profile_for,
+    )
 
     manifest, opts = artifacts.manifest, artifacts.options
     spec, s = manifest.spec, manifest.schedule
-    graph = manifest.graph(role)
-    dims = derive_dims(role, s.window, s.stride, opts.max_batch, spec.min_frames,
-                       max(opts.max_frames or 3 * s.window, s.window), spec.context)
+    dims = apply_overrides(role, derive_dims(
+        role, s.window, s.stride, opts.max_batch, spec.min_frames,
+        max(opts.max_frames or 3 * s.window, s.window), spec.context), opts.profiles)
     settings = BuildSettings(precision, opts.workspace_mb, opts.cache_dir,
-                             Fp32Rule.with_patterns(spec.fp32_patterns))
-    src = package_file(artifacts.package_dir, graph)
+                             Fp32Rule.with_patterns(spec.fp32_patterns), opts.trt_flavour,
+                             opts.trt_targets)
+    src, graph = artifacts.get("onnx", role, precision)
+    if not isinstance(graph, GraphInfo):
+        raise TypeError(f"expected a graph for {role}, got {graph!r}")
     try:
-        return build_engine(graph, src, path, (profile_for(graph, dims),), settings,
-                            lambda: artifacts.get("onnx", role, "fp16")[0])
-    except BackendUnavailableError:
+        return build_engine(graph, src, path, (profile_for(graph, dims),), settings)
+    except (BackendUnavailableError, InputError):
         raise
     except Exception as e:  # TensorRT parser/builder errors
         raise BuildFailed(f"building the {precision} plan of {graph.file} failed: "
                           f"{first_line(e)}") from e
-

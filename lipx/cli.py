@@ -389,12 +389,15 @@ def eval_(
         help="--stream: frames per window (default: the package's).")] = None,
     stride: Annotated[Optional[int], typer.Option(
         help="--stream: frames between backend runs (default: the package's).")] = None,
-    threshold: Annotated[float, typer.Option(
-        help="--stream, lipreading: least posterior of a window's top word.")] = 0.5,
-    agreement: Annotated[int, typer.Option(
-        help="--stream, lipreading: successive windows that must agree.")] = 2,
-    lookahead: Annotated[int, typer.Option(
-        help="--stream, lip-to-speech: right-context frames per window.")] = 4,
+    threshold: Annotated[Optional[float], typer.Option(
+        help="--stream, lipreading: least posterior of a window's top word "
+        "(default: the package's).")] = None,
+    agreement: Annotated[Optional[int], typer.Option(
+        help="--stream, lipreading: successive windows that must agree "
+        "(default: the package's).")] = None,
+    lookahead: Annotated[Optional[int], typer.Option(
+        help="--stream, lip-to-speech: right-context frames per window "
+        "(default: the package's).")] = None,
     sweep: Annotated[Optional[list[str]], typer.Option(
         help="--stream: vary an option, NAME=V1,V2 (window, stride, lookahead, threshold, "
         "agreement, crossfade, gl_iters); repeatable (all combinations). Writes sweep.json and "
@@ -430,7 +433,8 @@ def eval_(
 
 def _eval_stream(package: Path, data: Path, max_streams: int, json_out: Optional[Path],
                  device: str, engine: str, window: Optional[int], stride: Optional[int],
-                 threshold: float, agreement: int, lookahead: int, sweep: list[str],
+                 threshold: Optional[float], agreement: Optional[int],
+                 lookahead: Optional[int], sweep: list[str],
                  out: Optional[Path]) -> None:
     """``lipx eval --stream``: one setting printed, or a sweep written."""
     import json
@@ -555,12 +559,15 @@ def stream(
         help="Frames between backend runs. (default: the package's)")] = None,
     chunk: Annotated[int, typer.Option(
         help="New frames per front-end call (1: lowest latency; more: throughput).")] = 1,
-    threshold: Annotated[float, typer.Option(
-        help="Lipreading: least posterior of a window's top word.")] = 0.5,
-    agreement: Annotated[int, typer.Option(
-        help="Lipreading: successive windows that must agree on a word.")] = 2,
-    lookahead: Annotated[int, typer.Option(
-        help="Lip-to-speech: frames at each window's end kept as right context only.")] = 4,
+    threshold: Annotated[Optional[float], typer.Option(
+        help="Lipreading: least posterior of a window's top word. (default: the package's)")
+    ] = None,
+    agreement: Annotated[Optional[int], typer.Option(
+        help="Lipreading: successive windows that must agree on a word. "
+        "(default: the package's)")] = None,
+    lookahead: Annotated[Optional[int], typer.Option(
+        help="Lip-to-speech: frames at each window's end kept as right context only. "
+        "(default: the package's)")] = None,
     jsonl: Annotated[Optional[str], typer.Option(
         help="Write results as JSON lines to FILE, or - for stdout.")] = None,
     wav: Annotated[Optional[Path], typer.Option(
@@ -649,7 +656,21 @@ def export(
         help="Largest batch of the TensorRT profiles and Triton.")] = 8,
     opset: Annotated[int, typer.Option(help="ONNX opset (dynamo exporter, >= 18).")] = 18,
     workspace_mb: Annotated[int, typer.Option(
-        help="TensorRT builder workspace limit in MiB.")] = 2048,
+        help="TensorRT builder workspace (memory pool) limit in MiB.")] = 2048,
+    trt_flavour: Annotated[str, typer.Option(
+        help="--engine trt: auto (full TensorRT where it and a GPU are, else TensorRT-RTX), "
+        "tensorrt (built on a GPU of the architecture it runs on) or rtx (TensorRT-RTX: "
+        "builds without a GPU, for RTX GPUs).")] = "auto",
+    trt_targets: Annotated[str, typer.Option(
+        help="TensorRT-RTX: comma-separated compute capabilities to build for, e.g. 8.9,12.0 "
+        "(default: 8.0,8.6,8.9,12.0,12.1; 7.5 only when named).")] = "",
+    profile: Annotated[Optional[list[str]], typer.Option(
+        help="TensorRT profile range [ROLE.]DIM=MIN:OPT:MAX, repeatable (dims batch, frames, "
+        "chunk; e.g. frames=5:29:87, frontend.batch=1:1:1); default: from the window, stride "
+        "and max batch.")] = None,
+    trt_cache_dir: Annotated[Optional[Path], typer.Option(
+        help="TensorRT plan and timing caches, reused across builds "
+        "(default: ~/.cache/lipx/tensorrt).")] = None,
     parity: Annotated[bool, typer.Option(
         "--parity/--no-parity", help="Check every artifact against PyTorch; "
         "out of tolerance fails the export.")] = True,
@@ -664,7 +685,8 @@ def export(
         "--force", help="Replace an existing non-empty output directory.")] = False,
 ) -> None:
     """Export a checkpoint to a model package: ONNX graphs (whole model, streaming front-end and
-    backend), optional TensorRT plans, parity report and manifest.json."""
+    backend), optional TensorRT plans (strongly typed; TensorRT-RTX builds them without a GPU),
+    parity report and manifest.json."""
     require("export", "lipx export")
     from lipx.export.api import ExportOptions, export_package
 
@@ -673,7 +695,9 @@ def export(
         output=output, engine=engine.value, precision=precision.value if precision else None,
         format=format.value, window=window, stride=stride, max_batch=max_batch, opset=opset,
         workspace_mb=workspace_mb, parity=parity, atol=atol, rtol=rtol, min_top1=min_top1,
-        force=force,
+        force=force, trt_flavour=trt_flavour, profiles=tuple(profile or ()),
+        trt_targets=tuple(t.strip() for t in trt_targets.split(",") if t.strip()),
+        cache_dir=trt_cache_dir,
     )
     result = export_package(checkpoint, opts, progress=lambda m: console.print(f"[dim]{m}[/dim]"))
     done(result.summary(), started)

@@ -32,9 +32,10 @@ from lipx.video import VideoSpec
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2: the task spec (``task_spec``) and the window schedule (``schedule``) replace ``task`` and
-``streaming``."""
+``streaming``. 3: engines record their TensorRT flavour, target compute capabilities, whether
+they are strongly typed, build time and plan size."""
 MANIFEST_NAME = "manifest.json"
 ROLES = ("model", "frontend", "backend")
 """Graph roles: the whole model and the two halves of the streaming split."""
@@ -170,23 +171,42 @@ class ShapeRange:
         return cls(f["name"], tuple(f["min"]), tuple(f["opt"]), tuple(f["max"]))
 
 
+FLAVOUR_LABELS = {"tensorrt": "TensorRT", "rtx": "TensorRT-RTX"}
+"""Manifest ``flavour`` -> its name in messages (the flavours: lipx.runtime.backends)."""
+
+
 @dataclass(frozen=True)
 class PlanTarget:
-    """What a TensorRT plan is tied to: the TensorRT version and the GPU."""
+    """What a TensorRT plan is tied to: the TensorRT flavour and version, and the GPU.
+
+    A TensorRT-RTX build needs no GPU; its target then has no GPU name or compute capability
+    (the plan's :attr:`EngineInfo.targets` say where it runs).
+    """
 
     tensorrt_version: str
     gpu_name: str
     compute_capability: str
-    """``major.minor``, e.g. ``8.9``."""
+    """``major.minor``, e.g. ``8.9``; empty for a TensorRT-RTX build without a GPU."""
+    flavour: str = "tensorrt"
+    """``tensorrt`` (full TensorRT) or ``rtx`` (TensorRT-RTX)."""
+
+    @property
+    def label(self) -> str:
+        """``TensorRT 10.3.0``, ``TensorRT-RTX 1.7.1.116``."""
+        return f"{FLAVOUR_LABELS.get(self.flavour, self.flavour)} {self.tensorrt_version}"
 
     @property
     def key(self) -> str:
-        """A file-name-safe key, e.g. ``trt10.3.0-sm89-nvidia-l4`` (plan and timing caches)."""
+        """A file-name-safe key, e.g. ``trt10.3.0-sm89-nvidia-l4`` or ``rtx1.7.1.116-portable``
+        (plan and timing caches)."""
+        prefix = "trt" if self.flavour == "tensorrt" else self.flavour
+        if not self.gpu_name:
+            return f"{prefix}{self.tensorrt_version}-portable"
         gpu = "".join(c if c.isalnum() else "-" for c in self.gpu_name.lower()).strip("-")
         while "--" in gpu:
             gpu = gpu.replace("--", "-")
         sm = self.compute_capability.replace(".", "")
-        return f"trt{self.tensorrt_version}-sm{sm}-{gpu}"
+        return f"{prefix}{self.tensorrt_version}-sm{sm}-{gpu}"
 
 
 @dataclass(frozen=True)
@@ -196,34 +216,55 @@ class EngineInfo:
     role: str
     file: str
     source: str
-    """The ONNX file it was built from."""
+    """The ONNX file it was built from (``{role}.fp16.onnx`` for fp16 plans)."""
     precision: str
     profiles: tuple[tuple[ShapeRange, ...], ...]
     """Optimisation profiles, each a min/opt/max range per dynamic input."""
     tensorrt_version: str
     gpu_name: str
+    """The GPU that built it (empty: a TensorRT-RTX build without one)."""
     compute_capability: str
     timing_cache: str = ""
-    """Timing cache file used (and updated) by the build."""
+    """Timing cache file used (and updated) by the build (full TensorRT)."""
     workspace_mb: int = 0
     fp32_layers: tuple[str, ...] = ()
-    """Layers constrained to FP32 in an FP16 build."""
+    """Layers of an FP16 plan's network that the graph keeps in float32 (the Fp32Rule's)."""
     sha256: str = ""
+    flavour: str = "tensorrt"
+    """``tensorrt`` (full TensorRT) or ``rtx`` (TensorRT-RTX)."""
+    targets: tuple[str, ...] = ()
+    """Compute capabilities it runs on: TensorRT-RTX, those the build targeted; full TensorRT,
+    the building GPU's."""
+    strongly_typed: bool = True
+    """Built as a strongly typed network (its precision is the ONNX graph's)."""
+    build_s: float = 0.0
+    """Seconds the build took (the first one, when the plan came from the plan cache)."""
+    plan_bytes: int = 0
 
     @property
     def target(self) -> PlanTarget:
-        return PlanTarget(self.tensorrt_version, self.gpu_name, self.compute_capability)
+        return PlanTarget(self.tensorrt_version, self.gpu_name, self.compute_capability,
+                          self.flavour)
 
     def mismatch(self, running: PlanTarget) -> str | None:
         """Why this plan cannot run on ``running`` (None when it can).
 
-        A plan is tied to the TensorRT version and the GPU architecture it was built for; a
-        different GPU model of the same compute capability is allowed (TensorRT warns, and speed
-        may suffer) and logged here.
+        A plan is tied to its TensorRT flavour and version. A full TensorRT plan runs on GPUs of
+        the compute capability it was built on (another GPU model of the same capability is
+        allowed and logged: TensorRT warns, speed may suffer); a TensorRT-RTX plan on the compute
+        capabilities it targets.
         """
         built = self.target
-        if built.tensorrt_version != running.tensorrt_version:
-            why = f"TensorRT {built.tensorrt_version}, this machine has {running.tensorrt_version}"
+        if (built.flavour, built.tensorrt_version) != (running.flavour, running.tensorrt_version):
+            why = f"{built.label}, this machine has {running.label}"
+        elif built.flavour == "rtx":
+            if running.compute_capability in self.targets:
+                return None
+            return (f"{self.file} targets compute capabilities {', '.join(self.targets)}; this "
+                    f"GPU ({running.gpu_name}) is {running.compute_capability}: rebuild it with "
+                    f"`lipx export CHECKPOINT -o DIR --engine trt --trt-targets "
+                    f"{running.compute_capability}` if TensorRT-RTX supports that GPU (RTX GPUs "
+                    f"only), or --trt-flavour tensorrt on it, or use --engine onnx")
         elif built.compute_capability != running.compute_capability:
             why = (f"a GPU of compute capability {built.compute_capability} ({built.gpu_name}), "
                    f"this one is {running.compute_capability} ({running.gpu_name})")
@@ -233,7 +274,9 @@ class EngineInfo:
                             "on this GPU for best speed", self.file, built.gpu_name,
                             running.gpu_name)
             return None
-        return (f"{self.file} was built for {why}; rebuild it on this machine with "
+        fix = ("on this machine" if built.flavour == "tensorrt" and running.flavour == "tensorrt"
+               else f"for {running.label}")
+        return (f"{self.file} was built for {why}; rebuild it {fix} with "
                 f"`lipx export CHECKPOINT -o DIR --engine trt`, or use --engine onnx")
 
     def check(self, running: PlanTarget) -> None:
@@ -255,6 +298,7 @@ class EngineInfo:
             tuple(ShapeRange.from_dict(r, f"{where}.profiles") for r in p) for p in f["profiles"]
         )
         f["fp32_layers"] = tuple(f.get("fp32_layers", ()))
+        f["targets"] = tuple(f.get("targets", ()))
         return cls(**f)
 
 
@@ -444,10 +488,16 @@ def summarize(manifest: Manifest) -> dict[str, Any]:
                        for p, t in spec.tolerances.items()},
         "vocabulary": len(m.vocabulary) if m.vocabulary else "none",
         "graphs": {g.file: f"{g.role} {g.precision}, opset {g.opset}" for g in m.graphs},
-        "plans": {e.file: f"{e.role} {e.precision}, TensorRT {e.tensorrt_version}, "
-                          f"{e.gpu_name} (sm {e.compute_capability})" for e in m.engines},
+        "plans": {e.file: _plan_summary(e) for e in m.engines},
         "parity": parity,
     }
+
+
+def _plan_summary(e: EngineInfo) -> str:
+    where = (f"{e.gpu_name} (sm {e.compute_capability})" if e.gpu_name
+             else f"sm {', '.join(e.targets)}")
+    return (f"{e.role} {e.precision}, {e.target.label}, {where}, {e.plan_bytes / 1e6:.1f} MB, "
+            f"built in {e.build_s:.1f} s")
 
 
 def replace(manifest: Manifest, **changes: Any) -> Manifest:
@@ -456,7 +506,7 @@ def replace(manifest: Manifest, **changes: Any) -> Manifest:
 
 
 __all__ = [
-    "MANIFEST_NAME", "ROLES", "SCHEMA_VERSION", "EngineInfo", "GraphInfo", "Manifest",
-    "OutputParity", "ParityRecord", "PlanTarget", "ShapeRange", "TensorInfo",
+    "FLAVOUR_LABELS", "MANIFEST_NAME", "ROLES", "SCHEMA_VERSION", "EngineInfo", "GraphInfo",
+    "Manifest", "OutputParity", "ParityRecord", "PlanTarget", "ShapeRange", "TensorInfo",
     "package_file", "replace", "summarize",
 ]

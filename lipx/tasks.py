@@ -114,6 +114,17 @@ class TaskSpec:
     """Fewest frames a window may have (the exported model's; 1 unless its backend says)."""
     context: int = CONTEXT
     """Frames of look-back and look-ahead each front-end chunk needs."""
+    stream_defaults: dict[str, float] = dataclasses.field(default_factory=dict)
+    """The stream head's options when a stream does not set them (:data:`HEAD_OPTIONS`):
+    lipreading ``threshold``, ``agreement``; lip-to-speech ``lookahead``, ``crossfade``,
+    ``gl_iters``."""
+
+    def head_options(self, **given: float | None) -> dict[str, float]:
+        """The head's options: each given (not None) value, else this spec's default, else the
+        default of this lipx's spec of the task (a package exported before one was chosen)."""
+        base = {**SPECS[self.task].stream_defaults, **self.stream_defaults} if (
+            self.task in SPECS) else dict(self.stream_defaults)
+        return {**base, **{k: v for k, v in given.items() if v is not None and k in base}}
 
     def default_stride(self, window: int) -> int:
         return max(1, window // self.stride_fraction)
@@ -147,10 +158,13 @@ class TaskSpec:
         d["outputs"], d["fp32_patterns"] = list(self.outputs), list(self.fp32_patterns)
         return d
 
+    OPTIONAL = ("stream_defaults",)
+    """Fields a manifest may lack (added after schema 2 without changing its meaning)."""
+
     @classmethod
     def from_dict(cls, d: Any) -> TaskSpec:
         """Parse a manifest's ``task_spec``; ManifestError when it is malformed."""
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in cls.OPTIONAL]
         if not isinstance(d, dict) or not set(names) <= d.keys():
             have = sorted(d) if isinstance(d, dict) else type(d).__name__
             raise ManifestError(f"manifest: task_spec must hold {', '.join(names)} (has {have}); "
@@ -163,6 +177,7 @@ class TaskSpec:
             "outputs": tuple(d["outputs"]), "fp32_patterns": tuple(d["fp32_patterns"]),
             "tolerances": {p: Tolerance.from_dict(t, f"task_spec.tolerances.{p}")
                            for p, t in tols.items()},
+            "stream_defaults": dict(d.get("stream_defaults") or {}),
         })
 
 
@@ -178,6 +193,7 @@ SPECS: dict[str, TaskSpec] = {
                 "int8": Tolerance(1e-2, 0.2, min_top1=0.8),
             },
             default_window=29, stride_fraction=4,
+            stream_defaults={"threshold": 0.5, "agreement": 2},
         ),
         TaskSpec(
             task="lip2speech", outputs=("mel", "linear"), head_output="linear", top1_output=None,
@@ -188,6 +204,7 @@ SPECS: dict[str, TaskSpec] = {
                 "int8": Tolerance(1e-2, 0.2, max_stoi_drop=0.05),
             },
             default_window=40, stride_fraction=2,
+            stream_defaults={"lookahead": 4, "crossfade": 2, "gl_iters": 16},
         ),
     )
 }

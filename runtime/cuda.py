@@ -36,8 +36,9 @@ def import_cudart() -> Any:
             from cuda import cudart as runtime  # older layout
         except ImportError as e:
             raise BackendUnavailableError(
-                f"cuda-python is not installed (TensorRT plans need it for device memory and "
-                f"streams): {GPU_EXTRA} on a machine with an NVIDIA GPU") from e
+                "cuda-python is not installed (TensorRT plans need it for device memory and "
+                "streams): pip install cuda-python (in 'lipx[gpu]') on a machine with an NVIDIA "
+                "GPU") from e
     return runtime
 
 

@@ -61,6 +61,12 @@ class BuildOptions:
     """TensorRT builder workspace."""
     cache_dir: Path | None = None
     """TensorRT timing and plan caches (None: the default cache folder)."""
+    trt_flavour: str = "auto"
+    """``auto``, ``tensorrt`` (full TensorRT) or ``rtx`` (TensorRT-RTX)."""
+    trt_targets: tuple[str, ...] = ()
+    """TensorRT-RTX compute capabilities to build for (empty: its portable set)."""
+    profiles: tuple[tuple[str, tuple[int, int, int]], ...] = ()
+    """``([ROLE.]DIM, (min, opt, max))`` overriding the ranges derived from the schedule."""
 
 
 class PackageArtifacts:

@@ -83,15 +83,16 @@ class StreamOptions:
     """Frames between backend runs (None: the package's)."""
     chunk: int = 1
     """New frames per front-end call (1: per frame, lowest latency; larger: throughput)."""
-    threshold: float = 0.5
-    """Lipreading: least posterior of a window's top word for it to count."""
-    agreement: int = 2
+    threshold: float | None = None
+    """Lipreading: least posterior of a window's top word for it to count (None, as for every
+    head option: the package's, ``task_spec.stream_defaults``)."""
+    agreement: int | None = None
     """Lipreading: successive windows that must agree before a word is emitted."""
-    lookahead: int = 4
+    lookahead: int | None = None
     """Lip-to-speech: frames at each window's end kept only as right context."""
-    crossfade: int = 2
+    crossfade: int | None = None
     """Lip-to-speech: frames cross-faded at each join (<= lookahead)."""
-    gl_iters: int = 16
+    gl_iters: int | None = None
     """Lip-to-speech: Griffin-Lim iterations per chunk."""
     cache: bool = True
     """Cache per-frame features (split graphs); False recomputes each window with model.onnx."""
@@ -126,9 +127,9 @@ class StreamOptions:
             if value is not None and value < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         for name in ("lookahead", "crossfade", "reconnect"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise InputError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.threshold <= 1.0:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise InputError(f"--threshold must be in [0, 1], got {self.threshold}")
         if self.window and self.stride:
             Schedule(self.window, self.stride)
@@ -148,20 +149,26 @@ class StreamOptions:
                              f"({schedule.window} frames)")
         return schedule
 
+    def head_options(self, manifest: Manifest) -> dict[str, Any]:
+        """The head's options: these options' where given, else the package's defaults."""
+        return manifest.spec.head_options(
+            threshold=self.threshold, agreement=self.agreement, lookahead=self.lookahead,
+            crossfade=self.crossfade, gl_iters=self.gl_iters)
+
 
 def make_head(manifest: Manifest, opts: StreamOptions, window: int, stride: int) -> Head:
     """The task's head: words from logits, or speech from linear spectrograms."""
-    fps = manifest.video.fps
+    fps, o = manifest.video.fps, opts.head_options(manifest)
     if manifest.task == "lipreading":
         if not manifest.vocabulary:
             raise ManifestError("lipreading package has no vocabulary; re-export it from a "
                                 "checkpoint with one")
-        return WordHead(list(manifest.vocabulary), fps, opts.threshold, opts.agreement,
-                        window=window, stride=stride)
+        return WordHead(list(manifest.vocabulary), fps, float(o["threshold"]),
+                        int(o["agreement"]), window=window, stride=stride)
     if manifest.audio is None:
         raise ManifestError("lip2speech package has no audio spec; re-export it")
-    return SpeechHead(manifest.audio, fps, window, stride, opts.lookahead, opts.crossfade,
-                      opts.gl_iters)
+    return SpeechHead(manifest.audio, fps, window, stride, int(o["lookahead"]),
+                      int(o["crossfade"]), int(o["gl_iters"]))
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@
         out = runner.infer({"video": chunk})      # numpy in, numpy out
         runner.last_timings                        # {"h2d_ms", "compute_ms", "d2h_ms"}
 
-* Before a plan is deserialised, the running TensorRT version and GPU (found through cuda-python,
-  no torch) are checked against what the manifest says it was built for
+* The plan's flavour (full TensorRT or TensorRT-RTX, from the manifest) decides which module
+  loads it. Before a plan is deserialised, the running flavour, version and GPU (found through
+  cuda-python, no torch) are checked against what the manifest says it was built for
   (:meth:`~lipx.package.EngineInfo.check`): a mismatch is refused with the fix, never loaded.
 * Device and pinned host buffers are allocated once, at the optimisation profile's largest
   shapes; each call sets the input shapes (within the profile: a shape outside it is an
@@ -14,8 +15,8 @@
   uses two or three fixed shapes) and replays it, which removes most launch overhead.
 * CUDA events time the copy in, the compute and the copy out of each call (``last_timings``).
 
-``tensorrt`` and cuda-python are imported in :meth:`TrtRunner._activate`; without them
-BackendUnavailableError names ``pip install 'lipx[gpu]'``. Torch-free.
+The TensorRT module and cuda-python are imported in :meth:`TrtRunner._activate`; without them
+BackendUnavailableError names the extra to install. Torch-free.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from lipx.errors import BackendUnavailableError, InputError
+from lipx.errors import InputError
 from lipx.package import EngineInfo, GraphInfo, Manifest, PlanTarget, TensorInfo
+from lipx.runtime.backends import TRT_FLAVOURS, import_trt
 from lipx.runtime.cuda import (
-    GPU_EXTRA,
     CudaError,
     DeviceBuffer,
     Event,
@@ -51,21 +52,18 @@ MAX_GRAPHS = 8
 """CUDA graphs kept per runner (one per input shape seen)."""
 
 
-def import_tensorrt() -> Any:
-    """``import tensorrt``, or BackendUnavailableError naming the pip extra."""
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise BackendUnavailableError(
-            f"TensorRT is not installed: {GPU_EXTRA} on a machine with an NVIDIA GPU, or use "
-            f"--engine onnx") from e
-    return tensorrt
+def import_tensorrt(flavour: str = "auto") -> Any:
+    """The TensorRT module of ``flavour`` (``auto``: full TensorRT when installed, else
+    TensorRT-RTX), or BackendUnavailableError naming the pip extra."""
+    return import_trt(flavour, gpu=True)[1]
 
 
 def running_target(trt: Any, cudart: Any, device: int = 0) -> PlanTarget:
-    """The TensorRT version and GPU this process would run a plan on (no torch needed)."""
+    """The TensorRT flavour and version and the GPU this process would run a plan on (no torch
+    needed)."""
     name, capability = device_info(cudart, device)
-    return PlanTarget(str(trt.__version__), name, capability)
+    flavour = "rtx" if trt.__name__.split(".")[0] == TRT_FLAVOURS["rtx"].module else "tensorrt"
+    return PlanTarget(str(trt.__version__), name, capability, flavour)
 
 
 class _Tensor:
@@ -97,8 +95,8 @@ class TrtRunner(Runner):
     Args:
         plan: a plan file, its bytes, or a callable returning either (a loader).
         name: for messages (default: the file name).
-        engine: the manifest's facts about the plan; when given, a plan built for another
-            TensorRT version or GPU architecture is refused before it is loaded.
+        engine: the manifest's facts about the plan; when given, its flavour picks the module,
+            and a plan built for another flavour, version or GPU is refused before it is loaded.
         graph: the ONNX graph it was built from; names the dynamic dims in the metadata.
         cuda_graph: capture and replay a CUDA graph per input shape.
         device: CUDA device ordinal.
@@ -136,7 +134,8 @@ class TrtRunner(Runner):
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _activate(self) -> None:
-        self._trt, self._rt = import_tensorrt(), import_cudart()
+        flavour = self.engine_info.flavour if self.engine_info is not None else "auto"
+        self._trt, self._rt = import_tensorrt(flavour), import_cudart()
         self.target = running_target(self._trt, self._rt, self.device)
         if self.engine_info is not None:
             self.engine_info.check(self.target)
@@ -162,9 +161,10 @@ class TrtRunner(Runner):
         self._runtime = trt.Runtime(logger)
         self._engine = self._runtime.deserialize_cuda_engine(data)
         if self._engine is None:
-            raise InputError(f"TensorRT {trt.__version__} cannot load {self.name} (corrupt, or "
-                             f"built by another TensorRT version); rebuild it with `lipx export "
-                             f"CHECKPOINT -o DIR --engine trt`")
+            raise InputError(f"{self.target.label if self.target else 'TensorRT'} cannot load "
+                             f"{self.name} (corrupt, or built by another TensorRT flavour or "
+                             f"version); rebuild it with `lipx export CHECKPOINT -o DIR --engine "
+                             f"trt`")
         if not 0 <= self.profile < self._engine.num_optimization_profiles:
             raise InputError(f"{self.name} has {self._engine.num_optimization_profiles} "
                              f"optimisation profiles; profile {self.profile} does not exist")

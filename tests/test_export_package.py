@@ -265,14 +265,40 @@ def test_trt_without_tensorrt_still_writes_the_onnx_package(tmp_path, monkeypatc
     monkeypatch.setattr(api, "_onnx_package", fake_onnx_stage(lipreading_pkg[0]))
     monkeypatch.setattr(api, "load_source", lipreading_source)
     monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
     out = tmp_path / "pkg"
     code, err = run_lipx(["export", "x.pt", "-o", str(out), "--engine", "trt", "--format",
                           "triton"], monkeypatch, capsys)
     errors = [line for line in err if line.startswith("error:")]  # progress lines precede it
     assert code == 1 and len(errors) == 1 and err[-1] == errors[0]
-    assert "TensorRT plans not built: TensorRT is not installed" in errors[0]
+    assert "TensorRT plans not built: no TensorRT is installed" in errors[0]
     assert f"ONNX package was written to {out}" in errors[0]
     m = Manifest.read(out)
     assert m.engines == () and (out / "model.onnx").is_file() and not (out / "triton").exists()
     with pytest.raises(BackendUnavailableError):
         export_model(lipreading_source(), ExportOptions(output=tmp_path / "again", engine="trt"))
+
+
+def test_cli_export_builds_real_tensorrt_rtx_plans(tmp_path, monkeypatch, capsys):
+    """TensorRT-RTX builds without a GPU: real fp16 plans from the fp16 graphs, whose onnxruntime
+    parity is recorded; the plans' own parity needs a GPU and is not (nor claimed)."""
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed: pip install "
+                        "'lipx[rtx]'")
+    monkeypatch.setattr(api, "load_source", lipreading_source)
+    out = tmp_path / "pkg"
+    code, err = run_lipx(["export", "x.pt", "-o", str(out), "--engine", "trt", "--trt-flavour",
+                          "rtx", "--window", "12", "--stride", "3", "--profile",
+                          "model.frames=5:12:24", "--trt-cache-dir", str(tmp_path / "cache")],
+                         monkeypatch, capsys)
+    assert code == 0, err
+    m = Manifest.read(out)
+    assert {e.file for e in m.engines} == {"model.fp16.plan", "frontend.fp16.plan",
+                                           "backend.fp16.plan"}
+    for e in m.engines:
+        assert e.flavour == "rtx" and e.source == f"{e.role}.fp16.onnx" and e.strongly_typed
+        assert e.plan_bytes == (out / e.file).stat().st_size and e.sha256 == file_sha256(
+            out / e.file)
+    assert m.engine("model").profiles[0][0].max[2] == 24
+    checked = {r.artifact for r in m.parity}
+    assert {"model.fp16.onnx", "frontend.fp16.onnx", "backend.fp16.onnx"} <= checked
+    assert not any(a.endswith(".plan") for a in checked)

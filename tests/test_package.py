@@ -79,7 +79,7 @@ def test_manifest_is_frozen():
 
 
 @pytest.mark.parametrize("version, fix",
-                         [(3, "upgrade lipx"), (1, "re-export"), (None, "re-export")])
+                         [(4, "upgrade lipx"), (2, "re-export"), (None, "re-export")])
 def test_other_schema_versions_are_refused(tmp_path, version, fix):
     data = make_manifest().to_dict()
     data["schema_version"] = version
@@ -148,7 +148,7 @@ def test_engine_mismatch_is_detected_with_a_clear_message(caplog):
     engine = make_manifest().engine("model")
     assert engine.mismatch(PlanTarget("10.3.0", "NVIDIA L4", "8.9")) is None
     other_trt = engine.mismatch(PlanTarget("10.7.0", "NVIDIA L4", "8.9"))
-    assert "built for TensorRT 10.3.0, this machine has 10.7.0" in other_trt
+    assert "built for TensorRT 10.3.0, this machine has TensorRT 10.7.0" in other_trt
     assert "--engine trt" in other_trt
     with pytest.raises(InputError, match=r"compute capability 8.9 \(NVIDIA L4\), this one is 9.0"):
         engine.check(PlanTarget("10.3.0", "NVIDIA H100", "9.0"))

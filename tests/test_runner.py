@@ -169,7 +169,8 @@ def test_backend_table_drives_choices():
 def test_backend_with_missing_module_is_unavailable(monkeypatch):
     trt = get_backend("trt")
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(BackendUnavailableError, match=r"needs tensorrt: pip install 'lipx\[gpu\]'"):
+    with pytest.raises(BackendUnavailableError, match=r"needs tensorrt or tensorrt_rtx: pip "
+                       r"install 'lipx\[gpu\]' \(TensorRT\) or 'lipx\[rtx\]'"):
         trt.runner_class()
 
 

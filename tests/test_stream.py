@@ -23,7 +23,7 @@ from lipx.benchmarks.cache import compare_cache
 from lipx.errors import InputError
 from lipx.files import file_sha256
 from lipx.package import EngineInfo, Manifest
-from lipx.runtime.events import WordEvent
+from lipx.runtime.events import FrameEvent, WordEvent
 from lipx.runtime.mp4 import AnnotatedVideoSink
 from lipx.runtime.ort_runner import OrtRunner
 from lipx.runtime.roi import FixedLRWBox
@@ -391,14 +391,38 @@ def test_a_pipelined_paced_stream_drops_no_frame_the_inline_loop_would_drop(pack
                                                                             face_video):
     inline, inline_words = _paced_run(packages["lipreading"], face_video, pipeline=False)
     piped, piped_words = _paced_run(packages["lipreading"], face_video, pipeline=True)
-    # inline, each 0.1 s backend call blocks the loop for 2-3 frame periods: frames go stale
+    # inline, each 0.1 s backend call blocks the loop for 2-3 frame periods: frames go stale;
+    # pipelined, the loop keeps reading (0 drops on an idle machine, README; a machine starved
+    # by other work may still lose frames to the loop itself, far fewer)
     assert inline.frames_dropped >= 8
-    # pipelined, the loop keeps reading (0 drops on an idle machine; a starved one may lose a
-    # frame to the main loop itself, never the backend's 2-3 per window)
-    assert piped.frames_dropped <= 2 and piped.frames_out + piped.frames_dropped == 50
-    assert piped.rtf < 1
+    assert piped.frames_dropped < inline.frames_dropped / 2
+    assert piped.frames_out + piped.frames_dropped == 50
     # the same words, every one stamped with when it was emitted, after its end
     assert [w.word for w in piped_words] == [w.word for w in _paced_run(
         packages["lipreading"], face_video, pipeline=None)[1]]
     assert piped_words and all(w.emitted_s is not None and w.wait_s > 0 for w in piped_words)
     assert piped.emission is not None and piped.emission.count == len(piped_words)
+
+
+def test_pipelined_the_loop_reads_on_while_a_window_computes(packages, face_video):
+    """Deterministic: each window's backend waits until the loop has read 6 frames past the
+    window's end, which only a loop that does not wait for the backend can do (inline, the wait
+    would time out)."""
+    import threading
+
+    read, moved = [0], threading.Condition()
+    waited = []
+
+    def backend(window, outputs):
+        with moved:
+            ok = moved.wait_for(lambda: read[0] >= min(window.stop + 6, 50), timeout=10)
+        waited.append(ok)
+
+    opts = StreamOptions(pipeline=True, stride=3)
+    with Streamer(packages["lipreading"], str(face_video), opts, window_hook=backend) as s:
+        for event in s.events():
+            if isinstance(event, FrameEvent):
+                with moved:
+                    read[0] += 1
+                    moved.notify_all()
+    assert waited and all(waited)

@@ -1,35 +1,36 @@
-"""Our logic around TensorRT, tested without TensorRT: profiles, FP32 rule, cache and plan keys,
-the builder calls (against a recording stand-in of the ``tensorrt`` module), manifest fields,
-plan-mismatch detection and the errors when TensorRT or a GPU is missing.
+"""Our logic around TensorRT that needs no TensorRT: profiles and their overrides, the FP32 rule,
+cache and plan keys, flavour choice, build targets and the errors when TensorRT or a GPU is
+missing. Real builds (TensorRT-RTX, no GPU needed) are in ``test_trt_build.py``.
 
-The test marked ``trt`` builds a real plan and runs only where TensorRT and a GPU exist.
+The test marked ``trt`` builds a real full-TensorRT plan and runs only where TensorRT and a GPU
+exist.
 """
 
 from __future__ import annotations
 
 import sys
 import types
-from enum import Enum, IntEnum
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lipx.errors import BackendUnavailableError, InputError
-from lipx.export import trt as lx_trt
 from lipx.export.api import ExportOptions
 from lipx.export.precision import Fp32Rule
 from lipx.export.trt import (
     BuildSettings,
-    NetworkFromOnnx,
-    PlanFromNetwork,
+    apply_overrides,
     build_engine,
+    build_target,
     derive_dims,
+    parse_dim_range,
     plan_key,
     profile_for,
     timing_cache_file,
 )
 from lipx.package import GraphInfo, PlanTarget, ShapeRange, TensorInfo
+from lipx.runtime.backends import TRT_FLAVOURS, pick_flavour
 
 VIDEO = TensorInfo("video", "float32", ("batch", 1, "chunk", 112, 112))
 FEATURES = TensorInfo("features", "float32", ("batch", "frames", 512))
@@ -83,35 +84,87 @@ def test_fp32_rule_on_onnx_nodes():
 
 def test_plan_key_changes_with_everything_the_plan_depends_on():
     profiles = (profile_for(FRONTEND, {"batch": (1, 1, 8), "chunk": (5, 11, 33)}),)
-    rule = Fp32Rule()
-    base = plan_key("a" * 64, TARGET, "fp16", profiles, 2048, rule)
-    assert base == plan_key("a" * 64, TARGET, "fp16", profiles, 2048, rule)
+    rtx = PlanTarget("1.7.1.116", "", "", "rtx")
+    base = plan_key("a" * 64, TARGET, ("8.9",), "fp16", profiles, 2048)
+    assert base == plan_key("a" * 64, TARGET, ("8.9",), "fp16", profiles, 2048)
     variants = [
-        plan_key("b" * 64, TARGET, "fp16", profiles, 2048, rule),
-        plan_key("a" * 64, PlanTarget("10.3.0", "NVIDIA L4", "9.0"), "fp16", profiles, 2048, rule),
-        plan_key("a" * 64, PlanTarget("10.4.0", "NVIDIA L4", "8.9"), "fp16", profiles, 2048, rule),
-        plan_key("a" * 64, PlanTarget("10.3.0", "NVIDIA A10", "8.9"), "fp16", profiles, 2048, rule),
-        plan_key("a" * 64, TARGET, "fp32", profiles, 2048, rule),
-        plan_key("a" * 64, TARGET, "fp16", profiles, 1024, rule),
-        plan_key("a" * 64, TARGET, "fp16", (), 2048, rule),
-        plan_key("a" * 64, TARGET, "fp16", profiles, 2048, Fp32Rule.with_patterns(("x",))),
+        plan_key("b" * 64, TARGET, ("8.9",), "fp16", profiles, 2048),
+        plan_key("a" * 64, PlanTarget("10.3.0", "NVIDIA L4", "9.0"), ("8.9",), "fp16", profiles,
+                 2048),
+        plan_key("a" * 64, PlanTarget("10.4.0", "NVIDIA L4", "8.9"), ("8.9",), "fp16", profiles,
+                 2048),
+        plan_key("a" * 64, PlanTarget("10.3.0", "NVIDIA A10", "8.9"), ("8.9",), "fp16", profiles,
+                 2048),
+        plan_key("a" * 64, rtx, ("8.9",), "fp16", profiles, 2048),
+        plan_key("a" * 64, rtx, ("8.9", "12.0"), "fp16", profiles, 2048),
+        plan_key("a" * 64, TARGET, ("8.9",), "fp32", profiles, 2048),
+        plan_key("a" * 64, TARGET, ("8.9",), "fp16", profiles, 1024),
+        plan_key("a" * 64, TARGET, ("8.9",), "fp16", (), 2048),
     ]
     assert base not in variants and len(set(variants)) == len(variants)
     assert timing_cache_file(Path("/c"), TARGET) == Path("/c/timing-trt10.3.0-sm89-nvidia-l4.cache")
+    assert rtx.key == "rtx1.7.1.116-portable"
+
+
+def test_profile_overrides_parse_and_apply_per_role():
+    assert parse_dim_range("frames=5:29:87") == ("frames", (5, 29, 87))
+    assert parse_dim_range("frontend.batch=1:1:1") == ("frontend.batch", (1, 1, 1))
+    for bad, match in (("frames=5:29", "MIN:OPT:MAX"), ("time=1:2:3", "dims are"),
+                       ("head.frames=1:2:3", "roles"), ("frames=9:5:10", "min <= opt")):
+        with pytest.raises(InputError, match=match):
+            parse_dim_range(bad)
+    dims = {"batch": (1, 1, 8), "frames": (1, 29, 29)}
+    overrides = (("backend.frames", (5, 20, 40)), ("frames", (3, 9, 12)), ("chunk", (5, 5, 9)))
+    assert apply_overrides("backend", dims, overrides) == {"batch": (1, 1, 8),
+                                                           "frames": (5, 20, 40)}
+    assert apply_overrides("model", dims, overrides)["frames"] == (3, 9, 12)
+
+
+def test_auto_flavour_prefers_full_tensorrt_on_a_gpu(monkeypatch):
+    have: list[str] = []
+    monkeypatch.setattr("lipx.runtime.backends.installed_flavours", lambda names=(): have)
+    assert pick_flavour("auto", gpu=True).name == "tensorrt"  # neither: the import will say so
+    have[:] = ["tensorrt", "rtx"]
+    assert pick_flavour("auto", gpu=True).name == "tensorrt"
+    assert pick_flavour("auto", gpu=False).name == "rtx"
+    have[:] = ["rtx"]
+    assert pick_flavour("auto", gpu=True).name == "rtx"
+    assert pick_flavour("tensorrt", gpu=False).name == "tensorrt"
+    with pytest.raises(InputError, match="unknown --trt-flavour 'trx'.*did you mean"):
+        pick_flavour("trx", gpu=False)
 
 
 def test_missing_tensorrt_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    missing = r"TensorRT is not installed: pip install 'lipx\[gpu\]'"
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
+    missing = r"no TensorRT is installed: pip install 'lipx\[rtx\]' \(TensorRT-RTX: builds without"
     with pytest.raises(BackendUnavailableError, match=missing):
-        build_engine(FRONTEND, tmp_path / "f.onnx", tmp_path / "f.plan", (), BuildSettings())
+        build_engine(FRONTEND, tmp_path / "f.onnx", tmp_path / "f.plan", (),
+                     BuildSettings("fp32"))
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT-RTX is not installed: pip "
+                                                      r"install 'lipx\[rtx\]'.*RTX GPUs"):
+        build_engine(FRONTEND, tmp_path / "f.onnx", tmp_path / "f.plan", (),
+                     BuildSettings("fp32", flavour="rtx"))
 
 
-def test_no_gpu_is_one_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "tensorrt", FakeTrt())
-    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    with pytest.raises(BackendUnavailableError, match="no CUDA GPU found.*--engine onnx"):
-        build_engine(FRONTEND, tmp_path / "f.onnx", tmp_path / "f.plan", (), BuildSettings())
+def test_full_tensorrt_without_a_gpu_says_what_each_flavour_needs():
+    trt = types.SimpleNamespace(__version__="10.3.0")
+    with pytest.raises(BackendUnavailableError, match="no CUDA GPU found: full TensorRT builds "
+                       "a plan on a GPU of the architecture.*TensorRT-RTX builds without one"):
+        build_target(TRT_FLAVOURS["tensorrt"], trt, (), None)
+    target, targets = build_target(TRT_FLAVOURS["tensorrt"], trt, (), ("NVIDIA L4", "8.9"))
+    assert (target, targets) == (TARGET, ("8.9",))
+    with pytest.raises(InputError, match="--trt-targets is for --trt-flavour rtx"):
+        build_target(TRT_FLAVOURS["tensorrt"], trt, ("12.0",), ("NVIDIA L4", "8.9"))
+
+
+def test_build_settings_are_validated():
+    with pytest.raises(InputError, match="compute capabilities like 8.9"):
+        BuildSettings(targets=("sm89",))
+    with pytest.raises(InputError, match="unknown --trt-flavour"):
+        BuildSettings(flavour="cuda")
+    with pytest.raises(InputError, match="strongly typed fp16 plan is built from the fp16 graph"):
+        build_engine(FRONTEND, Path("f.onnx"), Path("f.plan"), (), BuildSettings("fp16"))
 
 
 def test_trt_options_are_validated(tmp_path):
@@ -122,201 +175,15 @@ def test_trt_options_are_validated(tmp_path):
     with pytest.raises(InputError, match="--workspace-mb must be >= 64"):
         ExportOptions(output=tmp_path, engine="trt", workspace_mb=1)
     assert ExportOptions(output=tmp_path, engine="trt").resolved_precision == "fp16"
-
-
-# -- a recording stand-in for the tensorrt module ----------------------------------------------
-class FakeLayer:
-    def __init__(self, kind, name, dtype="float"):
-        self.type, self.name = kind, name
-        self.num_outputs = 1
-        self._out = types.SimpleNamespace(dtype=dtype)
-        self.precision = None
-        self.output_types = {}
-
-    def get_output(self, i):
-        return self._out
-
-    def set_output_type(self, i, dtype):
-        self.output_types[i] = dtype
-
-
-class FakeTrt(types.ModuleType):
-    """Just enough of the tensorrt API to record what our builder code asks for."""
-
-    LayerType = Enum("LayerType", "CONVOLUTION SOFTMAX SHAPE LOOP MATRIX_MULTIPLY")
-
-    def __init__(self, fp16_flag=True):
-        super().__init__("tensorrt")
-        self.__version__ = "10.3.0"
-        self.float32, self.float16, self.int32 = "float", "half", "int32"
-        flags = "FP16 OBEY_PRECISION_CONSTRAINTS TF32" if fp16_flag else "TF32"
-        self.BuilderFlag = Enum("BuilderFlag", flags)
-        self.MemoryPoolType = Enum("MemoryPoolType", "WORKSPACE")
-        self.NetworkDefinitionCreationFlag = IntEnum("NetworkDefinitionCreationFlag",
-                                                  {"STRONGLY_TYPED": 5})
-        self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, level: None})
-        self.calls = []
-        L = self.LayerType
-        self.layers = [
-            FakeLayer(L.CONVOLUTION, "model.front/Conv3d/node_conv"),
-            FakeLayer(L.SOFTMAX, "model.memory/_Memory/node_softmax"),
-            FakeLayer(L.SHAPE, "node_Shape_0", dtype="int32"),
-            FakeLayer(L.LOOP, "model.gru/GRU/node_gru__1"),
-            FakeLayer(L.MATRIX_MULTIPLY, "model.memory/_Memory/node_matmul"),
-        ]
-        fake = self
-
-        class Network:
-            num_layers = len(self.layers)
-
-            def get_layer(self, i):
-                return fake.layers[i]
-
-        class Parser:
-            @property
-            def num_errors(self):
-                return 0 if fake.parse_ok else 1
-
-            def __init__(self, network, logger):
-                pass
-
-            def parse_from_file(self, path):
-                fake.calls.append(("parse", Path(path).name))
-                return fake.parse_ok
-
-            def get_error(self, i):
-                return "unsupported operator RandomNormalLike"
-
-        class Config:
-            def set_memory_pool_limit(self, pool, size):
-                fake.calls.append(("workspace", size))
-
-            def set_flag(self, flag):
-                fake.calls.append(("flag", flag.name))
-
-            def clear_flag(self, flag):
-                fake.calls.append(("clear", flag.name))
-
-            def add_optimization_profile(self, profile):
-                fake.calls.append(("profile", profile.shapes))
-
-            def create_timing_cache(self, data):
-                fake.calls.append(("cache-in", bytes(data)))
-                return types.SimpleNamespace(serialize=lambda: bytes(data) + b"+timed")
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                self.cache = cache
-                return True
-
-            def get_timing_cache(self):
-                return self.cache
-
-        class Builder:
-            def __init__(self, logger):
-                pass
-
-            def create_network(self, flags):
-                fake.calls.append(("network", flags))
-                return Network()
-
-            def create_builder_config(self):
-                return Config()
-
-            def create_optimization_profile(self):
-                profile = types.SimpleNamespace(shapes=[])
-                profile.set_shape = lambda *a: profile.shapes.append(a)
-                return profile
-
-            def build_serialized_network(self, network, config):
-                fake.calls.append(("build",))
-                return b"PLAN" if fake.build_ok else None
-
-        self.Builder, self.OnnxParser = Builder, Parser
-        self.parse_ok = self.build_ok = True
-
-
-def test_plan_from_network_sets_fp16_constraints_profiles_and_caches(monkeypatch, tmp_path):
-    fake = FakeTrt()
-    monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    profiles = (profile_for(FRONTEND, {"batch": (1, 1, 8), "chunk": (5, 11, 33)}),)
-    cache = tmp_path / "timing.cache"
-    cache.write_bytes(b"old")
-    loader = PlanFromNetwork(NetworkFromOnnx(tmp_path / "frontend.onnx"), profiles, "fp16", 512,
-                             cache, Fp32Rule.with_patterns(("memory",)))
-    assert loader() == b"PLAN"
-    assert ("workspace", 512 << 20) in fake.calls
-    assert ("flag", "FP16") in fake.calls and ("flag", "OBEY_PRECISION_CONSTRAINTS") in fake.calls
-    assert ("profile", [("video", (1, 1, 5, 112, 112), (1, 1, 11, 112, 112),
-                         (8, 1, 33, 112, 112))]) in fake.calls
-    assert ("cache-in", b"old") in fake.calls and cache.read_bytes() == b"old+timed"
-    conv, softmax, shape, loop, matmul = fake.layers
-    assert loader.fp32_layers == [softmax.name, loop.name, matmul.name]
-    assert softmax.precision == fake.float32 and softmax.output_types == {0: fake.float32}
-    assert conv.precision is None and shape.precision is None  # shape tensors are left alone
-
-
-def test_fp32_plans_disable_tf32_and_mark_nothing(monkeypatch, tmp_path):
-    fake = FakeTrt()
-    monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    loader = PlanFromNetwork(NetworkFromOnnx(tmp_path / "m.onnx"), (), "fp32", 512, None)
-    loader()
-    assert ("clear", "TF32") in fake.calls and ("flag", "FP16") not in fake.calls
-    assert loader.fp32_layers == []
-
-
-def test_parse_and_build_failures_are_reported(monkeypatch, tmp_path):
-    fake = FakeTrt()
-    monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    fake.parse_ok = False
-    with pytest.raises(Exception, match="cannot parse m.onnx: unsupported operator"):
-        NetworkFromOnnx(tmp_path / "m.onnx")()
-    fake.parse_ok, fake.build_ok = True, False
-    with pytest.raises(Exception, match="failed to build the plan.*--workspace-mb"):
-        PlanFromNetwork(NetworkFromOnnx(tmp_path / "m.onnx"), (), "fp16", 512, None)()
-
-
-def test_build_engine_records_the_target_and_reuses_the_plan_cache(monkeypatch, tmp_path):
-    fake = FakeTrt()
-    monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(lx_trt, "running_target", lambda trt: TARGET)
-    (tmp_path / "frontend.onnx").write_bytes(b"onnx bytes")
-    profiles = (profile_for(FRONTEND, {"batch": (1, 1, 8), "chunk": (5, 11, 33)}),)
-    settings = BuildSettings("fp16", 1024, tmp_path / "cache", Fp32Rule())
-    info = build_engine(FRONTEND, tmp_path / "frontend.onnx", tmp_path / "frontend.plan",
-                        profiles, settings)
-    assert (tmp_path / "frontend.plan").read_bytes() == b"PLAN"
-    assert (info.tensorrt_version, info.gpu_name, info.compute_capability) == ("10.3.0",
-                                                                              "NVIDIA L4", "8.9")
-    assert info.profiles == profiles and info.workspace_mb == 1024 and info.precision == "fp16"
-    assert info.timing_cache.endswith("timing-trt10.3.0-sm89-nvidia-l4.cache")
-    assert "model.gru/GRU/node_gru__1" in info.fp32_layers and info.source == "frontend.onnx"
-    assert info.mismatch(TARGET) is None
-    builds = fake.calls.count(("build",))
-    again = build_engine(FRONTEND, tmp_path / "frontend.onnx", tmp_path / "again.plan",
-                         profiles, settings)
-    assert fake.calls.count(("build",)) == builds  # same key: taken from the plan cache
-    assert again.fp32_layers == info.fp32_layers and again.sha256 == info.sha256
-    (tmp_path / "frontend.onnx").write_bytes(b"other onnx")
-    build_engine(FRONTEND, tmp_path / "frontend.onnx", tmp_path / "third.plan", profiles, settings)
-    assert fake.calls.count(("build",)) == builds + 1  # new graph: rebuilt
-
-
-def test_tensorrt_without_fp16_flag_builds_strongly_typed_from_fp16_graph(monkeypatch, tmp_path):
-    fake = FakeTrt(fp16_flag=False)  # TensorRT >= 11
-    monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(lx_trt, "running_target", lambda trt: TARGET)
-    (tmp_path / "frontend.onnx").write_bytes(b"onnx")
-    settings = BuildSettings("fp16", 1024, tmp_path / "cache")
-    with pytest.raises(BackendUnavailableError, match="only from an fp16 graph"):
-        build_engine(FRONTEND, tmp_path / "frontend.onnx", tmp_path / "f.plan", (), settings)
-    build_engine(FRONTEND, tmp_path / "frontend.onnx", tmp_path / "f.plan", (), settings,
-                 fp16_src=lambda: tmp_path / "frontend.fp16.onnx")
-    assert ("parse", "frontend.fp16.onnx") in fake.calls and ("network", 1 << 5) in fake.calls
+    with pytest.raises(InputError, match="--trt-flavour, --profile need --engine trt"):
+        ExportOptions(output=tmp_path, trt_flavour="rtx", profiles=("frames=1:2:3",))
+    with pytest.raises(InputError, match="--profile takes"):
+        ExportOptions(output=tmp_path, engine="trt", profiles=("frames",))
 
 
 @pytest.mark.trt
 def test_real_tensorrt_build_of_a_tiny_graph(tmp_path):
-    """Builds and checks a real FP16 plan; runs only with TensorRT and a GPU."""
+    """Builds and checks a real full-TensorRT plan; runs only with TensorRT and a GPU."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -330,7 +197,7 @@ def test_real_tensorrt_build_of_a_tiny_graph(tmp_path):
                                                             ("batch", "frames", 4)),), (), 18, "x")
     profiles = (profile_for(info, {"batch": (1, 1, 2), "frames": (1, 8, 8)}),)
     engine = build_engine(info, tmp_path / "backend.onnx", tmp_path / "backend.plan", profiles,
-                          BuildSettings("fp16", 256, tmp_path / "cache"))
+                          BuildSettings("fp32", 256, tmp_path / "cache", flavour="tensorrt"))
     assert (tmp_path / "backend.plan").stat().st_size > 0
     assert engine.mismatch(engine.target) is None
     assert np.isfinite(float(engine.compute_capability))

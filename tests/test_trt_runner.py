@@ -103,7 +103,8 @@ def test_a_plan_for_another_gpu_or_tensorrt_is_refused_before_loading(fakes):
     trt, _ = fakes
     with pytest.raises(InputError, match=r"built for a GPU of compute capability 9.0.*rebuild"):
         TrtRunner(PLAN, engine=engine_info(capability="9.0")).activate()
-    with pytest.raises(InputError, match="built for TensorRT 10.0.1, this machine has 10.3.0"):
+    with pytest.raises(InputError,
+                       match="built for TensorRT 10.0.1, this machine has TensorRT 10.3.0"):
         TrtRunner(PLAN, engine=engine_info(version="10.0.1")).activate()
     assert trt.deserialized == 0
 
@@ -124,12 +125,17 @@ def test_missing_tensorrt_cuda_python_or_gpu_name_the_fix(fakes, monkeypatch):
         TrtRunner(PLAN).activate()
     for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(BackendUnavailableError, match=r"cuda-python.*pip install 'lipx\[gpu\]'"):
+    with pytest.raises(BackendUnavailableError,
+                       match=r"cuda-python.*pip install cuda-python \(in 'lipx\[gpu\]'\)"):
         TrtRunner(PLAN).activate()
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
     monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(BackendUnavailableError, match=r"no TensorRT is installed: pip install "
+                                                      r"'lipx\[rtx\]'.*or 'lipx\[gpu\]'"):
+        TrtRunner(PLAN).activate()
     with pytest.raises(BackendUnavailableError, match=r"TensorRT is not installed: pip install "
                                                       r"'lipx\[gpu\]'"):
-        TrtRunner(PLAN).activate()
+        TrtRunner(PLAN, engine=engine_info()).activate()
 
 
 def test_cuda_failures_name_the_call(fakes):

@@ -214,9 +214,9 @@ class WordTally:
         for i, j in e.pairs:
             if i is None and j is not None:
                 mid = (words[j].start_s + words[j].end_s) / 2
-                kind = next((k for k, a, b in quiet if a <= mid < b), None)
-                if kind is not None:
-                    self.false_words[kind] += 1
+                during = next((k for k, a, b in quiet if a <= mid < b), None)
+                if during is not None:
+                    self.false_words[during] += 1
             elif i is not None and j is not None and said[i].word == words[j].word:
                 wait = words[j].emitted_s
                 if wait is not None:
@@ -351,11 +351,8 @@ def evaluate_streams(opts: StreamEvalOptions, progress: Progress | None = None
 
 def _settings(manifest: Manifest, opts: StreamOptions) -> dict[str, Any]:
     sched = opts.schedule(manifest)
-    common = {"engine": opts.engine, "window": sched.window, "stride": sched.stride}
-    if manifest.task == "lipreading":
-        return {**common, "threshold": opts.threshold, "agreement": opts.agreement}
-    return {**common, "lookahead": opts.lookahead, "crossfade": opts.crossfade,
-            "gl_iters": opts.gl_iters}
+    return {"engine": opts.engine, "window": sched.window, "stride": sched.stride,
+            **opts.head_options(manifest)}
 
 
 def _latency(algorithmic: list[dict[str, float]], waits: list[float]) -> dict[str, float]:
