@@ -364,7 +364,9 @@ def test_trt_backend_checks_the_plans_profiles_and_names_the_missing_extra(packa
                            "--window", "12")
     assert code == 1 and "--window gives 12 frames but backend.plan was built for 1..9" in err
     code, _, err = run_cli("stream", face_video, "--model", pkg, "--engine", "trt")
-    assert code == 1 and "needs tensorrt: pip install" in err and "Traceback" not in err
+    # a full-TensorRT plan: "needs tensorrt or tensorrt_rtx" without either, "TensorRT is not
+    # installed" where only TensorRT-RTX is; both name the extra
+    assert code == 1 and "pip install 'lipx[gpu]'" in err and "Traceback" not in err
 
 
 def test_realtime_paces_a_file(packages, face_video):
