@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from lipx.benchmarks import evalset as es
+from lipx.benchmarks.efficiency import Work, count_work
 from lipx.benchmarks.engines import EngineSpec, engine_matrix, select, unavailable
-from lipx.benchmarks.measure import Settings, run_engine
+from lipx.benchmarks.measure import Settings, measurements, run_engine
+from lipx.benchmarks.peak import gemm_peak
 from lipx.benchmarks.results import BenchReport, EngineRow
 from lipx.benchmarks.target import Target, open_target
 from lipx.benchmarks.timing import load_average, machine
@@ -153,10 +155,13 @@ def bench(target: str | Path, opts: BenchOptions, progress: Progress | None = No
         evalset = _evalset(tgt, opts)
         say(f"parity inputs: {evalset.description}")
         specs, ref_key = _plan(tgt, opts)
+        work = count_work(tgt, measurements(tgt.manifest, sched, opts.batch_sizes))
+        if work.flops:  # else its note is among the report's
+            say(f"FLOPs per call: {_gflop(work)}")
         settings = Settings(opts.budget_s, opts.batch_sizes, opts.warmup, opts.min_runs,
                             opts.compile_timeout_s,
                             (opts.atol, opts.rtol, opts.min_top1, opts.max_stoi_drop),
-                            opts.threads)
+                            opts.threads, work.flops)
         rows: list[EngineRow] = []
         reference = None
         with _torch_threads(opts.threads if tgt.model is not None else None):
@@ -167,6 +172,8 @@ def bench(target: str | Path, opts: BenchOptions, progress: Progress | None = No
                 if outcome.reference is not None:
                     reference = outcome.reference
                 say(f"{spec.key}: {outcome.row.status}")
+        say("measuring this machine's SGEMM peak (numpy float32 matmul)")
+        info["gemm_peak"] = gemm_peak(opts.threads)  # after the engines: its threads idle then
         info["load_average_end"] = load_average()
         package = str(tgt.package) if opts.out or tgt.export_s is None else "(temporary)"
         settings_out = {**opts.to_dict(), "window": sched.window, "stride": sched.stride,
@@ -176,8 +183,12 @@ def bench(target: str | Path, opts: BenchOptions, progress: Progress | None = No
             reference=ref_key if reference is not None else None, inputs=evalset.description,
             has_data=evalset.has_data,
             settings=settings_out, machine=info, rows=tuple(rows),
-            seconds=time.perf_counter() - started, export_s=tgt.export_s,
+            seconds=time.perf_counter() - started, export_s=tgt.export_s, work=work,
         )
+
+
+def _gflop(work: Work) -> str:
+    return ", ".join(f"{k} {v / 1e9:.3g} G" for k, v in work.flops.items())
 
 
 def _evalset(tgt: Target, opts: BenchOptions) -> es.EvalSet:

@@ -2,8 +2,9 @@
 
 Latency is measured on the shapes the runtime uses (the :class:`~lipx.tasks.Schedule`):
 the whole model on one window at batch 1 and at each batch size, the front-end on one chunk of
-``stride`` frames plus context, the backend on one window of features. The engine's share of
-``budget_s`` is split over these measurements (:data:`SHARES`).
+``stride`` frames plus context, the backend on one window of features, and the smallest call the
+package allows (the backend on its fewest frames: the per-call overhead, plus a few FLOPs). The
+engine's share of ``budget_s`` is split over these measurements (:data:`SHARES`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,44 @@ from lipx.benchmarks.results import EngineRow
 from lipx.benchmarks.target import Target, random_feeds
 from lipx.benchmarks.timing import Budget, Timing, gpu_used_mb, reset_peak_rss, rss_mb, time_calls
 from lipx.errors import BackendUnavailableError, BuildFailed, first_line
+from lipx.package import Manifest
 from lipx.tasks import Schedule, Tolerance
 
 log = logging.getLogger(__name__)
 
-SHARES = {"window": 0.3, "frontend": 0.2, "backend": 0.2, "batches": 0.3}
+SHARES = {"window": 0.3, "frontend": 0.2, "backend": 0.2, "batches": 0.25, "tiny": 0.05}
 """Share of an engine's time budget per measurement (``batches`` split over the batch sizes)."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One timed call shape."""
+
+    name: str
+    """``window``, ``frontend``, ``backend``, ``batch4`` ..., ``tiny``."""
+    role: str
+    """The graph it calls: ``model``, ``frontend`` or ``backend``."""
+    batch: int
+    frames: int
+    share: float
+    """Its share of the engine's time budget."""
+    optional: bool = False
+    """If it fails, the row goes on without it (``tiny``)."""
+
+
+def measurements(manifest: Manifest, sched: Schedule,
+                 batch_sizes: tuple[int, ...]) -> list[Measurement]:
+    """What :func:`time_engine` times, in order (the FLOPs are counted on the same shapes)."""
+    batches = [b for b in batch_sizes if b != 1]
+    spec = manifest.spec
+    plan = [Measurement("window", "model", 1, sched.window, SHARES["window"]),
+            Measurement("frontend", "frontend", 1, sched.stride + 2 * spec.context,
+                        SHARES["frontend"]),
+            Measurement("backend", "backend", 1, sched.window, SHARES["backend"])]
+    plan += [Measurement(f"batch{b}", "model", b, sched.window, SHARES["batches"] / len(batches))
+             for b in batches]
+    plan.append(Measurement("tiny", "backend", 1, spec.min_frames, SHARES["tiny"], optional=True))
+    return plan
 
 
 @dataclass(frozen=True)
@@ -49,6 +82,8 @@ class Settings:
     """atol, rtol, min_top1, max_stoi_drop given by the user (None: the default)."""
     threads: int | None = None
     """onnxruntime intra-op threads (None: its default)."""
+    flops: dict[str, int] = dataclasses.field(default_factory=dict)
+    """FLOPs per call of each measurement (:func:`lipx.benchmarks.efficiency.count_work`)."""
 
 
 @dataclass
@@ -65,7 +100,8 @@ def run_engine(spec: EngineSpec, target: Target, sched: Schedule, evalset: EvalS
     """Measure one engine; never raises for the engine's own failures (they become its status)."""
     row = EngineRow(spec.key, spec.label, spec.backend, spec.device, spec.precision, "ok",
                     reference=is_reference, window_frames=sched.window,
-                    stride_frames=sched.stride, fps=target.manifest.video.fps)
+                    stride_frames=sched.stride, fps=target.manifest.video.fps,
+                    flops=dict(settings.flops))
     reason = unavailable(spec, target, settings.compile_limit_s)
     if reason:
         return Outcome(dataclasses.replace(row, status="skipped", reason=reason))
@@ -146,22 +182,21 @@ def gate_of(target: Target, precision: str, settings: Settings) -> Tolerance:
 
 def time_engine(engine: LoadedEngine, target: Target, sched: Schedule,
                 settings: Settings) -> dict[str, Timing]:
-    """Time the whole model, the front-end chunk, the backend window and each batch size."""
+    """Time every :func:`measurements` shape; an optional one that fails is left out."""
     m = target.manifest
-    batches = [b for b in settings.batch_sizes if b != 1]
-    plan = [("window", "model", 1, sched.window, SHARES["window"]),
-            ("frontend", "frontend", 1, sched.stride + 2 * m.spec.context, SHARES["frontend"]),
-            ("backend", "backend", 1, sched.window, SHARES["backend"])]
-    plan += [(f"batch{b}", "model", b, sched.window, SHARES["batches"] / len(batches))
-             for b in batches]
     out = {}
-    for i, (name, role, batch, frames, share) in enumerate(plan):
-        runner = engine.runners[role]
-        feeds = random_feeds(m.graph(role), batch, frames, seed=100 + i)
-        runner.validate_feeds(feeds)
-        budget = Budget(settings.budget_s * share, settings.min_runs, warmup=settings.warmup)
-        out[name] = time_calls(lambda r=runner, f=feeds: r.infer(f, check=False), budget,
-                               engine.sync, lambda r=runner: stage_seconds(r))
+    for i, item in enumerate(measurements(m, sched, settings.batch_sizes)):
+        runner = engine.runners[item.role]
+        feeds = random_feeds(m.graph(item.role), item.batch, item.frames, seed=100 + i)
+        budget = Budget(settings.budget_s * item.share, settings.min_runs, warmup=settings.warmup)
+        try:
+            runner.validate_feeds(feeds)
+            out[item.name] = time_calls(lambda r=runner, f=feeds: r.infer(f, check=False),
+                                        budget, engine.sync, lambda r=runner: stage_seconds(r))
+        except Exception:
+            if not item.optional:
+                raise
+            log.debug("%s: %s not timed", engine.spec.key, item.name, exc_info=True)
     return out
 
 
@@ -177,9 +212,11 @@ def _with_timings(row: EngineRow, timings: dict[str, Timing]) -> EngineRow:
     batches = {1: timings["window"].stats}
     batches.update({int(k[5:]): t.stats for k, t in timings.items() if k.startswith("batch")})
     stages = {k: t.stage_stats() for k, t in timings.items() if t.stages_s}
+    tiny = timings.get("tiny")
     return dataclasses.replace(
         row, window=timings["window"].stats, frontend_chunk=timings["frontend"].stats,
         backend_window=timings["backend"].stats, batches=dict(sorted(batches.items())),
+        tiny_call=tiny.stats if tiny else None,
         stages=stages,
         samples_ms={k: [s * 1e3 for s in t.samples_s] for k, t in timings.items()},
         warmup_ms={k: [s * 1e3 for s in t.warmup_s] for k, t in timings.items()},

@@ -1,7 +1,8 @@
 """Bench reports: a terminal table (rich), and with ``--out`` JSON, Markdown and PNG plots.
 
-* ``bench.json``: everything (machine with its load average, versions, settings, every row with
-  its raw samples); the format other tools read.
+* ``bench.json``: everything (machine with its load average, versions and SGEMM peak, settings,
+  the FLOPs per measurement, every row with its raw samples, GFLOP/s and % peak); the format other
+  tools read (:data:`JSON_FORMAT`).
 * ``bench.md``: the summary table, latency/throughput/parity details, skipped engines and why.
 * the plots (:mod:`lipx.benchmarks.plots`): ``latency.png``, ``accuracy-speed.png``.
 
@@ -15,13 +16,24 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lipx.benchmarks.efficiency import step_figures, step_sentence
 from lipx.benchmarks.results import BenchReport, EngineRow
 from lipx.files import atomic_write
 
-JSON_FORMAT = 2
-"""Version of the ``bench.json`` layout. 2: latency statistics are
-:class:`~lipx.runtime.stats.LatencyStats` (``count``, ``mean_ms``, ``std_ms``, ``p50_ms`` ...
-``clipped``); 1 had ``n``, ``mean``, ``std``, ``p50`` ... ``clipped``, in the same units (ms)."""
+JSON_FORMAT = 3
+"""Version of the ``bench.json`` layout.
+
+3 adds, removing and renaming nothing: top-level ``flops`` (a
+:class:`~lipx.benchmarks.efficiency.Work`: ``flops`` per call of each measurement, ``by_op``,
+``note``, ``rule``, ``graphs``; without onnx only the note), ``machine.gemm_peak``
+(:func:`~lipx.benchmarks.peak.gemm_peak`: ``gflop_s`` by thread count, ``threads``,
+``peak_gflop_s``, ``by_size``), and per row ``flops``, ``gflop_s`` and ``peak_fraction``
+(measurement -> value, for the measurements ``window``, ``frontend``, ``backend``, ``batchN``,
+``tiny``), ``tiny_call`` (the smallest call's statistics) and ``step``
+(:func:`~lipx.benchmarks.efficiency.step_figures`, null without FLOPs).
+2: latency statistics are :class:`~lipx.runtime.stats.LatencyStats` (``count``, ``mean_ms``,
+``std_ms``, ``p50_ms`` ... ``clipped``); 1 had ``n``, ``mean``, ``std``, ``p50`` ...
+``clipped``, in the same units (ms)."""
 
 
 # --- cells ----------------------------------------------------------------------------------
@@ -105,21 +117,55 @@ def _throughput(row: EngineRow) -> str:
     return f"{t[b]:.1f} @{b}"
 
 
+def _gflop_cell(row: EngineRow) -> str:
+    rate = row.gflop_s().get("window")
+    return f"{rate:.1f}" if rate is not None else "-"
+
+
+def _peak_cell(report: BenchReport, row: EngineRow) -> str:
+    fraction = report.peak_fraction(row).get("window")
+    return "-" if fraction is None else f"{100 * fraction:.{0 if fraction >= 0.1 else 1}f}%"
+
+
+def _step_gain(row: EngineRow) -> str:
+    """Recomputing the window over the cached step, and in brackets the FLOPs' limit of it."""
+    if row.window is None or not row.step_ms:
+        return "-"
+    figures = step_figures(row)
+    limit = f" ({figures['flop_limit']:.2f}x)" if figures else ""
+    return f"{row.window.mean_ms / row.step_ms:.2f}x{limit}"
+
+
 HEADERS = ("engine", "status", "MB", "build+load s", "window p50/p95/p99 ms", "speed-up",
-           "step ms", "clips/s", "RTF", "streams", "peak RSS MiB", "parity (max abs)", "metric")
+           "GFLOP/s", "% peak", "step ms", "step gain (FLOPs)", "clips/s", "RTF", "streams",
+           "peak RSS MiB", "parity (max abs)", "metric")
+FLOP_HEADERS = ("GFLOP/s", "% peak")
+"""Columns left out when nothing was counted (no onnx) or no peak was measured."""
+
+
+def headers(report: BenchReport) -> list[str]:
+    """The columns of this report: :data:`HEADERS`, less the FLOP ones it has no numbers for."""
+    drop: set[str] = set()
+    if not (report.work and report.work.flops):
+        drop.update(FLOP_HEADERS)
+    elif report.peak_gflop_s() is None:
+        drop.add("% peak")
+    return [h for h in HEADERS if h not in drop]
 
 
 def summary_rows(report: BenchReport) -> list[list[str]]:
-    """One list of cells per engine, in :data:`HEADERS` order."""
+    """One list of cells per engine, in :func:`headers` order."""
     rows = []
     for r in report.rows:
         speed = report.speedup(r)
-        rows.append([
+        cells = dict(zip(HEADERS, [
             r.key, r.status, _f(r.size_mb), _setup(r), _latency(r),
-            f"{speed:.2f}x" if speed else "-", _f(r.step_ms), _throughput(r),
+            f"{speed:.2f}x" if speed else "-", _gflop_cell(r), _peak_cell(report, r),
+            _f(r.step_ms), _step_gain(r), _throughput(r),
             _f(r.rtf_stream, ".3f"), _f(r.streams, "d") if r.streams is not None else "-",
             _rss(r), parity_cell(r), metric_cell(report, r),
-        ])
+        ]))
+        rows.append([cells[h] for h in headers(report)])
     return rows
 
 
@@ -133,8 +179,8 @@ def table(report: BenchReport) -> Any:
     title = (f"{report.task} {report.model}: window {report.settings['window']}, stride "
              f"{report.settings['stride']} @ {report.settings['fps']:g} fps; parity vs "
              f"{report.reference or 'nothing'} on {report.inputs}")
-    t = Table(title=title, title_justify="left")
-    for h in HEADERS:
+    t = Table(title=title, title_justify="left", pad_edge=False)
+    for h in headers(report):
         t.add_column(h.replace("metric", metric_name(report)),
                      justify="left" if h in ("engine", "status") else "right")
     colours = {"ok": "green", "skipped": "dim", "parity-failed": "red", "export-failed": "red",
@@ -146,13 +192,45 @@ def table(report: BenchReport) -> Any:
 
 
 def notes(report: BenchReport) -> list[str]:
-    """Lines for the engines that did not run cleanly, and the load average."""
+    """Lines for the engines that did not run cleanly, the load average, and
+    :func:`efficiency_notes`."""
     lines = [f"{r.key}: {r.status}: {r.reason}" for r in report.rows if r.status != "ok"]
     load = report.machine.get("load_average")
     if load:
         lines.append(f"load average at start {load}, "
                      f"at end {report.machine.get('load_average_end')}"
                      f" on {report.machine.get('cpu_count')} CPUs")
+    return lines + efficiency_notes(report)
+
+
+MEASUREMENTS = {"window": "window", "frontend": "front-end chunk", "backend": "backend",
+                "tiny": "smallest call"}
+"""How the measurements are named in reports (batches: ``batch N``)."""
+
+
+def efficiency_notes(report: BenchReport) -> list[str]:
+    """The GEMM peak, the FLOPs per call (or why none), and each row's cached step."""
+    lines = []
+    peak = report.machine.get("gemm_peak")
+    if peak:
+        rates = ", ".join(f"{t} thread{'s' * (t != '1')} {v:.0f}" for t, v in
+                          peak["gflop_s"].items())
+        lines.append(f"SGEMM peak (numpy float32 matmul, n = {', '.join(map(str, peak['sizes']))}"
+                     f", best of repeats): {rates} GFLOP/s; % peak is against "
+                     f"{peak['peak_gflop_s']:.0f}, the best on up to {peak['threads']} "
+                     f"thread{'s' * (peak['threads'] != 1)}")
+    work = report.work
+    if work is not None and work.flops:
+        counts = ", ".join(f"{MEASUREMENTS[k]} {v / 1e9:.3g}" for k, v in work.flops.items()
+                           if k in MEASUREMENTS)
+        lines.append(f"GFLOP per call (fp32 graphs; multiply-add = 2, elementwise not counted): "
+                     f"{counts}")
+    if work is not None and work.note:
+        lines.append(work.note)
+    for r in report.rows:
+        figures = step_figures(r) if r.status == "ok" else None
+        if figures:
+            lines.append(step_sentence(r.key, figures))
     return lines
 
 
@@ -208,7 +286,7 @@ def markdown(report: BenchReport, plots: list[str]) -> str:
         f"load average {m.get('load_average')} at start, {m.get('load_average_end')} at end",
         f"- {versions}",
         "",
-        _md_table([h.replace("metric", metric_name(report)) for h in HEADERS],
+        _md_table([h.replace("metric", metric_name(report)) for h in headers(report)],
                   summary_rows(report)),
         "",
         "Latency in ms (p50 / p95 / p99, mean ± std after 2-sigma clipping, runs): whole model on "
@@ -224,16 +302,42 @@ def markdown(report: BenchReport, plots: list[str]) -> str:
         _md_table(["engine", "output", "max abs", "mean abs", "p99 abs", "max rel", "ok"],
                   _parity_rows(report)),
     ]
+    parts += _efficiency_md(report)
     parts += ["", *(f"- {line}" for line in notes(report))]
     parts += ["", *(f"![{p}]({p})" for p in plots)]
     return "\n".join(parts) + "\n"
+
+
+def _efficiency_md(report: BenchReport) -> list[str]:
+    """The GFLOP/s of every measurement, when the FLOPs were counted."""
+    if report.work is None or not report.work.flops:
+        return []
+    peak = report.machine.get("gemm_peak") or {}
+    rows = []
+    for r in report.rows:
+        fractions = report.peak_fraction(r)
+        for name, rate in r.gflop_s().items():
+            stats = r.measured()[name]
+            fraction = fractions.get(name)
+            rows.append([r.key, MEASUREMENTS.get(name, name.replace("batch", "batch ")),
+                         f"{r.flops[name] / 1e9:.4g}", f"{stats.mean_ms:.3f}", f"{rate:.2f}",
+                         f"{100 * fraction:.2f}%" if fraction is not None else "-"])
+    return [
+        "", f"GFLOP/s: FLOPs per call over the clipped mean, the FLOPs counted on "
+        f"{report.work.graphs} ({report.work.rule}); int8 and fp16 rows do the same "
+        f"multiply-adds at their precision. % peak: against this machine's SGEMM peak on up "
+        f"to {peak.get('threads', '?')} thread(s), {report.peak_gflop_s() or 0:.0f} GFLOP/s (CPU "
+        f"rows). `step gain (FLOPs)`: the whole window's mean over the cached step's (front-end "
+        f"chunk + backend), and in brackets the same ratio of their FLOPs, its limit.",
+        "", _md_table(["engine", "measurement", "GFLOP per call", "mean ms", "GFLOP/s",
+                       "% peak"], rows)]
 
 
 def _latency_rows(report: BenchReport) -> list[list[str]]:
     rows = []
     for r in report.rows:
         named = [("window", r.window), ("frontend chunk", r.frontend_chunk),
-                 ("backend window", r.backend_window)]
+                 ("backend window", r.backend_window), ("smallest call", r.tiny_call)]
         named += [(f"batch {b}", st) for b, st in r.batches.items() if b != 1]
         named += [(f"{m} {k}", st) for m, stages in r.stages.items() for k, st in stages.items()]
         rows += [[r.key, name, f"{st.p50_ms:.2f}", f"{st.p95_ms:.2f}", f"{st.p99_ms:.2f}",

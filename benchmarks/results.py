@@ -11,7 +11,13 @@ Derived figures (all from the timed samples):
   stream uses;
 * ``streams``: how many simultaneous streams at the model's frame rate one engine instance keeps
   up with when it serves them one after another (``floor(1 / rtf_stream)``; batching streams
-  together would give more).
+  together would give more);
+* ``gflop_s``: per measurement, its FLOPs per call (``flops``, counted on the fp32 graphs: see
+  :mod:`lipx.benchmarks.efficiency`) over the clipped mean;
+* ``peak_fraction`` (report): ``gflop_s`` over the machine's measured SGEMM peak at the bench's
+  thread count (``machine.gemm_peak``), for the rows that run on the CPU;
+* ``step``: the cached stream step against recomputing the window, measured and its FLOP limit
+  (:func:`~lipx.benchmarks.efficiency.step_figures`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from lipx.benchmarks.efficiency import Work, step_figures
 from lipx.benchmarks.parity import Parity
 from lipx.benchmarks.parity import to_dict as parity_dict
 from lipx.errors import ParityError
@@ -72,10 +79,26 @@ class EngineRow:
     window_frames: int = 0
     stride_frames: int = 0
     fps: float = 25.0
+    tiny_call: LatencyStats | None = None
+    """The smallest call: the backend on its fewest frames, batch 1 (per-call overhead)."""
+    flops: dict[str, int] = field(default_factory=dict)
+    """FLOPs of one call of each measurement (empty where not counted, e.g. without onnx)."""
 
     @property
     def ran(self) -> bool:
         return self.window is not None
+
+    def measured(self) -> dict[str, LatencyStats]:
+        """Measurement name (as in ``samples_ms``) -> its statistics."""
+        named = {"window": self.window, "frontend": self.frontend_chunk,
+                 "backend": self.backend_window, "tiny": self.tiny_call}
+        named.update({f"batch{b}": s for b, s in self.batches.items() if b != 1})
+        return {k: s for k, s in named.items() if s is not None}
+
+    def gflop_s(self) -> dict[str, float]:
+        """Measurement -> achieved GFLOP/s (FLOPs per call over the clipped mean)."""
+        return {k: self.flops[k] / (s.mean_ms * 1e6) for k, s in self.measured().items()
+                if k in self.flops and s.mean_ms > 0}
 
     def throughput(self) -> dict[int, float]:
         """Batch size -> clips (of one window) per second."""
@@ -114,9 +137,10 @@ class EngineRow:
         d["stages"] = {m: {k: dataclasses.asdict(s) for k, s in st.items()}
                        for m, st in self.stages.items()}
         d["parity"] = parity_dict(self.parity) if self.parity else None
+        d["tiny_call"] = dataclasses.asdict(self.tiny_call) if self.tiny_call else None
         d.update(throughput_clips_per_s={str(b): v for b, v in self.throughput().items()},
                  rtf_window=self.rtf_window, step_ms=self.step_ms, rtf_stream=self.rtf_stream,
-                 streams=self.streams)
+                 streams=self.streams, gflop_s=self.gflop_s(), step=step_figures(self))
         return d
 
 
@@ -139,6 +163,8 @@ class BenchReport:
     rows: tuple[EngineRow, ...]
     seconds: float
     export_s: float | None = None
+    work: Work | None = None
+    """FLOPs per measurement (the same for every row), or why they were not counted."""
 
     def row(self, key: str) -> EngineRow:
         for r in self.rows:
@@ -152,6 +178,17 @@ class BenchReport:
             return None
         ref = self.row(self.reference).window
         return ref.p50_ms / row.window.p50_ms if ref and row.window.p50_ms > 0 else None
+
+    def peak_gflop_s(self) -> float | None:
+        """The measured SGEMM peak at up to the bench's thread count (None if not measured)."""
+        return (self.machine.get("gemm_peak") or {}).get("peak_gflop_s")
+
+    def peak_fraction(self, row: EngineRow) -> dict[str, float]:
+        """Measurement -> ``row``'s GFLOP/s over the CPU's GEMM peak (CPU rows only)."""
+        peak = self.peak_gflop_s()
+        if row.device != "cpu" or not peak:
+            return {}
+        return {k: v / peak for k, v in row.gflop_s().items()}
 
     def failures(self) -> list[str]:
         """One line per engine whose status fails the gate."""
@@ -179,6 +216,7 @@ class BenchReport:
             "model": self.model, "reference": self.reference, "inputs": self.inputs,
             "has_data": self.has_data,
             "settings": self.settings, "machine": self.machine, "seconds": self.seconds,
-            "export_s": self.export_s,
-            "rows": [{**r.to_dict(), "speedup": self.speedup(r)} for r in self.rows],
+            "export_s": self.export_s, "flops": self.work.to_dict() if self.work else None,
+            "rows": [{**r.to_dict(), "speedup": self.speedup(r),
+                      "peak_fraction": self.peak_fraction(r)} for r in self.rows],
         }

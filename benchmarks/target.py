@@ -142,8 +142,25 @@ def _reference_model(checkpoint: Path, manifest: Manifest) -> Any:
 # --- inputs ---------------------------------------------------------------------------------
 
 
+def feed_shapes(graph: GraphInfo, batch: int, frames: int) -> dict[str, tuple[int, ...]]:
+    """Input name -> concrete shape of ``graph`` at ``batch`` x ``frames``.
+
+    Raises:
+        InputError: the graph has a dynamic dim other than batch/frames/chunk.
+    """
+    dims = {"batch": batch, "frames": frames, "chunk": frames}
+    shapes = {}
+    for t in graph.inputs:
+        for d in t.shape:
+            if isinstance(d, str) and d not in dims:
+                raise InputError(f"{graph.file}: input {t.name!r} has an unknown dynamic dim "
+                                 f"{d!r}; re-export the package with this lipx")
+        shapes[t.name] = tuple(dims[d] if isinstance(d, str) else d for d in t.shape)
+    return shapes
+
+
 def random_feeds(graph: GraphInfo, batch: int, frames: int, seed: int) -> dict[str, np.ndarray]:
-    """Seeded inputs of ``graph`` at ``batch`` x ``frames``.
+    """Seeded inputs of ``graph`` at ``batch`` x ``frames`` (shapes: :func:`feed_shapes`).
 
     The first input (video or features) is standard normal (frames are normalised, so this is
     their scale); the others (the lip-to-speech noise) are zeros, as in inference.
@@ -152,18 +169,11 @@ def random_feeds(graph: GraphInfo, batch: int, frames: int, seed: int) -> dict[s
         InputError: the graph has a dynamic dim other than batch/frames/chunk.
     """
     rng = np.random.default_rng(seed)
-    dims = {"batch": batch, "frames": frames, "chunk": frames}
     feeds = {}
-    for i, t in enumerate(graph.inputs):
-        shape = []
-        for d in t.shape:
-            if isinstance(d, str) and d not in dims:
-                raise InputError(f"{graph.file}: input {t.name!r} has an unknown dynamic dim "
-                                 f"{d!r}; re-export the package with this lipx")
-            shape.append(dims[d] if isinstance(d, str) else d)
-        dtype = np.dtype(t.dtype)
-        feeds[t.name] = (rng.standard_normal(shape).astype(dtype) if i == 0
-                         else np.zeros(shape, dtype))
+    for i, (name, shape) in enumerate(feed_shapes(graph, batch, frames).items()):
+        dtype = np.dtype(graph.inputs[i].dtype)
+        feeds[name] = (rng.standard_normal(shape).astype(dtype) if i == 0
+                       else np.zeros(shape, dtype))
     return feeds
 
 

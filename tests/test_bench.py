@@ -19,8 +19,11 @@ from onnx import numpy_helper
 from test_prepare import build_lrw, grid_clip
 
 from lipx.benchmarks.api import BenchOptions, bench
+from lipx.benchmarks.efficiency import step_figures, step_sentence
 from lipx.benchmarks.engines import DEVICE_PRECISIONS, engine_matrix
+from lipx.benchmarks.peak import gemm_peak
 from lipx.benchmarks.report import markdown, write_report
+from lipx.benchmarks.results import BenchReport, EngineRow
 from lipx.benchmarks.timing import ISA_FLAGS, Budget, Timing, time_calls, warm_up
 from lipx.data.prepare import PrepareOptions, prepare_corpus
 from lipx.errors import InputError, ParityError
@@ -28,6 +31,7 @@ from lipx.files import file_sha256
 from lipx.models.checkpoint import Checkpoint, save_checkpoint
 from lipx.models.registry import get_family, preset_config
 from lipx.package import Manifest
+from lipx.runtime.stats import LatencyStats
 from lipx.tasks import task_spec
 
 WORDS = ("ABOUT", "BOARD")
@@ -209,6 +213,37 @@ def test_a_tampered_package_is_refused_before_loading(lipreading, tmp_path, run_
     assert err.count("error") == 1 and "Traceback" not in err
 
 
+def test_every_row_has_its_gflops_its_share_of_the_gemm_peak_and_its_step_limit(lipreading):
+    report, md = lipreading["json"], (lipreading["out"] / "bench.md").read_text()
+    peak = report["machine"]["gemm_peak"]
+    assert set(peak["gflop_s"]) <= {"1", str(peak["threads"])} and "1" in peak["gflop_s"]
+    assert peak["peak_gflop_s"] == max(peak["gflop_s"].values()) > 0
+    flops = report["flops"]["flops"]
+    assert set(flops) == {"window", "frontend", "backend", "batch2", "tiny"} and not report[
+        "flops"]["note"]
+    assert flops["batch2"] == 2 * flops["window"] and flops["tiny"] < flops["backend"]
+    # window 8, stride 4: the chunk (4 + 2 x 2 context frames) yields 4 of the window's 8 frames
+    assert 2 * flops["frontend"] == flops["window"] - flops["backend"]
+    assert report["flops"]["by_op"]["backend"].keys() == {"GRU", "Gemm"}
+    for row in report["rows"]:
+        if row["status"] != "ok":
+            assert row["gflop_s"] == {} and row["step"] is None
+            continue
+        assert row["flops"] == flops and row["tiny_call"]["count"] >= 3
+        assert set(row["gflop_s"]) == set(flops) and min(row["gflop_s"].values()) > 0
+        assert row["peak_fraction"].keys() == row["gflop_s"].keys()  # every ok row is on the CPU
+        assert row["peak_fraction"]["window"] == pytest.approx(
+            row["gflop_s"]["window"] / peak["peak_gflop_s"])
+        step = row["step"]
+        assert step["flop_limit"] == pytest.approx(flops["window"] / (flops["frontend"]
+                                                                     + flops["backend"]))
+        assert min(step.values()) > 0 and {"gain", "frontend_window_gflop_s", "tiny_ms"} <= set(
+            step)
+    assert "| GFLOP/s | % peak |" in md and "FLOPs allow" in md and "SGEMM peak" in md
+    assert "GFLOP/s" in lipreading["stdout"] and "FLOPs allow" in lipreading["stdout"]
+    assert (lipreading["out"] / "efficiency.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_package_without_checkpoint_is_compared_with_onnxruntime_fp32(lipreading):
     report = bench(lipreading["out"] / "package",
                    BenchOptions(engines=("torch", "onnx-cpu-int8"), budget_s=0.2,
@@ -251,7 +286,7 @@ def lip2speech(tmp_path_factory, packages):
 def test_lip2speech_bench_with_data_scores_speech_per_engine(lip2speech):
     report, paths, messages = lip2speech
     assert [p.name for p in paths] == ["bench.json", "bench.md", "latency.png",
-                                      "accuracy-speed.png"]
+                                      "accuracy-speed.png", "efficiency.png"]
     assert any("onnx-cpu-int8" in m for m in messages) and report.export_s is None  # no export
     assert report.task == "lip2speech" and "overlap/test" in report.inputs
     assert [r.key for r in report.rows] == ["torch", "onnx-cpu-fp32", "onnx-cpu-int8"]
@@ -307,14 +342,14 @@ def test_cli_reports_bad_input_in_one_line(run_cli, tmp_path):
     assert code == 1 and "comma-separated integers" in err
 
 
-def test_importing_the_bench_loads_neither_torch_nor_onnxruntime():
+def test_importing_the_bench_loads_neither_torch_nor_onnxruntime_nor_onnx():
     import subprocess
     import sys
 
-    code = ("import sys, lipx.benchmarks.api, lipx.benchmarks.report\n"
-            "print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
+    code = ("import sys, lipx.benchmarks.api, lipx.benchmarks.report, lipx.benchmarks.flops\n"
+            "print('torch' in sys.modules, 'onnxruntime' in sys.modules, 'onnx' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "False"]
 
 
 def test_the_matrix_comes_from_the_backend_registry():
@@ -381,6 +416,49 @@ def test_tensorrt_stage_times_are_read_in_seconds():
 
     assert stage_seconds(Trt()) == {"h2d": 0.0005, "compute": 0.002, "d2h": 0.00025}
     assert stage_seconds(object()) == {}
+
+
+# --- efficiency -----------------------------------------------------------------------------
+
+
+def stats(mean_ms: float) -> LatencyStats:
+    return LatencyStats.of([mean_ms / 1e3] * 3)
+
+
+def test_step_figures_split_the_gain_short_of_its_flop_limit():
+    # front-end 1 GFLOP/frame; window 10 frames + backend 1 GFLOP; chunk of 2 new frames
+    row = EngineRow("e", "e", "onnx", "cpu", "fp32", "ok", window=stats(110.0),
+                    frontend_chunk=stats(40.0), backend_window=stats(10.0),
+                    tiny_call=stats(0.05), flops={"window": 11 * 10**9, "frontend": 2 * 10**9,
+                                                  "backend": 10**9, "tiny": 10**6})
+    s = step_figures(row)
+    assert s["gain"] == pytest.approx(110 / 50) and s["flop_limit"] == pytest.approx(11 / 3)
+    assert s["frontend_window_gflop_s"] == pytest.approx(100.0)  # 10 GFLOP in 110 - 10 ms
+    assert s["frontend_chunk_gflop_s"] == pytest.approx(50.0) and s["backend_gflop_s"] == 100
+    assert s["gain_at_window_rate"] == pytest.approx(110 / (20 + 10))  # chunk at 100 GFLOP/s
+    assert s["tiny_ms"] == pytest.approx(0.05)
+    assert row.gflop_s() == pytest.approx({"window": 100.0, "frontend": 50.0, "backend": 100.0,
+                                           "tiny": 20.0})
+    line = step_sentence("e", s)
+    assert "2.20x cheaper" in line and "FLOPs allow 3.67x" in line and "(at that rate: 3.67x)" \
+        in line
+    assert step_figures(dataclasses.replace(row, flops={})) is None
+
+
+def test_only_cpu_rows_are_compared_with_the_cpu_gemm_peak():
+    row = EngineRow("e", "e", "onnx", "cpu", "fp32", "ok", window=stats(10.0),
+                    flops={"window": 10**9})
+    report = BenchReport("t", "p", "lipreading", "m", None, "x", False, {},
+                         {"gemm_peak": {"peak_gflop_s": 200.0}}, (row,), 1.0)
+    assert report.peak_fraction(row) == pytest.approx({"window": 0.5})
+    assert report.peak_fraction(dataclasses.replace(row, device="cuda")) == {}
+
+
+def test_the_gemm_peak_is_measured_on_one_and_the_bench_threads():
+    peak = gemm_peak(2, sizes=(64, 128), seconds=0.01)
+    assert set(peak["gflop_s"]) == {"1", "2"} and set(peak["by_size"]["1"]) == {"64", "128"}
+    assert peak["peak_gflop_s"] == max(peak["gflop_s"].values()) > 0
+    assert set(gemm_peak(1, sizes=(64,), seconds=0.01)["gflop_s"]) == {"1"}
 
 
 # --- timing ---------------------------------------------------------------------------------

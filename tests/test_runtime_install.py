@@ -98,6 +98,15 @@ def test_stream_bench_and_info_of_a_package_run_without_torch(tmp_path, packages
     assert rows["torch"]["status"] == "skipped"
     assert "lipx[export]" in rows["onnx-cpu-int8"]["reason"]  # converting needs onnx
     assert _loaded(result) == "LOADED []"
+    saved = json.loads((out / "bench.json").read_text())  # FLOPs need onnx: a note, no column
+    note = "FLOPs not counted: needs onnx: pip install 'lipx[export]'"
+    assert saved["flops"]["note"] == note and saved["flops"]["flops"] == {}
+    assert rows["onnx-cpu-fp32"]["gflop_s"] == {} and rows["onnx-cpu-fp32"]["step"] is None
+    assert saved["machine"]["gemm_peak"]["peak_gflop_s"] > 0  # the peak needs numpy only
+    header = next(line for line in (out / "bench.md").read_text().splitlines()
+                  if line.startswith("| engine | status"))
+    assert "GFLOP/s" not in header and "% peak" not in header and "step gain" in header
+    assert result.stdout.count(note) == 1
 
     result = lipx_without_torch(tmp_path, "info", pkg)
     assert result.returncode == 0 and "lipreading" in result.stdout, result.stderr
