@@ -322,7 +322,7 @@ def evaluate_streams(opts: StreamEvalOptions, progress: Progress | None = None
     if manifest.task == "lip2speech" and any(i.wav is None for i in items):
         raise InputError(f"{opts.data}: lip-to-speech needs each stream's clean speech (.wav)")
     vocabulary = set(manifest.vocabulary or ())
-    tally, rows, exact, waits, alg = WordTally(), [], [], [], []
+    tally, rows, exact, waits, alg, stats = WordTally(), [], [], [], [], []
     for n, item in enumerate(items):
         cap = run_stream(opts.package, manifest, item.video, opts.stream)
         if manifest.task == "lipreading":
@@ -338,6 +338,7 @@ def evaluate_streams(opts: StreamEvalOptions, progress: Progress | None = None
         if opts.exactness and cap.windows:
             exact.append(exactness(opts.package, manifest, cap, opts.stream))
         alg.append(cap.stats.algorithmic)
+        stats.append(cap.stats)
         if progress:
             progress(n + 1, len(items))
     scores = tally.summary() if manifest.task == "lipreading" else mean_scores(rows)
@@ -346,13 +347,23 @@ def evaluate_streams(opts: StreamEvalOptions, progress: Progress | None = None
         settings=_settings(manifest, opts.stream), scores=scores,
         exactness=({k: (sum if k == "windows" else max)(e[k] for e in exact) for k in exact[0]}
                    if exact else {}),
-        latency=_latency(alg, tally.waits_s if manifest.task == "lipreading" else waits))
+        latency={**_latency(alg, tally.waits_s if manifest.task == "lipreading" else waits),
+                 **_compute(stats)})
 
 
 def _settings(manifest: Manifest, opts: StreamOptions) -> dict[str, Any]:
     sched = opts.schedule(manifest)
     return {"engine": opts.engine, "window": sched.window, "stride": sched.stride,
             **opts.head_options(manifest)}
+
+
+def _compute(stats: list[Any]) -> dict[str, float]:
+    """Compute cost over the streams: ms per frame (all stages) and the real-time factor."""
+    frames = sum(s.frames_out for s in stats)
+    total_ms = sum(s.compute.mean_ms * s.compute.count for s in stats)
+    media_s = sum(s.media_s for s in stats)
+    return {"compute_ms_per_frame": total_ms / max(frames, 1),
+            "rtf": total_ms / 1e3 / media_s if media_s else math.nan}
 
 
 def _latency(algorithmic: list[dict[str, float]], waits: list[float]) -> dict[str, float]:
@@ -476,6 +487,8 @@ def table_rows(report: StreamEvalReport) -> list[tuple[str, str]]:
                                       f"{lat['measured_p95_s']:.2f} s"))
     rows.append(("algorithmic latency", f"mean {lat['algorithmic_mean_s']:.2f} s, max "
                                         f"{lat['algorithmic_max_s']:.2f} s"))
+    rows.append(("compute", f"{lat['compute_ms_per_frame']:.1f} ms per frame, RTF "
+                            f"{lat['rtf']:.2f}"))
     if report.exactness:
         e = report.exactness
         rows.append(("cache vs whole front-end", f"features {e['features_max_abs']:.1e}, "
