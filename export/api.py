@@ -74,9 +74,9 @@ class ExportOptions:
     format: str = "package"
     """``package``, or ``triton`` to add a Triton model repository in ``triton/``."""
     window: int | None = None
-    """Frames per backend window (None: the task's default, 29 lipreading, 40 lip2speech)."""
+    """Frames per backend window (None: the task spec's default, ``lipx.tasks.SPECS``)."""
     stride: int | None = None
-    """Frames between backend runs (None: window/4 for lipreading, window/2 for lip2speech)."""
+    """Frames between backend runs (None: the task spec's, window / ``stride_fraction``)."""
     max_batch: int = 8
     """Largest batch the TensorRT profiles and Triton accept."""
     max_frames: int | None = None

@@ -648,10 +648,12 @@ def export(
         "--format", help="package, or triton to add a Triton model repository (triton/)."
     )] = Format.package,  # type: ignore[attr-defined]
     window: Annotated[Optional[int], typer.Option(
-        help="Frames per backend window (default: 29 lipreading, 40 lip2speech).")] = None,
+        help="Frames per backend window (default: the task's: "
+        f"{', '.join(f'{t.default_window} {t.task}' for t in SPECS.values())}).")] = None,
     stride: Annotated[Optional[int], typer.Option(
         help="Frames between backend runs when streaming "
-        "(default: window/4 lipreading, window/2 lip2speech).")] = None,
+        f"(default: {', '.join(f'window/{t.stride_fraction} {t.task}' for t in SPECS.values())})."
+    )] = None,
     max_batch: Annotated[int, typer.Option(
         help="Largest batch of the TensorRT profiles and Triton.")] = 8,
     opset: Annotated[int, typer.Option(help="ONNX opset (dynamo exporter, >= 18).")] = 18,
