@@ -10,10 +10,12 @@ the one-line note instead.
 :func:`step_figures` explains one row's streaming step. Recomputing the whole model on a window
 every ``stride`` frames costs ``T_window``; the cached step costs ``T_chunk + T_backend`` (front-end
 on ``stride`` new frames plus context, backend on the window). Their ratio, the measured gain,
-would equal the FLOP ratio if every part ran at one rate. The figures split the shortfall into
-the front-end chunk's lower rate than the front-end's inside the whole window (smaller GEMMs, the
-per-call overhead; the in-window rate is estimated as ``(F_window - F_backend) / (T_window -
-T_backend)``) and the backend's own rate (a GRU steps through time: a chain of small matmuls).
+would equal the FLOP ratio if every part ran at one rate. The figures split the difference in
+two: the front-end chunk's rate against the front-end's inside the whole window (smaller GEMMs,
+the per-call overhead; the in-window rate is estimated as ``(F_window - F_backend) / (T_window -
+T_backend)``), and the backend's rate against the front-end's: the backend runs once in either
+case but is a larger share of the step, so a backend slower per FLOP than the front-end lowers
+the gain below the FLOP ratio, a faster one lifts it above.
 """
 
 from __future__ import annotations

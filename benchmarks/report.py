@@ -27,7 +27,7 @@ JSON_FORMAT = 3
 :class:`~lipx.benchmarks.efficiency.Work`: ``flops`` per call of each measurement, ``by_op``,
 ``note``, ``rule``, ``graphs``; without onnx only the note), ``machine.gemm_peak``
 (:func:`~lipx.benchmarks.peak.gemm_peak`: ``gflop_s`` by thread count, ``threads``,
-``peak_gflop_s``, ``by_size``), and per row ``flops``, ``gflop_s`` and ``peak_fraction``
+``peak_gflop_s``, ``kernels``: the BLAS kernels timed, each with its rates ``by_size``), and per row ``flops``, ``gflop_s`` and ``peak_fraction``
 (measurement -> value, for the measurements ``window``, ``frontend``, ``backend``, ``batchN``,
 ``tiny``), ``tiny_call`` (the smallest call's statistics) and ``step``
 (:func:`~lipx.benchmarks.efficiency.step_figures`, null without FLOPs).
@@ -141,11 +141,15 @@ HEADERS = ("engine", "status", "MB", "build+load s", "window p50/p95/p99 ms", "s
            "peak RSS MiB", "parity (max abs)", "metric")
 FLOP_HEADERS = ("GFLOP/s", "% peak")
 """Columns left out when nothing was counted (no onnx) or no peak was measured."""
+TERMINAL_OMITS = ("step gain (FLOPs)",)
+"""Columns of bench.md the printed table leaves to the notes under it (one line per engine), so
+that it fits 200 characters."""
 
 
-def headers(report: BenchReport) -> list[str]:
-    """The columns of this report: :data:`HEADERS`, less the FLOP ones it has no numbers for."""
-    drop: set[str] = set()
+def headers(report: BenchReport, terminal: bool = False) -> list[str]:
+    """The columns of this report: :data:`HEADERS`, less the FLOP ones it has no numbers for
+    (and :data:`TERMINAL_OMITS` in the terminal)."""
+    drop: set[str] = set(TERMINAL_OMITS) if terminal else set()
     if not (report.work and report.work.flops):
         drop.update(FLOP_HEADERS)
     elif report.peak_gflop_s() is None:
@@ -153,7 +157,7 @@ def headers(report: BenchReport) -> list[str]:
     return [h for h in HEADERS if h not in drop]
 
 
-def summary_rows(report: BenchReport) -> list[list[str]]:
+def summary_rows(report: BenchReport, terminal: bool = False) -> list[list[str]]:
     """One list of cells per engine, in :func:`headers` order."""
     rows = []
     for r in report.rows:
@@ -165,7 +169,7 @@ def summary_rows(report: BenchReport) -> list[list[str]]:
             _f(r.rtf_stream, ".3f"), _f(r.streams, "d") if r.streams is not None else "-",
             _rss(r), parity_cell(r), metric_cell(report, r),
         ]))
-        rows.append([cells[h] for h in headers(report)])
+        rows.append([cells[h] for h in headers(report, terminal)])
     return rows
 
 
@@ -179,13 +183,13 @@ def table(report: BenchReport) -> Any:
     title = (f"{report.task} {report.model}: window {report.settings['window']}, stride "
              f"{report.settings['stride']} @ {report.settings['fps']:g} fps; parity vs "
              f"{report.reference or 'nothing'} on {report.inputs}")
-    t = Table(title=title, title_justify="left", pad_edge=False)
-    for h in headers(report):
+    t = Table(title=title, title_justify="left")
+    for h in headers(report, terminal=True):
         t.add_column(h.replace("metric", metric_name(report)),
                      justify="left" if h in ("engine", "status") else "right")
     colours = {"ok": "green", "skipped": "dim", "parity-failed": "red", "export-failed": "red",
                "failed": "red"}
-    for cells in summary_rows(report):
+    for cells in summary_rows(report, terminal=True):
         cells[1] = f"[{colours[cells[1]]}]{cells[1]}[/{colours[cells[1]]}]"
         t.add_row(*cells)
     return t
@@ -215,8 +219,9 @@ def efficiency_notes(report: BenchReport) -> list[str]:
     if peak:
         rates = ", ".join(f"{t} thread{'s' * (t != '1')} {v:.0f}" for t, v in
                           peak["gflop_s"].items())
+        kernels = ", ".join(f"{k['blas']} {k['kernel']}" for k in peak["kernels"].values())
         lines.append(f"SGEMM peak (numpy float32 matmul, n = {', '.join(map(str, peak['sizes']))}"
-                     f", best of repeats): {rates} GFLOP/s; % peak is against "
+                     f", best of repeats and of {kernels}): {rates} GFLOP/s; % peak is against "
                      f"{peak['peak_gflop_s']:.0f}, the best on up to {peak['threads']} "
                      f"thread{'s' * (peak['threads'] != 1)}")
     work = report.work

@@ -222,12 +222,17 @@ def cpu_name() -> str:
     return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str] | None:
+    """Every feature flag of the CPU (None where /proc/cpuinfo is not readable)."""
+    flags = _cpuinfo_field("flags")
+    return None if flags is None else set(flags.split())
+
+
 def cpu_features() -> list[str] | None:
     """Which of :data:`ISA_FLAGS` the CPU has (None where /proc/cpuinfo is not readable)."""
-    flags = _cpuinfo_field("flags")
-    if flags is None:
+    present = cpu_flags()
+    if present is None:
         return None
-    present = set(flags.split())
     return [f for f in ISA_FLAGS if f in present]
 
 

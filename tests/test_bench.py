@@ -456,9 +456,25 @@ def test_only_cpu_rows_are_compared_with_the_cpu_gemm_peak():
 
 def test_the_gemm_peak_is_measured_on_one_and_the_bench_threads():
     peak = gemm_peak(2, sizes=(64, 128), seconds=0.01)
-    assert set(peak["gflop_s"]) == {"1", "2"} and set(peak["by_size"]["1"]) == {"64", "128"}
+    assert set(peak["gflop_s"]) == {"1", "2"} and peak["kernels"]
+    for kernel in peak["kernels"].values():  # numpy's own, and AVX-512's where OpenBLAS skips it
+        assert set(kernel["by_size"]) == {"1", "2"} and set(kernel["by_size"]["1"]) == {"64",
+                                                                                      "128"}
+    assert peak["gflop_s"]["1"] == max(max(k["by_size"]["1"].values())
+                                       for k in peak["kernels"].values())
     assert peak["peak_gflop_s"] == max(peak["gflop_s"].values()) > 0
     assert set(gemm_peak(1, sizes=(64,), seconds=0.01)["gflop_s"]) == {"1"}
+
+
+def test_an_avx512_cpu_gets_the_avx512_kernel_timed_when_openblas_skips_it(monkeypatch):
+    from lipx.benchmarks import peak
+
+    monkeypatch.setattr(peak, "cpu_flags", lambda: set(peak.AVX512_FLAGS))
+    assert peak._avx512_unused({"blas": "openblas 0.3.31", "kernel": "Haswell"})
+    assert not peak._avx512_unused({"blas": "openblas 0.3.31", "kernel": "SkylakeX"})
+    assert not peak._avx512_unused({"blas": "mkl 2025", "kernel": "skylake"})
+    monkeypatch.setattr(peak, "cpu_flags", lambda: {"avx2", "fma"})
+    assert not peak._avx512_unused({"blas": "openblas 0.3.31", "kernel": "Haswell"})
 
 
 # --- timing ---------------------------------------------------------------------------------
