@@ -46,6 +46,7 @@ from lipx.data.streams import (
 from lipx.data.synth import (
     LAYOUTS,
     SynthOptions,
+    claim_folder,
     corpus_manifest,
     make_speaker,
     plan_clips,
@@ -290,23 +291,6 @@ def streams_manifest(opts: StreamsOptions, specs: list[StreamSpec]) -> dict:
     return manifest
 
 
-def _claim_folder(opts: StreamsOptions, manifest: dict) -> None:
-    """Write ``synth.json``, or check that an existing one is of the same streams."""
-    path = opts.out / "synth.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path} is unreadable ({e}); remove it or use another folder") from e
-        keys = ("layout", "options", "streams")
-        if not isinstance(old, dict) or any(old.get(k) != manifest[k] for k in keys):
-            raise InputError(f"{opts.out} holds data made with other options ({path}); use a "
-                             "new folder or the same options to resume")
-        return
-    opts.out.mkdir(parents=True, exist_ok=True)
-    write_text(path, json.dumps(manifest, indent=2) + "\n")
-
-
 def synthesize_streams(opts: StreamsOptions,
                        progress: Callable[[int, int], None] | None = None) -> StreamsReport:
     """Make (or complete) the streams described by ``opts``, then their index.
@@ -323,7 +307,7 @@ def synthesize_streams(opts: StreamsOptions,
         raise InputError(f"output {opts.out} exists and is not a folder")
     specs = plan_streams(opts)
     manifest = streams_manifest(opts, specs)
-    _claim_folder(opts, manifest)
+    claim_folder(opts.out, manifest, ("layout", "options", "streams"))
     todo = {s.name for s in specs
             if not all(p.exists() for p in stream_files(opts.out, s.name).values())}
     done = len(specs) - len(todo)

@@ -431,19 +431,21 @@ def corpus_manifest(opts: SynthOptions) -> dict:
     }
 
 
-def _claim_folder(opts: SynthOptions, manifest: dict) -> None:
-    """Write ``synth.json``, or check that an existing one has the same options."""
-    path = opts.out / "synth.json"
+def claim_folder(out: Path, manifest: dict, keys: tuple[str, ...] = ("layout", "options")
+                 ) -> None:
+    """Write ``out/synth.json``, or check that an existing one agrees on ``keys`` (the same
+    corpus or streams, resumed); InputError otherwise."""
+    path = out / "synth.json"
     if path.exists():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise InputError(f"{path} is unreadable ({e}); remove it or use another folder") from e
-        if old.get("options") != manifest["options"] or old.get("layout") != opts.layout:
-            raise InputError(f"{opts.out} holds a corpus made with other options "
-                             f"({path}); use a new folder or the same options to resume")
+        if not isinstance(old, dict) or any(old.get(k) != manifest.get(k) for k in keys):
+            raise InputError(f"{out} holds data made with other options ({path}); use a new "
+                             f"folder or the same options to resume")
         return
-    opts.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
@@ -470,7 +472,7 @@ def synthesize_corpus(opts: SynthOptions,
     if opts.out.exists() and not opts.out.is_dir():
         raise InputError(f"output {opts.out} exists and is not a folder")
     manifest = corpus_manifest(opts)
-    _claim_folder(opts, manifest)
+    claim_folder(opts.out, manifest)
     clips = plan_clips(opts)
     todo = [c for c in clips if not all(p.exists() for p in clip_files(opts, c.key).values())]
     done = len(clips) - len(todo)
