@@ -44,6 +44,11 @@ _state = {"debug": False}
 Engine = Enum("Engine", {n: n for n in BACKENDS}, type=str)  # type: ignore[misc]
 Precision = Enum("Precision", {p: p for p in all_precisions()}, type=str)  # type: ignore[misc]
 Format = Enum("Format", {f: f for f in FORMATS}, type=str)  # type: ignore[misc]
+WindowOption = Annotated[Optional[int], typer.Option(
+    help="Frames per backend window. (default: the package's)")]
+StrideOption = Annotated[Optional[int], typer.Option(
+    help="Frames between backend runs (and per front-end chunk when timing). "
+    "(default: the package's)")]
 _ENGINES = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
 _PRECISIONS = "; ".join(f"{b.name}: {', '.join(b.precisions)} (default {b.default_precision})"
                         for b in BACKENDS.values())
@@ -385,10 +390,8 @@ def eval_(
         "against offline STOI/ESTOI/PESQ; plus the cache's exactness.")] = False,
     engine: Annotated[Engine, typer.Option(
         help="--stream: the engine to run on.")] = Engine.onnx,  # type: ignore[attr-defined]
-    window: Annotated[Optional[int], typer.Option(
-        help="--stream: frames per window (default: the package's).")] = None,
-    stride: Annotated[Optional[int], typer.Option(
-        help="--stream: frames between backend runs (default: the package's).")] = None,
+    window: WindowOption = None,
+    stride: StrideOption = None,
     threshold: Annotated[Optional[float], typer.Option(
         help="--stream, lipreading: least posterior of a window's top word "
         "(default: the package's).")] = None,
@@ -553,10 +556,8 @@ def stream(
         help="onnx: which exported graphs to run (fp32, fp16, int8). (default: fp32)")] = None,
     crop: Annotated[str, typer.Option(
         help="lrw: frames are aligned 256x256 faces; auto: track the face in any video.")] = "lrw",
-    window: Annotated[Optional[int], typer.Option(
-        help="Frames per backend window. (default: the package's)")] = None,
-    stride: Annotated[Optional[int], typer.Option(
-        help="Frames between backend runs. (default: the package's)")] = None,
+    window: WindowOption = None,
+    stride: StrideOption = None,
     chunk: Annotated[int, typer.Option(
         help="New frames per front-end call (1: lowest latency; more: throughput).")] = 1,
     threshold: Annotated[Optional[float], typer.Option(
@@ -733,10 +734,8 @@ def bench(
     batch_sizes: Annotated[str, typer.Option(
         help="Whole-model batch sizes for throughput.")] = "1,4,8",
     budget_s: Annotated[float, typer.Option(help="Seconds of timed runs per engine.")] = 5.0,
-    window: Annotated[Optional[int], typer.Option(
-        help="Frames per window (default: the package's).")] = None,
-    stride: Annotated[Optional[int], typer.Option(
-        help="Frames per streaming step (default: the package's).")] = None,
+    window: WindowOption = None,
+    stride: StrideOption = None,
     checkpoint: Annotated[Optional[Path], typer.Option(
         help="The package's checkpoint, for the PyTorch reference "
         "(without it parity is against onnxruntime CPU fp32).")] = None,
