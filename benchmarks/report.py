@@ -27,10 +27,11 @@ JSON_FORMAT = 3
 :class:`~lipx.benchmarks.efficiency.Work`: ``flops`` per call of each measurement, ``by_op``,
 ``note``, ``rule``, ``graphs``; without onnx only the note), ``machine.gemm_peak``
 (:func:`~lipx.benchmarks.peak.gemm_peak`: ``gflop_s`` by thread count, ``threads``,
-``peak_gflop_s``, ``kernels``: the BLAS kernels timed, each with its rates ``by_size``), and per row ``flops``, ``gflop_s`` and ``peak_fraction``
-(measurement -> value, for the measurements ``window``, ``frontend``, ``backend``, ``batchN``,
-``tiny``), ``tiny_call`` (the smallest call's statistics) and ``step``
-(:func:`~lipx.benchmarks.efficiency.step_figures`, null without FLOPs).
+``peak_gflop_s``, ``kernels``: the BLAS kernels timed, each with its rates ``by_size``), and
+per row ``flops``, ``gflop_s`` and ``peak_fraction`` (measurement -> value, for the
+measurements ``window``, ``frontend``, ``backend``, ``batchN``, ``tiny``), ``tiny_call`` (the
+smallest call's statistics) and ``step`` (:func:`~lipx.benchmarks.efficiency.step_figures`,
+null without FLOPs).
 2: latency statistics are :class:`~lipx.runtime.stats.LatencyStats` (``count``, ``mean_ms``,
 ``std_ms``, ``p50_ms`` ... ``clipped``); 1 had ``n``, ``mean``, ``std``, ``p50`` ...
 ``clipped``, in the same units (ms)."""
