@@ -78,8 +78,9 @@ def measure(counts: list[int], sizes: tuple[int, ...], seconds: float) -> dict[s
         return {"blas": "unknown (no threadpoolctl: its default threads)", "kernel": None,
                 "by_size": {str(max(counts)): {str(n): round(sgemm_gflop_s(n, seconds), 2)
                                                for n in sizes}}}
-    blas: dict[str, Any] = next((i for i in threadpool_info() if i.get("user_api") == "blas"),
-                                {})
+    found = [i for i in threadpool_info() if i.get("user_api") == "blas"]  # OpenCV and scipy
+    blas: dict[str, Any] = next((i for i in found if "numpy" in str(i.get("filepath"))),  # bring
+                                found[0] if found else {})  # their own: numpy's is the one timed
     by_size = {}
     for count in counts:
         with threadpool_limits(limits=count, user_api="blas"):

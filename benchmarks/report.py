@@ -220,9 +220,11 @@ def efficiency_notes(report: BenchReport) -> list[str]:
     if peak:
         rates = ", ".join(f"{t} thread{'s' * (t != '1')} {v:.0f}" for t, v in
                           peak["gflop_s"].items())
-        kernels = ", ".join(f"{k['blas']} {k['kernel']}" for k in peak["kernels"].values())
+        kernels = " and ".join(str(k["kernel"]) for k in peak["kernels"].values())
+        blas = next(iter(peak["kernels"].values()))["blas"]
         lines.append(f"SGEMM peak (numpy float32 matmul, n = {', '.join(map(str, peak['sizes']))}"
-                     f", best of repeats and of {kernels}): {rates} GFLOP/s; % peak is against "
+                     f"; best of repeats and of {blas}'s {kernels} kernels): {rates} GFLOP/s; "
+                     f"% peak is against "
                      f"{peak['peak_gflop_s']:.0f}, the best on up to {peak['threads']} "
                      f"thread{'s' * (peak['threads'] != 1)}")
     work = report.work
