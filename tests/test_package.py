@@ -116,7 +116,7 @@ def test_the_task_spec_travels_in_the_manifest():
     assert back.spec.schedule(None, None, default=back.schedule) == Schedule(40, 20)
     assert back.spec.schedule(30, None, default=back.schedule) == Schedule(30, 20)
     assert back.spec.schedule(10, None, default=back.schedule) == Schedule(10, 10)
-    assert back.spec.schedule(None, None) == Schedule(40, 20)  # the task's defaults
+    assert back.spec.schedule(None, None) == Schedule(24, 4)  # the task's defaults
     with pytest.raises(InputError, match="shorter than this lip2speech model's minimum of 3"):
         back.spec.schedule(2, 1)
 
