@@ -456,6 +456,9 @@ def _eval_stream(package: Path, data: Path, max_streams: int, json_out: Optional
                            window=window, stride=stride, threshold=threshold,
                            agreement=agreement, lookahead=lookahead)
     opts = se.StreamEvalOptions(package, data, stream, max_streams=max_streams)
+    from lipx.package import Manifest
+
+    Manifest.read(package), se.read_stream_set(data)  # bad input fails before any progress bar
     if grid:
         with _progress("sweep", None) as advance:
             reports, skipped = se.sweep(opts, grid, lambda n, total, combo: advance(n, {}, total))
