@@ -34,6 +34,7 @@ def test_word_tally_counts_errors_false_words_by_kind_and_emission_waits():
     assert s["false_words_per_min_still_face"] == pytest.approx(1 / (2 / 60))
     assert s["false_words_per_min"] == pytest.approx(2 / (6 / 60))
     assert s["emission_p50_s"] == pytest.approx(0.3)  # only the word read right
+    assert s["time_offset_median_s"] == pytest.approx(0.0)  # ABOUT reported where it was said
 
 
 def test_sweep_specs_parse_and_bad_ones_are_refused():

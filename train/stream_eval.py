@@ -193,6 +193,9 @@ class WordTally:
     non_speech_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         set(NON_SPEECH.values()), 0.0))
     waits_s: list[float] = field(default_factory=list)
+    offsets_s: list[float] = field(default_factory=list)
+    """For each word read right: the centre of its emitted span minus the centre of the word
+    in the video (negative: reported early)."""
 
     def add(self, segments: Sequence[Any], vocabulary: set[str], words: list[WordEvent]) -> None:
         """Score one stream: ``segments`` (label, start, end) from its ``.align``."""
@@ -218,6 +221,8 @@ class WordTally:
                 if during is not None:
                     self.false_words[during] += 1
             elif i is not None and j is not None and said[i].word == words[j].word:
+                self.offsets_s.append((words[j].start_s + words[j].end_s) / 2
+                                      - (said[i].start + said[i].end) / 2)
                 wait = words[j].emitted_s
                 if wait is not None:
                     self.waits_s.append(wait - said[i].end)
@@ -238,6 +243,8 @@ class WordTally:
         waits = np.asarray(self.waits_s)
         for q in (50, 95):
             out[f"emission_p{q}_s"] = float(np.percentile(waits, q)) if waits.size else math.nan
+        offsets = np.asarray(self.offsets_s)
+        out["time_offset_median_s"] = float(np.median(offsets)) if offsets.size else math.nan
         return out
 
 
@@ -478,7 +485,9 @@ def table_rows(report: StreamEvalReport) -> list[tuple[str, str]]:
                   f"{s['false_words_per_min_silence']:.2f}, still face "
                   f"{s['false_words_per_min_still_face']:.2f})"),
                  ("emission latency", f"p50 {lat['measured_p50_s']:.2f} s, p95 "
-                  f"{lat['measured_p95_s']:.2f} s after the word's end")]
+                  f"{lat['measured_p95_s']:.2f} s after the word's end"),
+                 ("word times", f"{s['time_offset_median_s']:+.2f} s (median centre of a word "
+                  f"read right, minus its centre in the video)")]
     else:
         for k in ("stoi", "estoi", "pesq"):
             rows.append((k.upper(), f"streamed {s.get('stream_' + k, math.nan):.3f}, offline "
