@@ -350,7 +350,7 @@ def next_commands(result: DemoResult) -> list[str]:
         f"lipx stream {result.out}/lip2speech_test.mp4 --model {pkg}/lip2speech --wav out.wav",
         f"lipx bench {pkg}/lipreading --out bench/   # every engine x precision",
         f"lipx export {_shown(CHECKPOINTS / 'lipreading.lipx')} -o pkg-trt --engine trt   "
-        "# TensorRT FP16 plans (NVIDIA GPU + TensorRT)",
+        "# TensorRT FP16 plans (TensorRT-RTX builds them without a GPU; they run on an RTX GPU)",
         "lipx data prepare lrw /data/lrw -o lrw-prep && lipx train lipreading lrw-prep -o run "
         "--preset original   # train on real LRW (GRID: lipx data prepare grid ...)",
     ]
