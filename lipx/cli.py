@@ -456,12 +456,11 @@ def _eval_stream(package: Path, data: Path, max_streams: int, json_out: Optional
                            window=window, stride=stride, threshold=threshold,
                            agreement=agreement, lookahead=lookahead)
     opts = se.StreamEvalOptions(package, data, stream, max_streams=max_streams)
-    from lipx.package import Manifest
-
-    Manifest.read(package), se.read_stream_set(data)  # bad input fails before any progress bar
+    loaded = se.load_set(opts)  # bad input fails before any progress bar
     if grid:
         with _progress("sweep", None) as advance:
-            reports, skipped = se.sweep(opts, grid, lambda n, total, combo: advance(n, {}, total))
+            reports, skipped = se.sweep(opts, grid, lambda n, total, combo: advance(n, {}, total),
+                                        loaded)
         assert out is not None
         files = se.write_sweep(reports, out)
         for line in skipped:
@@ -472,7 +471,7 @@ def _eval_stream(package: Path, data: Path, max_streams: int, json_out: Optional
         done(f"{len(reports)} settings -> {', '.join(map(str, files))}", started)
         return
     with _progress("eval --stream", None) as advance:
-        report = se.evaluate_streams(opts, progress=lambda n, total: advance(n, {}, total))
+        report = se.evaluate_streams(opts, lambda n, total: advance(n, {}, total), loaded)
     table = Table(title=f"{report.task} streams: {package}", show_header=False)
     for name, value in se.table_rows(report):
         table.add_row(name, value)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from lipx.errors import InputError, ManifestError
-from lipx.package import Manifest
+from lipx.package import GraphInfo, Manifest
 from lipx.runtime.backends import BACKENDS
 from lipx.runtime.events import Event, FrameEvent, Result
 from lipx.runtime.heads import Head, SpeechHead, WordHead
@@ -154,6 +154,16 @@ class StreamOptions:
         return manifest.spec.head_options(
             threshold=self.threshold, agreement=self.agreement, lookahead=self.lookahead,
             crossfade=self.crossfade, gl_iters=self.gl_iters)
+
+
+def engine_feeds(graph: GraphInfo, data: np.ndarray, frames: int) -> dict[str, np.ndarray]:
+    """Inputs of ``graph`` at batch 1: ``data`` as its first input (features or frames), zeros
+    for the others (the generator's noise, (1, N, rows, ``frames``): zero in inference)."""
+    feeds = {graph.inputs[0].name: np.ascontiguousarray(data, dtype=np.float32)}
+    for t in graph.inputs[1:]:
+        shape = tuple(1 if d == "batch" else frames if isinstance(d, str) else d for d in t.shape)
+        feeds[t.name] = np.zeros(shape, dtype=t.dtype)
+    return feeds
 
 
 def make_head(manifest: Manifest, opts: StreamOptions, window: int, stride: int) -> Head:
@@ -438,14 +448,8 @@ class Streamer:
 
     def _feeds(self, role: str, window: Window) -> dict[str, np.ndarray]:
         """The engine inputs for one window: features or frames, and zero noise (lip2speech)."""
-        graph = self.manifest.graph(role)
-        n = len(window.data)
         data = window.data[None] if self.opts.cache else window.data[None, None]
-        feeds = {graph.inputs[0].name: np.ascontiguousarray(data, dtype=np.float32)}
-        for t in graph.inputs[1:]:  # the generator's noise: (batch, N, rows, frames)
-            shape = tuple(1 if d == "batch" else n if isinstance(d, str) else d for d in t.shape)
-            feeds[t.name] = np.zeros(shape, dtype=t.dtype)
-        return feeds
+        return engine_feeds(self.manifest.graph(role), data, len(window.data))
 
     def _on_source_clock(self, result: Result) -> list[Result]:
         """Put a result on the source's clock.

@@ -25,11 +25,12 @@ Torch-free: the runtime and onnxruntime only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ from lipx.errors import InputError
 from lipx.package import Manifest
 from lipx.runtime.events import AudioChunk, FrameEvent, WordEvent
 from lipx.runtime.package_runners import open_runners
-from lipx.runtime.stream import Streamer, StreamOptions
+from lipx.runtime.runner import Runner
+from lipx.runtime.stream import Streamer, StreamOptions, engine_feeds
 from lipx.runtime.window import Window
 from lipx.train.metrics import mean_scores, speech_scores, word_errors
 from lipx.video import mouth_crop_frame
@@ -146,32 +148,29 @@ def run_stream(package: Path, manifest: Manifest, video: Path, opts: StreamOptio
     return cap
 
 
-def exactness(package: Path, manifest: Manifest, cap: Capture,
-              opts: StreamOptions) -> dict[str, float]:
+def exactness(manifest: Manifest, cap: Capture, runners: Mapping[str, Runner]
+              ) -> dict[str, float]:
     """Max abs difference between the cached runtime and the whole front-end, per window.
 
     The front-end runs once over all of the stream's crops (with the runtime's zero context at
     both ends), the features are cut into the runtime's windows and run through the backend.
+
+    Args:
+        runners: active ``frontend`` and ``backend`` runners of the package.
     """
-    runners = open_runners(package, manifest, ("frontend", "backend"), opts.engine, opts.device,
-                           opts.precision, opts.threads)
+    fr, br = runners["frontend"], runners["backend"]
     c = manifest.spec.context
     frames = np.stack(cap.crops)
     clip = np.concatenate([np.zeros((c, *frames.shape[1:]), np.float32), frames,
                            np.zeros((c, *frames.shape[1:]), np.float32)])
     front, back = manifest.graph("frontend"), manifest.graph("backend")
-    with runners["frontend"] as fr, runners["backend"] as br:
-        whole = next(iter(fr.infer({front.inputs[0].name: clip[None, None]}).values()))[0]
-        feature_diff, output_diff = 0.0, 0.0
-        for window, output in cap.windows:
-            feats = whole[window.start:window.start + len(window.data)]
-            feature_diff = max(feature_diff, float(np.abs(feats - window.data).max()))
-            feeds = {back.inputs[0].name: feats[None]}
-            for t in back.inputs[1:]:  # the generator's noise, zeros as in the runtime
-                feeds[t.name] = np.zeros(tuple(1 if d == "batch" else len(feats) if isinstance(
-                    d, str) else d for d in t.shape), np.float32)
-            out = br.infer(feeds)[manifest.spec.head_output][0]
-            output_diff = max(output_diff, float(np.abs(out - output).max()))
+    whole = next(iter(fr.infer({front.inputs[0].name: clip[None, None]}).values()))[0]
+    feature_diff, output_diff = 0.0, 0.0
+    for window, output in cap.windows:
+        feats = whole[window.start:window.start + len(window.data)]
+        feature_diff = max(feature_diff, float(np.abs(feats - window.data).max()))
+        out = br.infer(engine_feeds(back, feats[None], len(feats)))[manifest.spec.head_output][0]
+        output_diff = max(output_diff, float(np.abs(out - output).max()))
     return {"features_max_abs": feature_diff, "outputs_max_abs": output_diff,
             "windows": float(len(cap.windows))}
 
@@ -261,23 +260,15 @@ def streamed_speech(chunks: list[AudioChunk], samples: int) -> np.ndarray:
     return track
 
 
-def offline_speech(package: Path, manifest: Manifest, crops: list[np.ndarray],
-                   opts: StreamOptions) -> np.ndarray:
-    """The whole model on the whole utterance (zero noise), Griffin-Lim on all of it."""
+def offline_speech(manifest: Manifest, crops: list[np.ndarray], model: Runner) -> np.ndarray:
+    """The whole model (an active runner) on the whole utterance (zero noise), Griffin-Lim on
+    all of it."""
     from lipx.audio import spectrogram_to_wav
 
     if manifest.audio is None:
         raise InputError("the lip2speech package has no audio spec; re-export it")
-    runner = open_runners(package, manifest, ("model",), opts.engine, opts.device,
-                          opts.precision, opts.threads)["model"]
-    graph = manifest.graph("model")
-    video = np.stack(crops)[None, None].astype(np.float32)
-    feeds = {graph.inputs[0].name: video}
-    for t in graph.inputs[1:]:
-        feeds[t.name] = np.zeros(tuple(1 if d == "batch" else len(crops) if isinstance(d, str)
-                                       else d for d in t.shape), np.float32)
-    with runner:
-        linear = runner.infer(feeds)[manifest.spec.head_output][0, 0]
+    feeds = engine_feeds(manifest.graph("model"), np.stack(crops)[None, None], len(crops))
+    linear = model.infer(feeds)[manifest.spec.head_output][0, 0]
     return spectrogram_to_wav(np.maximum(linear, 0.0), manifest.audio, OFFLINE_GL_ITERS)
 
 
@@ -319,15 +310,37 @@ class StreamEvalReport:
         return "stream_stoi", self.scores["stream_stoi"]
 
 
-def evaluate_streams(opts: StreamEvalOptions, progress: Progress | None = None
-                     ) -> StreamEvalReport:
-    """Run and score every stream of ``opts.data`` (see the module docstring)."""
-    from lipx.data.formats import read_segments
-
+def load_set(opts: StreamEvalOptions) -> tuple[Manifest, list[StreamItem]]:
+    """The package's manifest and the streams to run, checked (before any work starts)."""
     manifest = Manifest.read(opts.package)
     items = read_stream_set(opts.data, opts.max_streams)
     if manifest.task == "lip2speech" and any(i.wav is None for i in items):
         raise InputError(f"{opts.data}: lip-to-speech needs each stream's clean speech (.wav)")
+    return manifest, items
+
+
+def evaluate_streams(opts: StreamEvalOptions, progress: Progress | None = None,
+                     loaded: tuple[Manifest, list[StreamItem]] | None = None
+                     ) -> StreamEvalReport:
+    """Run and score every stream of ``opts.data`` (see the module docstring).
+
+    Args:
+        loaded: :func:`load_set` of ``opts`` when the caller has it (read here otherwise).
+    """
+    manifest, items = loaded or load_set(opts)
+    roles = (("frontend", "backend") if opts.exactness else ()) + (
+        ("model",) if manifest.task == "lip2speech" else ())
+    s = opts.stream
+    with contextlib.ExitStack() as stack:  # the checks' engines, opened once for every stream
+        engines = {role: stack.enter_context(r) for role, r in open_runners(
+            opts.package, manifest, roles, s.engine, s.device, s.precision, s.threads).items()}
+        return _evaluate(opts, manifest, items, engines, progress)
+
+
+def _evaluate(opts: StreamEvalOptions, manifest: Manifest, items: list[StreamItem],
+              engines: Mapping[str, Runner], progress: Progress | None) -> StreamEvalReport:
+    from lipx.data.formats import read_segments
+
     vocabulary = set(manifest.vocabulary or ())
     tally, rows, exact, waits, alg, stats = WordTally(), [], [], [], [], []
     for n, item in enumerate(items):
@@ -338,12 +351,12 @@ def evaluate_streams(opts: StreamEvalOptions, progress: Progress | None = None
             import soundfile as sf
 
             reference, _ = sf.read(item.wav, dtype="float32")
-            offline = offline_speech(opts.package, manifest, cap.crops, opts.stream)
+            offline = offline_speech(manifest, cap.crops, engines["model"])
             rows.append(speech_rows(reference, streamed_speech(cap.audio, len(reference)),
                                     offline[:len(reference)]))
             waits += [c.wait_s for c in cap.audio if c.wait_s is not None]
         if opts.exactness and cap.windows:
-            exact.append(exactness(opts.package, manifest, cap, opts.stream))
+            exact.append(exactness(manifest, cap, engines))
         alg.append(cap.stats.algorithmic)
         stats.append(cap.stats)
         if progress:
@@ -413,7 +426,8 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[Any]]:
 
 
 def sweep(opts: StreamEvalOptions, grid: dict[str, list[Any]],
-          progress: Callable[[int, int, dict[str, Any]], None] | None = None
+          progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+          loaded: tuple[Manifest, list[StreamItem]] | None = None
           ) -> tuple[list[StreamEvalReport], list[str]]:
     """One report per combination of the grid's values (the other options as given), and the
     combinations skipped because the package cannot run them (e.g. a stride beyond the window's
@@ -425,6 +439,7 @@ def sweep(opts: StreamEvalOptions, grid: dict[str, list[Any]],
     import itertools
 
     combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    loaded = loaded or load_set(opts)
     reports, skipped = [], []
     for n, combo in enumerate(combos):
         if progress:
@@ -432,7 +447,7 @@ def sweep(opts: StreamEvalOptions, grid: dict[str, list[Any]],
         try:
             stream = dataclasses.replace(opts.stream, **combo)
             reports.append(evaluate_streams(dataclasses.replace(opts, stream=stream,
-                                                                exactness=False)))
+                                                                exactness=False), loaded=loaded))
         except InputError as e:
             log.warning("sweep: skipping %s: %s", combo, e)
             skipped.append(f"{combo}: {e}")
