@@ -85,6 +85,8 @@ class PackageArtifacts:
         self.workdir, self.options = workdir, options or BuildOptions()
         self.built: dict[tuple[str, str, str], tuple[Path, Artifact]] = {}
         """(engine, role, precision) -> what was made into the work folder, in build order."""
+        self._checked: dict[str, Path] = {}
+        """The package's own files that passed :func:`package_file`, by name."""
 
     def find(self, info: BackendInfo, role: str, precision: str | None) -> Artifact | None:
         """The package's own artifact of ``role`` for ``info`` (None when it has none).
@@ -108,8 +110,10 @@ class PackageArtifacts:
         """
         info = BACKENDS[engine]
         found = self.find(info, role, precision)
-        if found is not None:
-            return package_file(self.package_dir, found), found
+        if found is not None:  # each file is checked (hashed) once per PackageArtifacts
+            if found.file not in self._checked:
+                self._checked[found.file] = package_file(self.package_dir, found)
+            return self._checked[found.file], found
         precision = precision or info.default_precision
         key = (engine, role, precision)
         if key not in self.built:
