@@ -87,7 +87,7 @@ def select(matrix: Mapping[str, EngineSpec], names: tuple[str, ...]) -> list[Eng
     engines = {s.backend for s in matrix.values()}
     for n in names:
         if n not in matrix and n not in engines:
-            raise InputError(f"unknown engine {n!r}{did_you_mean(n, [*engines, *matrix])}")
+            raise InputError(f"unknown engine {n!r}{did_you_mean(n, sorted({*engines, *matrix}))}")
     return [s for k, s in matrix.items() if not names or k in names or s.backend in names]
 
 
