@@ -1,9 +1,11 @@
-"""``lipx data synth OUT --layout lrw-streams|grid-streams``: a folder of held-out test streams.
+"""``lipx data synth OUT --layout lrw-streams|grid-streams``: a folder of continuous streams.
 
 The streams (:mod:`lipx.data.streams`) are spoken by the held-out speakers of a corpus recipe
-(:class:`lipx.data.synth.SynthOptions`: seed, speakers, held-out speakers, vocabulary), so they
-use the speakers and words of the training corpus made with the same options; ``--like`` takes
-the recipe from a checkpoint (``meta.corpus_synth``), a corpus folder or its ``synth.json``.
+(:class:`lipx.data.synth.SynthOptions`: seed, speakers, held-out speakers, vocabulary) or, with
+``--part``, by one half of them (``val`` to tune on, ``test`` to report on) or by its training
+speakers (``train``: streams to train on), so they use the speakers and words of the training
+corpus made with the same options; ``--like`` takes the recipe from a checkpoint
+(``meta.corpus_synth``), a corpus folder or its ``synth.json``.
 
 ``OUT`` holds, per stream, ``NAME.mp4`` (256x256, 25 fps, speech as its audio track),
 ``NAME.wav`` (16 kHz, high-passed) and ``NAME.align`` (words, ``sil``, ``still``), and:
@@ -36,11 +38,12 @@ import numpy as np
 from lipx.data import formats
 from lipx.data.formats import NON_SPEECH, SILENCE, STILL
 from lipx.data.streams import (
+    PARTS,
     StreamScript,
     StreamSpec,
-    held_out_speakers,
     render_stream,
     script_stream,
+    stream_speakers,
     write_stream,
 )
 from lipx.data.synth import (
@@ -80,6 +83,9 @@ class StreamsOptions:
     3, at most 20)."""
     pauses: bool = True
     """Pauses, silence and still faces between phrases; False: phrases in a row."""
+    part: str = "held-out"
+    """Whose streams (:data:`lipx.data.streams.PARTS`): the held-out speakers (``val`` and
+    ``test`` halve them), or ``train``, the training speakers."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -91,9 +97,10 @@ class StreamsOptions:
             what = "words" if self.recipe.layout == "lrw" else "sentences"
             raise InputError(f"--per-stream ({what} per stream) must be in [1, {most}], "
                              f"got {self.per_stream!r}")
-        if not held_out_speakers(self.recipe):
-            raise InputError(f"the recipe's {self.recipe.speakers} speakers include no held-out "
-                             "one to speak the streams; use more speakers (or --held-out >= 1)")
+        if not stream_speakers(self.recipe, self.part):
+            raise InputError(f"the recipe's {self.recipe.speakers} speakers include no "
+                             f"{self.part} one to speak the streams; use more speakers (or "
+                             "--held-out >= 1)")
 
     @property
     def layout(self) -> str:
@@ -117,25 +124,26 @@ class StreamsReport:
     skipped: int
     """Streams already complete (a resumed run)."""
     speakers: tuple[str, ...]
-    """The held-out speakers who speak them."""
+    """The speakers who speak them."""
     seconds_of_video: float
     seconds: float
 
     def summary(self) -> str:
         return (f"{self.written} streams written, {self.skipped} already there, "
-                f"{self.seconds_of_video:.0f} s of video, held-out speakers "
+                f"{self.seconds_of_video:.0f} s of video, speakers "
                 f"{', '.join(self.speakers)} -> {self.out}")
 
 
 def synth_options(out: Path, layout: str, recipe: dict, workers: int = 1,
                   streams: int | None = None, per_stream: int | None = None,
                   pauses: bool | None = None, like: Path | None = None,
-                  ) -> SynthOptions | StreamsOptions:
+                  part: str | None = None) -> SynthOptions | StreamsOptions:
     """The options of ``lipx data synth``: a corpus (``grid``, ``lrw``) or streams.
 
     Args:
         recipe: the corpus options given (SynthOptions fields; None or absent: the default).
-        streams, per_stream, pauses, like: the streams layouts' options (None: not given).
+        streams, per_stream, pauses, like, part: the streams layouts' options (None: not
+            given).
 
     Raises:
         InputError: streams options with a corpus layout, ``like`` with recipe options, or
@@ -147,7 +155,8 @@ def synth_options(out: Path, layout: str, recipe: dict, workers: int = 1,
                          f"{' or '.join(STREAM_LAYOUTS)}")
     if layout not in STREAM_LAYOUTS:
         given = [n for n, v in (("--streams", streams), ("--per-stream", per_stream),
-                                ("--pauses", pauses), ("--like", like)) if v is not None]
+                                ("--pauses", pauses), ("--like", like), ("--part", part))
+                 if v is not None]
         if given:
             raise InputError(f"{given[0]} goes with --layout lrw-streams or grid-streams, "
                              f"not {layout}")
@@ -165,7 +174,8 @@ def synth_options(out: Path, layout: str, recipe: dict, workers: int = 1,
                          f"--layout {corpus.layout}-streams")
     extra = {"streams": streams} if streams is not None else {}
     return StreamsOptions(out, corpus, per_stream=per_stream,
-                          pauses=True if pauses is None else pauses, **extra)
+                          pauses=True if pauses is None else pauses,
+                          part=part or "held-out", **extra)
 
 
 def recipe_like(path: Path, out: Path) -> SynthOptions:
@@ -223,10 +233,12 @@ def _draw_words(vocab: tuple[str, ...], n: int, rng: np.random.Generator) -> lis
 
 
 def plan_streams(opts: StreamsOptions) -> list[StreamSpec]:
-    """Every stream, in a fixed order: stream i is spoken by held-out speaker i mod their number;
-    LRW words drawn from the vocabulary, GRID the speaker's own corpus sentences in turn."""
+    """Every stream, in a fixed order: stream i is spoken by the part's speaker i mod their
+    number; LRW words drawn from the vocabulary (the ``held-out`` part's draws as they have
+    always been, each other part's its own), GRID the speaker's own corpus sentences in turn."""
     recipe, n = opts.recipe, opts.n_per_stream
-    held = held_out_speakers(recipe)
+    held = stream_speakers(recipe, opts.part)
+    salt = [] if opts.part == "held-out" else [PARTS.index(opts.part)]
     sentences: dict[int, list[tuple[str, ...]]] = {s: [] for s in held}
     if recipe.layout == "grid":
         for clip in plan_clips(recipe):
@@ -237,7 +249,7 @@ def plan_streams(opts: StreamsOptions) -> list[StreamSpec]:
         speaker = held[i % len(held)]
         phrases: tuple[tuple[str, ...], ...]
         if recipe.layout == "lrw":
-            rng = np.random.default_rng([recipe.seed, 0x5357, i])
+            rng = np.random.default_rng([recipe.seed, 0x5357, i, *salt])
             phrases = tuple((w,) for w in _draw_words(recipe.vocabulary()[0], n, rng))
         else:
             own, first = sentences[speaker], (i // len(held)) * n
@@ -278,12 +290,17 @@ def streams_manifest(opts: StreamsOptions, specs: list[StreamSpec]) -> dict:
     manifest = corpus_manifest(opts.recipe)
     manifest.pop("frames_per_clip", None)
     speakers = {s.speaker: None for s in specs}
+    held = ("its held-out speakers" if opts.recipe.layout == "lrw" else
+            "the speakers its GRID 'unseen' protocol keeps for testing only")
+    who = {"held-out": held, "val": f"the first half of {held} (to tune on)",
+           "test": f"the second half of {held} (to report on)",
+           "train": "its training speakers (to train on)"}[opts.part]
     manifest.update(layout=opts.layout, note=(
-        "held-out test streams of the corpus made with these options (lipx.data.streams), "
-        "spoken by " + ("its held-out speakers" if opts.recipe.layout == "lrw" else
-                        "the speakers its GRID 'unseen' protocol keeps for testing only")))
+        "continuous streams of the corpus made with these options (lipx.data.streams), "
+        f"spoken by {who}"))
     manifest["streams"] = {
         "count": opts.streams, "per_stream": opts.n_per_stream, "pauses": opts.pauses,
+        "part": opts.part,
         "speakers": [make_speaker(opts.recipe.seed, s, opts.recipe.layout).name
                      for s in speakers],
         "index": "streams.jsonl",

@@ -123,6 +123,12 @@ class RenderedStream:
     """(T * 640,) float32 at 16 kHz."""
 
 
+PARTS = ("held-out", "val", "test", "train")
+"""Whose streams ``lipx data synth --part`` makes: the held-out speakers (all of them, or the
+first half, ``val``, to tune on, and the rest, ``test``, to report on), or the training
+speakers (``train``: streams to train a model for streams on)."""
+
+
 def held_out_speakers(recipe: SynthOptions) -> list[int]:
     """Speakers a model trained on the recipe's corpus has not seen: LRW the held-out ones
     (they say only the val and test clips); GRID those the ``unseen`` protocol keeps for testing
@@ -132,6 +138,23 @@ def held_out_speakers(recipe: SynthOptions) -> list[int]:
     names = [f"s{i + 1}" for i in range(recipe.speakers)]
     parts = speaker_parts(names)
     return [i for i, name in enumerate(names) if parts.get(name) == ["test"]]
+
+
+def stream_speakers(recipe: SynthOptions, part: str = "held-out") -> list[int]:
+    """The speakers (0-based indices) of a :data:`PARTS` part; ``val`` and ``test`` split the
+    held-out speakers in two (``val`` the first half, rounded down, and at least one)."""
+    if part not in PARTS:
+        raise InputError(f"unknown --part {part!r}; choose from: {', '.join(PARTS)}")
+    held = held_out_speakers(recipe)
+    if part == "train":
+        return [i for i in range(recipe.speakers) if i not in held]
+    if part == "held-out":
+        return held
+    if len(held) < 2:
+        raise InputError(f"--part {part} splits the held-out speakers in two; the recipe holds "
+                         f"out {len(held)}")
+    half = len(held) // 2
+    return held[:half] if part == "val" else held[half:]
 
 
 def _rngs(recipe: SynthOptions, name: str) -> list[np.random.Generator]:

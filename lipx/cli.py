@@ -239,6 +239,10 @@ def data_synth(
     like: Annotated[Optional[Path], typer.Option(
         help="Streams layouts: the corpus recipe of a checkpoint (meta.corpus_synth; needs "
         "torch), a corpus folder or its synth.json, instead of the recipe options.")] = None,
+    part: Annotated[Optional[str], typer.Option(
+        help="Streams layouts: whose streams: held-out (the held-out speakers), val or test "
+        "(the first or second half of them: tune on val, report on test) or train (the "
+        "training speakers, for `lipx train --set streams=DIR`) [held-out].")] = None,
 ) -> None:
     """Write a deterministic synthetic audio-visual corpus in GRID's or LRW's layout, or
     held-out speakers' continuous test streams of one (--layout lrw-streams|grid-streams)."""
@@ -252,7 +256,7 @@ def data_synth(
                  clips_per_word=clips_per_word, val_per_word=val_per_word,
                  test_per_word=test_per_word, image_size=_image_size(image_size), seed=seed)
     opts = synth_options(out, layout.lower(), given, workers=workers, streams=streams,
-                         per_stream=per_stream, pauses=pauses, like=like)
+                         per_stream=per_stream, pauses=pauses, like=like, part=part)
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(f"synth {opts.layout}", total=None)
