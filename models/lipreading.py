@@ -224,12 +224,16 @@ class LipreadingModel(nn.Module):
         """Args: video (B, 1, T, 112, 112) float32. Returns (B, num_classes) float32 logits."""
         return self.window(self.frame_features(video))
 
-    def forward_train(self, video: torch.Tensor, mel: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_train(self, video: torch.Tensor, mel: torch.Tensor,
+                      context: bool = False) -> dict[str, torch.Tensor]:
         """The pieces of the original training objective (sum them, all weights 1).
 
         Args:
-            video: (B, 1, T, 112, 112) float32.
+            video: (B, 1, T, 112, 112) float32 (with ``context``: T + 4 frames, 2 of context on
+                each side, as the streaming runtime's cached front-end sees a window).
             mel: (B, 1, n_mels, 4T) float32, the clip's log-mel spectrogram (CMVN-normalised).
+            context: ``video`` has the 2 context frames on each side (zero frames for a clip:
+                the same as the whole model's padding).
         Returns:
             ``logits`` (B, num_classes) from the recalled-audio fusion (the inference path),
             ``logits_audio`` (B, num_classes) from the real-audio fusion, and the scalar
@@ -237,7 +241,7 @@ class LipreadingModel(nn.Module):
         Raises:
             InputError: the spectrogram does not cover the clip at 4 mel frames per video frame.
         """
-        visual = self.frontend(video)
+        visual = self.frontend.forward_chunk(video) if context else self.frontend(video)
         audio = self.audio_frontend(mel)
         if audio.shape[:2] != visual.shape[:2]:
             raise InputError(

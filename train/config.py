@@ -85,6 +85,25 @@ class TrainConfig:
     about 40 % of clips, which slows a short CPU run down more than it regularises it."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
+    init: str = ""
+    """Start from this checkpoint's weights (fine-tuning; empty: from scratch). Its vocabulary
+    must be the corpus'; a classifier that lacks the no-word class (``streams``) gains it."""
+    streams: str = ""
+    """Lipreading for streams: a folder of training streams (``lipx data synth OUT --layout
+    lrw-streams --like CORPUS --part train``). Training then also draws windows anywhere in them
+    (``train/stream_windows.py``), and the model gains a last class, no-word, for windows not
+    centred on a vocabulary word. Empty: the paper's objective on clips only."""
+    val_streams: str = ""
+    """Held-out streams (``--part val``) whose windows validation also scores; ``best`` is then
+    picked by the mean of clip accuracy and window accuracy (``score``)."""
+    stream_share: float = 0.5
+    """Share of the training items that are stream windows (with ``streams``)."""
+    stream_centre: int = 2
+    """A window is labelled with a word when its centre is at most this many frames from the
+    word's centre."""
+    stream_margin: int = 6
+    """... and no-word when it is more than this many frames from every word's centre (windows in
+    between are not drawn)."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -102,6 +121,15 @@ class TrainConfig:
             raise InputError(f"backend must be gru or mstcn, got {self.backend!r}")
         if self.backend is not None and self.task != "lipreading":
             raise InputError("--backend applies to lipreading only")
+        if (self.streams or self.val_streams) and self.task != "lipreading":
+            raise InputError("streams and val_streams apply to lipreading only")
+        if self.val_streams and not self.streams:
+            raise InputError("val_streams needs streams (a model trained with the no-word class)")
+        if not 0.0 < self.stream_share < 1.0:
+            raise InputError(f"stream_share must be in (0, 1), got {self.stream_share}")
+        if not 0 <= self.stream_centre < self.stream_margin:
+            raise InputError(f"need 0 <= stream_centre < stream_margin, got {self.stream_centre} "
+                             f"and {self.stream_margin}")
         if self.window is not None and self.window < 1:
             raise InputError(f"window must be >= 1, got {self.window}")
         if self.task == "lip2speech" and self.window is not None and self.window < 20:

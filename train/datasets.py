@@ -17,7 +17,9 @@ index))``, so a run is reproducible for any number of loader workers (call :meth
 from __future__ import annotations
 
 import logging
+from collections.abc import Sized
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -99,10 +101,14 @@ class LipreadingDataset(PreparedDataset):
 
     def __init__(self, root: str | Path, part: str = "train", protocol: str = "lrw",
                  augment: bool | None = None, seed: int = 0, frames: int | None = 29,
-                 video_spec: VideoSpec | None = None, audio_spec: AudioSpec | None = None) -> None:
+                 video_spec: VideoSpec | None = None, audio_spec: AudioSpec | None = None,
+                 context: int = 0) -> None:
         super().__init__(root, protocol, part, augment, seed, video_spec)
         self.audio_spec = audio_spec or AudioSpec.lipreading()
         self.num_frames = frames
+        self.context = context
+        """Zero frames added to each side of ``video`` (training for streams, where every item
+        carries the front-end's context: for a clip, the zeros the whole model pads with)."""
         if any(r.get("label") is None for r in self.records):
             raise InputError(f"{self.root} has clips without word labels; lipreading needs an "
                              "LRW-layout corpus (lipx data prepare lrw, or lipx data synth "
@@ -132,9 +138,11 @@ class LipreadingDataset(PreparedDataset):
         if self.num_frames is not None and length < self.num_frames:
             video = np.pad(video, ((0, self.num_frames - length), (0, 0), (0, 0)))
             feats = aud.crop_frames(feats, self.num_frames, self.audio_spec)
+        if self.context:
+            video = np.pad(video, ((self.context, self.context), (0, 0), (0, 0)))
         return {"video": torch.from_numpy(video)[None], "audio": torch.from_numpy(feats)[None],
                 "label": torch.tensor(record["label"], dtype=torch.long), "length": length,
-                "id": record["id"]}
+                "id": record["id"], "stream": False}
 
 
 class LipToSpeechDataset(PreparedDataset):
@@ -173,6 +181,33 @@ class LipToSpeechDataset(PreparedDataset):
                 "linear": torch.from_numpy(linear[:, start * k:(start + length) * k])[None],
                 "wav": torch.from_numpy(aud.fit_length(wav[start * per:], length * per)),
                 "length": length, "start": start, "id": record["id"]}
+
+
+class Mixed(Dataset):
+    """Clips of a prepared corpus, then stream windows (:mod:`lipx.train.stream_windows`), as one
+    set whose vocabulary ends in the no-word class; without windows, the clips alone relabelled
+    to that vocabulary (a validation set without held-out streams)."""
+
+    def __init__(self, clips: LipreadingDataset, windows: Dataset | None,
+                 labels: list[str]) -> None:
+        self.clips, self.windows, self.labels = clips, windows, labels
+        self.corpus = clips.corpus
+
+    def __len__(self) -> int:
+        return len(self.clips) + (len(cast(Sized, self.windows)) if self.windows is not None
+                                  else 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in (self.clips, self.windows):
+            if part is not None and hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self.clips)
+        if index < n:
+            return self.clips[index]
+        assert self.windows is not None, "index past the clips of a set without windows"
+        return self.windows[index - n]
 
 
 def _pad_time(tensors: list[torch.Tensor], axis: int) -> torch.Tensor:

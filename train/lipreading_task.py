@@ -26,8 +26,9 @@ class _TrainForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, video: torch.Tensor, mel: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.model.forward_train(video, mel)
+    def forward(self, video: torch.Tensor, mel: torch.Tensor,
+                context: bool = False) -> dict[str, torch.Tensor]:
+        return self.model.forward_train(video, mel, context)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -66,6 +67,11 @@ class LipreadingTask:
     def __init__(self, model: LipreadingModel, cfg: TrainConfig, info: DistInfo, preset: str,
                  vocabulary: list[str], video_spec: Any) -> None:
         self.cfg, self.info, self.preset = cfg, info, preset
+        if cfg.val_streams:
+            self.metric = "score"
+        self.context = bool(cfg.streams)
+        """Items carry the front-end's context frames (training for streams): the windows'
+        features are then the streaming runtime's, not the whole model's zero-padded ones."""
         self.meta: dict[str, Any] = {}
         """Extra checkpoint metadata (the corpus' synth options, when it is synthetic)."""
         self.vocabulary, self.video_spec = vocabulary, video_spec
@@ -88,7 +94,7 @@ class LipreadingTask:
         opt = self.optimizers["model"]
         opt.zero_grad(set_to_none=True)
         with autocast():
-            out = self.forward(video, mel)
+            out = self.forward(video, mel, self.context)
         loss, parts = lipreading_loss(out, labels, self.cfg.loss_weights)
         parts["grad_norm"] = clip_and_step(loss, self.model.parameters(), opt, self.cfg,
                                            self.scaler)
@@ -97,15 +103,31 @@ class LipreadingTask:
         return parts
 
     def validate(self, batches: Iterator[dict[str, Any]]) -> dict[str, float]:
-        correct1 = correct5 = n = 0
+        """Clip accuracy (top-1, top-5); with held-out stream windows in the set (a model for
+        streams) also their accuracy on word and on no-word windows, and ``score``, the mean of
+        clip and window accuracy, which then picks ``best``."""
+        clips = np.zeros(3)  # top-1, top-5, count
+        windows = np.zeros((2, 2))  # [word, no-word] x [correct, count]
+        no_word = len(self.vocabulary) - 1
         for batch in batches:
             video, labels = self._to(batch, "video", "label")
-            logits = self.model(video).float().cpu().numpy()
+            features = (self.model.frame_features_chunk(video) if self.context
+                        else self.model.frame_features(video))
+            logits = self.model.window(features).float().cpu().numpy()
             y = labels.cpu().numpy()
-            correct1 += int(topk_correct(logits, y, 1).sum())
-            correct5 += int(topk_correct(logits, y, 5).sum())
-            n += len(y)
-        return {"accuracy": correct1 / max(n, 1), "top5": correct5 / max(n, 1)}
+            on_stream = np.asarray(batch.get("stream", [False] * len(y)), bool)
+            top1 = topk_correct(logits, y, 1)
+            clips += [top1[~on_stream].sum(), topk_correct(logits, y, 5)[~on_stream].sum(),
+                      (~on_stream).sum()]
+            for row, mask in enumerate((on_stream & (y != no_word), on_stream & (y == no_word))):
+                windows[row] += [top1[mask].sum(), mask.sum()]
+        out = {"accuracy": clips[0] / max(clips[2], 1), "top5": clips[1] / max(clips[2], 1)}
+        if windows[:, 1].sum():
+            out["window_word_accuracy"] = windows[0, 0] / max(windows[0, 1], 1)
+            out["window_no_word_accuracy"] = windows[1, 0] / max(windows[1, 1], 1)
+            out["window_accuracy"] = windows[:, 0].sum() / windows[:, 1].sum()
+            out["score"] = (out["accuracy"] + out["window_accuracy"]) / 2
+        return {k: float(v) for k, v in out.items()}
 
     def checkpoint(self) -> Checkpoint:
         state_dict = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

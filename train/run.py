@@ -17,6 +17,7 @@ from lipx.audio import AudioSpec
 from lipx.data.prepare_format import read_corpus
 from lipx.errors import InputError
 from lipx.models.registry import get_family, preset_config
+from lipx.tasks import CONTEXT, NO_WORD
 from lipx.train.config import TrainConfig
 from lipx.train.distributed import DistInfo, setup, teardown
 from lipx.train.loop import Progress, Trainer
@@ -59,7 +60,8 @@ def _datasets(cfg: TrainConfig, split: str):
     from lipx.train import datasets as ds
 
     if cfg.task == "lipreading":
-        kw = {"protocol": split, "seed": cfg.seed, "frames": cfg.window}
+        kw = {"protocol": split, "seed": cfg.seed, "frames": cfg.window,
+              "context": CONTEXT if cfg.streams else 0}
         train = ds.LipreadingDataset(cfg.data, "train", augment=cfg.augment, **kw)
         val = ds.LipreadingDataset(cfg.data, "val", augment=False, **kw)
     else:
@@ -69,7 +71,30 @@ def _datasets(cfg: TrainConfig, split: str):
         val = ds.LipToSpeechDataset(cfg.data, "val", augment=False, window=cfg.window, **kw)
     if not cfg.erase:
         train.video_augment = dataclasses.replace(train.video_augment, erase_size=0)
+    if cfg.streams:
+        return (*_with_streams(cfg, train, val), ds.collate)
     return train, val, ds.collate
+
+
+def _with_streams(cfg: TrainConfig, train, val):
+    """The clip sets mixed with stream windows (``cfg.streams``, ``cfg.val_streams``)."""
+    from lipx.train.datasets import Mixed
+    from lipx.train.stream_windows import StreamWindows
+
+    labels = [*train.labels, NO_WORD]
+    windows = {"frames": cfg.window, "centre": cfg.stream_centre, "margin": cfg.stream_margin,
+               "prepared_margin": train.margin, "video_augment": train.video_augment,
+               "context": CONTEXT}
+    share = cfg.stream_share
+    size = max(1, round(len(train) * share / (1 - share)))
+    train_windows = StreamWindows(cfg.streams, labels, size, augment=cfg.augment,
+                                  seed=cfg.seed, **windows)
+    mixed_train = Mixed(train, train_windows, labels)
+    if not cfg.val_streams:
+        return mixed_train, Mixed(val, None, labels)
+    val_windows = StreamWindows(cfg.val_streams, labels, max(len(val), 200), augment=False,
+                                seed=cfg.seed + 1, **windows)
+    return mixed_train, Mixed(val, val_windows, labels)
 
 
 def _model_config(cfg: TrainConfig, num_classes: int | None):
@@ -90,6 +115,8 @@ def _task(cfg: TrainConfig, info: DistInfo, labels: list[str]):
     family = get_family(cfg.task)
     config = _model_config(cfg, len(labels) or None)
     model = family.build(config)
+    if cfg.init:
+        init_from(model, cfg.init, cfg.task, labels)
     if cfg.task == "lipreading":
         from lipx.train.lipreading_task import LipreadingTask
 
@@ -100,6 +127,46 @@ def _task(cfg: TrainConfig, info: DistInfo, labels: list[str]):
     aux = family.build_aux(config)["discriminators"]
     return Lip2SpeechTask(cast("Lip2SpeechModel", model), aux, cfg, info, cfg.preset,
                           VideoSpec(), AudioSpec())
+
+
+def init_from(model: torch.nn.Module, path: str, task: str, labels: list[str]) -> None:
+    """Load a checkpoint's weights into ``model`` (``--set init=CKPT``).
+
+    A lipreading checkpoint without the no-word class may start a model with it: its
+    classifiers' rows are copied and the new last row keeps its fresh initialisation.
+
+    Raises:
+        InputError: another task, another vocabulary, or weights of other shapes.
+    """
+    from lipx.models.checkpoint import load_checkpoint
+
+    if not Path(path).is_file():
+        raise InputError(f"--set init={path}: no such checkpoint")
+    ckpt = load_checkpoint(path)
+    if ckpt.task != task:
+        raise InputError(f"init checkpoint {path} is a {ckpt.task} model, not {task}")
+    old = list(ckpt.vocabulary or [])
+    gains_no_word = labels[-1:] == [NO_WORD] and old == labels[:-1]
+    if task == "lipreading" and old != labels and not gains_no_word:
+        raise InputError(f"init checkpoint {path} reads other words ({', '.join(old[:4])}, ...) "
+                         f"than this corpus ({', '.join(labels[:4])}, ...)")
+    state = model.state_dict()
+    for name, value in ckpt.state_dict.items():
+        target = state.get(name)
+        value = value.to(target.dtype) if target is not None else value
+        if target is None or (target.shape != value.shape and not (
+                target.shape[1:] == value.shape[1:] and target.shape[0] == value.shape[0] + 1
+                and len(old) == value.shape[0])):
+            raise InputError(f"init checkpoint {path}: {name} does not fit this model "
+                             f"({tuple(value.shape)} vs "
+                             f"{None if target is None else tuple(target.shape)}); use the same "
+                             "preset and options")
+        if target.shape == value.shape:
+            target.copy_(value)
+        else:  # the classifier gains the no-word row
+            target[:value.shape[0]] = value
+    model.load_state_dict(state)
+    log.info("started from the weights of %s", path)
 
 
 def train(cfg: TrainConfig, resume: bool = False,
@@ -129,7 +196,7 @@ def train(cfg: TrainConfig, resume: bool = False,
         split = cfg.split or _default_split(cfg.task, Path(cfg.data))
         cfg = dataclasses.replace(cfg, split=split)
         train_set, val_set, collate = _datasets(cfg, split)
-        labels = list(getattr(train_set, "labels", []))
+        labels = list(getattr(train_set, "labels", []))  # a Mixed set's include NO_WORD
         task = _task(cfg, info, labels)
         if "synth" in train_set.corpus:  # provenance: lets `lipx demo` render held-out speakers
             task.meta["corpus_synth"] = train_set.corpus["synth"]

@@ -1,0 +1,205 @@
+"""Training windows cut anywhere in continuous streams, labelled as a stream's word head reads them.
+
+A lipreading model trained only on clips with one word centred votes confidently in every window
+a stream shows it: between words, in pauses, on a face that does not speak. :class:`StreamWindows`
+teaches it what a window should report instead: the vocabulary word whose centre is within
+``centre`` frames of the window's centre, or :data:`lipx.tasks.NO_WORD` when every vocabulary
+word's centre is more than ``margin`` frames away (context words, pauses, silence, still faces,
+and the boundaries between words). Windows in the band between the two are never drawn, so the
+targets do not contradict each other a frame apart. Half of the windows are drawn on a word (a
+uniform offset within ``centre``), half anywhere else.
+
+Each window comes with the front-end's context frames on each side (``context``), so the model
+learns from the features the streaming runtime gives it: its cached front-end sees a window's
+neighbours, where the whole model on the window alone would see zero padding (a model trained on
+clips only learns to lean on those zero-padded edges, and reads a stream's windows off by half a
+word). Clips get zero frames there, which is exactly the whole model's padding.
+
+Windows that reach past either end of a stream are padded by repeating its first or last frame
+(and with silent audio), as the runtime pads a stream (``task_spec.stream_defaults.pad``), so the
+first and last words of a stream get centred windows too.
+
+The streams come from ``lipx data synth OUT --layout lrw-streams --part train`` (the training
+speakers; ``--part val`` gives held-out ones for validation). Each is decoded once, when the set
+is made, into the stored mouth region that :class:`~lipx.train.datasets.LipreadingDataset` reads
+from a prepared corpus, so both kinds of item go through the same crop, augmentation and audio
+features.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import Dataset
+
+from lipx import audio as aud
+from lipx.audio import AudioSpec
+from lipx.data.formats import read_segments
+from lipx.errors import InputError
+from lipx.tasks import NO_WORD
+from lipx.train import augment as aug
+from lipx.train.stream_eval import read_stream_set
+from lipx.video import VideoSpec, mouth_crop, mouth_region, read_video, region_origin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecodedStream:
+    """One stream, ready to cut: mouth regions, audio and its vocabulary words' centres."""
+
+    name: str
+    region: np.ndarray
+    """(T, S, S) uint8 luma mouth box plus the margin."""
+    wav: np.ndarray
+    """(640 T,) float32 16 kHz speech."""
+    centres: np.ndarray
+    """Centres (in frames, fractional) of its vocabulary words, in time order."""
+    labels: np.ndarray
+    """Class index of each of those words."""
+
+
+def decode_stream(video: Path, align: Path, wav: Path | None, vocabulary: list[str],
+                  spec: VideoSpec, margin: int, audio_spec: AudioSpec) -> DecodedStream:
+    """Read one stream of a set into a :class:`DecodedStream`."""
+    frames = read_video(video, spec.fps)
+    if frames.shape[1:3] != (spec.face_size, spec.face_size):
+        raise InputError(f"{video}: frames are {frames.shape[2]}x{frames.shape[1]}; training "
+                         f"streams must be {spec.face_size}x{spec.face_size} aligned faces")
+    region = mouth_region(frames, spec, margin)
+    per = audio_spec.samples_per_video_frame()
+    if wav is not None:
+        samples, rate = sf.read(wav, dtype="float32")
+        if rate != audio_spec.sample_rate:
+            raise InputError(f"{wav}: {rate} Hz, expected {audio_spec.sample_rate}")
+    else:
+        samples = np.zeros(0, np.float32)
+    index = {w: i for i, w in enumerate(vocabulary)}
+    words = [s for s in read_segments(align) if s.word in index]
+    centres = np.array([(s.start + s.end) / 2 * spec.fps for s in words], np.float64)
+    return DecodedStream(video.stem, region, aud.fit_length(samples, len(region) * per),
+                         centres, np.array([index[s.word] for s in words], np.int64))
+
+
+class StreamWindows(Dataset):
+    """Windows of ``frames`` frames drawn from a set of streams (see the module docstring).
+
+    Items are those of :class:`~lipx.train.datasets.LipreadingDataset` (``video``, ``audio``,
+    ``label``, ``length``, ``id``), the label :data:`NO_WORD`'s index (the last) for no-word
+    windows, plus ``stream`` True.
+
+    Args:
+        root: a streams folder (``streams.jsonl``).
+        vocabulary: the class labels, the corpus' words then :data:`NO_WORD`.
+        size: items per epoch (each draws its own window; ``set_epoch`` changes the draws).
+        frames: window length (the clips').
+        centre: a word's window has its centre at most this many frames from the word's.
+        margin: a no-word window has its centre more than this many frames from every word's.
+        augment: the clips' training augmentations (flip, crop jitter, SpecAugment).
+        seed: base of every item's random generator.
+        video_augment: the augmentation settings (the clip set's, so both match).
+        prepared_margin: pixels stored around the mouth box (at least the crop jitter).
+        context: frames added to ``video`` on each side, the window's neighbours in the stream:
+            what the runtime's cached front-end sees (its features at the window's edges are
+            not the zero-padded ones of the whole model on the window alone).
+    """
+
+    def __init__(self, root: str | Path, vocabulary: list[str], size: int, frames: int = 29,
+                 centre: int = 2, margin: int = 6, augment: bool = True, seed: int = 0,
+                 video_augment: aug.VideoAugment | None = None, prepared_margin: int = 8,
+                 video_spec: VideoSpec | None = None,
+                 audio_spec: AudioSpec | None = None, context: int = 0) -> None:
+        if not vocabulary or vocabulary[-1] != NO_WORD:
+            raise InputError(f"stream windows need a vocabulary ending in {NO_WORD!r}")
+        if size < 1 or frames < 1:
+            raise InputError(f"need size >= 1 and frames >= 1, got {size} and {frames}")
+        if not 0 <= centre < margin:
+            raise InputError(f"need 0 <= centre < margin frames, got {centre} and {margin}")
+        self.root = Path(root)
+        self.vocabulary, self.size, self.num_frames = list(vocabulary), size, frames
+        self.centre, self.margin = centre, margin
+        self.augment, self.seed, self.epoch = augment, seed, 0
+        self.video_augment = video_augment or aug.VideoAugment.lrw()
+        self.video_spec = video_spec or VideoSpec()
+        self.audio_spec = audio_spec or AudioSpec.lipreading()
+        self.prepared_margin = prepared_margin
+        self.context = context
+        if self.augment and self.video_augment.jitter > prepared_margin:
+            raise InputError(f"crop jitter {self.video_augment.jitter} px needs a margin of at "
+                             f"least that, got {prepared_margin}")
+        items = read_stream_set(self.root)
+        log.info("decoding %d training streams in %s", len(items), self.root)
+        words = vocabulary[:-1]
+        self.streams = [decode_stream(i.video, i.align, i.wav, words, self.video_spec,
+                                      prepared_margin, self.audio_spec) for i in items]
+        if not any(len(s.centres) for s in self.streams):
+            raise InputError(f"the streams in {self.root} say no word of the vocabulary "
+                             f"({', '.join(words[:5])}, ...); make them with --like the "
+                             "training corpus")
+
+    def __len__(self) -> int:
+        return self.size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def draw(self, rng: np.random.Generator) -> tuple[DecodedStream, int, int]:
+        """(stream, first frame, label) of one window: a word's or a no-word one."""
+        on_word = rng.random() < 0.5
+        for _ in range(100):
+            stream = self.streams[int(rng.integers(len(self.streams)))]
+            n = len(stream.region)
+            if on_word:
+                if not len(stream.centres):
+                    continue
+                k = int(rng.integers(len(stream.centres)))
+                centre = stream.centres[k] + rng.uniform(-self.centre, self.centre)
+                label = int(stream.labels[k])
+            else:
+                centre = rng.uniform(0, n)
+                if len(stream.centres) and np.abs(stream.centres - centre).min() <= self.margin:
+                    continue
+                label = len(self.vocabulary) - 1
+            return stream, int(round(centre - self.num_frames / 2)), label
+        raise InputError(f"could not draw a {'word' if on_word else 'no-word'} window from "
+                         f"{self.root}: the streams are too short or too full of words")
+
+    def window(self, stream: DecodedStream, first: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frames ``first .. first + frames`` of a stream (edge frames repeated past its ends)
+        and their audio (silence past its ends)."""
+        n, t = len(stream.region), self.num_frames
+        index = np.clip(np.arange(first, first + t), 0, n - 1)
+        per = self.audio_spec.samples_per_video_frame()
+        wav = np.zeros(t * per, np.float32)
+        a, b = max(first, 0), min(first + t, n)
+        if b > a:
+            wav[(a - first) * per:(b - first) * per] = stream.wav[a * per:b * per]
+        return stream.region[index], wav
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng((self.seed, 0x57, self.epoch, index))
+        stream, first, label = self.draw(rng)
+        region, wav = self.window(stream, first)
+        if self.context:  # the frames the runtime's cached front-end sees around the window
+            c = self.context
+            index = np.clip(np.arange(first - c, first + self.num_frames + c), 0,
+                            len(stream.region) - 1)
+            region = stream.region[index]
+        draw = aug.draw_video(rng, self.video_augment) if self.augment else None
+        video = mouth_crop(region, self.video_spec,
+                           origin=region_origin(self.video_spec, self.prepared_margin),
+                           shift=draw.shift if draw else (0, 0))
+        if draw:
+            video = aug.apply_video(video, draw, self.video_augment.erase_size)
+        feats = aud.lipreading_features(wav, self.audio_spec, self.num_frames)
+        if self.augment:
+            feats = aug.spec_augment(feats, rng)
+        return {"video": torch.from_numpy(video)[None], "audio": torch.from_numpy(feats)[None],
+                "label": torch.tensor(label, dtype=torch.long), "length": self.num_frames,
+                "id": f"{stream.name}@{first}", "stream": True}
+
