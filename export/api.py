@@ -287,7 +287,7 @@ def export_model(source: ExportSource, opts: ExportOptions,
     """Export ``source.model`` (see :func:`export_package`)."""
     started = time.perf_counter()
     say = progress or (lambda message: None)
-    spec = export_spec(source.task, source.model)
+    spec = export_spec(source.task, source.model, source.vocabulary)
     sched = resolve_schedule(spec, opts)
     out = check_output(Path(opts.output), opts.force)
     try:

@@ -17,7 +17,7 @@ The model contract (both tasks)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from lipx.errors import InputError, did_you_mean
-from lipx.tasks import TaskSpec, task_spec
+from lipx.tasks import NO_WORD, TaskSpec, task_spec
 
 ROI = 112
 """Side of the mouth crop the models take."""
@@ -170,11 +170,13 @@ def _video(time_dim: str) -> InputSpec:
     return InputSpec("video", ("batch", 1, time_dim, ROI, ROI))
 
 
-def lipreading_spec(model: nn.Module) -> ExportSpec:
-    """Lipreading: per-frame front-end + memory, and a window classifier."""
+def lipreading_spec(model: nn.Module, vocabulary: Sequence[str] | None = None) -> ExportSpec:
+    """Lipreading: per-frame front-end + memory, and a window classifier (whose stream
+    defaults are a model for streams' when the vocabulary ends in :data:`NO_WORD`)."""
     cfg = cast(_TaskModel, model).config
     features = InputSpec("features", ("batch", "frames", cfg.feature_dim))
-    facts = task_spec("lipreading", getattr(cfg, "min_frames", 1))
+    no_word = bool(vocabulary) and list(vocabulary or [])[-1] == NO_WORD
+    facts = task_spec("lipreading", getattr(cfg, "min_frames", 1), no_word=no_word)
     (logits,) = facts.outputs
     return ExportSpec(
         task_spec=facts,
@@ -188,7 +190,7 @@ def lipreading_spec(model: nn.Module) -> ExportSpec:
     )
 
 
-def lip2speech_spec(model: nn.Module) -> ExportSpec:
+def lip2speech_spec(model: nn.Module, vocabulary: Sequence[str] | None = None) -> ExportSpec:
     """Lip-to-speech: per-frame front-end, and a window generator fed explicit noise."""
     cfg = cast(_TaskModel, model).config
     features = InputSpec("features", ("batch", "frames", cfg.feature_dim))
@@ -207,14 +209,16 @@ def lip2speech_spec(model: nn.Module) -> ExportSpec:
     )
 
 
-SPECS: dict[str, Callable[[nn.Module], ExportSpec]] = {
+SPECS: dict[str, Callable[[nn.Module, Sequence[str] | None], ExportSpec]] = {
     "lipreading": lipreading_spec,
     "lip2speech": lip2speech_spec,
 }
 
 
-def export_spec(task: str, model: nn.Module) -> ExportSpec:
-    """The spec of ``task`` for ``model``; InputError for a task lipx cannot export."""
+def export_spec(task: str, model: nn.Module,
+                vocabulary: Sequence[str] | None = None) -> ExportSpec:
+    """The spec of ``task`` for ``model`` (a classifier's with its class labels); InputError
+    for a task lipx cannot export."""
     if task not in SPECS:
         raise InputError(f"cannot export task {task!r}{did_you_mean(task, SPECS)}")
-    return SPECS[task](model)
+    return SPECS[task](model, vocabulary)

@@ -29,6 +29,10 @@ CONTEXT = 2
 """Frames of context on each side of a front-end chunk: the 3D convolution's temporal kernel of
 5 makes output frame t see frames t-2 .. t+2."""
 PRECISIONS = ("fp32", "fp16", "int8")
+NO_WORD = "<no-word>"
+"""The last class of a lipreading model trained for streams (``lipx train --set streams=DIR``):
+a window not centred on a vocabulary word. The stream head never emits it; a model without it
+(the paper's, a converted LRW checkpoint) is read as before."""
 
 
 @dataclass(frozen=True)
@@ -117,9 +121,9 @@ class TaskSpec:
     context: int = CONTEXT
     """Frames of look-back and look-ahead each front-end chunk needs."""
     stream_defaults: dict[str, float] = dataclasses.field(default_factory=dict)
-    """The stream head's options when a stream does not set them (:data:`HEAD_OPTIONS`):
-    lipreading ``threshold``, ``agreement``; lip-to-speech ``lookahead``, ``crossfade``,
-    ``gl_iters``."""
+    """The stream's options when a stream does not set them: lipreading ``threshold``,
+    ``agreement``, ``min_gap`` (seconds) and ``pad`` (frames repeated at each end of the
+    stream); lip-to-speech ``lookahead``, ``crossfade``, ``gl_iters``."""
 
     def head_options(self, **given: float | None) -> dict[str, float]:
         """The head's options: each given (not None) value, else this spec's default, else the
@@ -195,7 +199,7 @@ SPECS: dict[str, TaskSpec] = {
                 "int8": Tolerance(1e-2, 0.2, min_top1=0.8),
             },
             default_window=29, stride_fraction=4,
-            stream_defaults={"threshold": 0.5, "agreement": 2},
+            stream_defaults={"threshold": 0.5, "agreement": 2, "min_gap": 0.0, "pad": 0},
         ),
         TaskSpec(
             task="lip2speech", outputs=("mel", "linear"), head_output="linear", top1_output=None,
@@ -214,12 +218,30 @@ SPECS: dict[str, TaskSpec] = {
 TASKS = tuple(SPECS)
 
 
-def task_spec(task: str, min_frames: int = 1) -> TaskSpec:
-    """The spec of ``task`` for a model whose windows need at least ``min_frames`` frames.
+NO_WORD_STRIDE_FRACTION = 14
+NO_WORD_STREAM_DEFAULTS = {"threshold": 0.5, "agreement": 1, "min_gap": 0.3, "pad": 14}
+"""A lipreading model with the :data:`NO_WORD` class reads streams on its own schedule and head
+options: a window only votes when it is centred on a word, so windows come often (the default
+stride is the window over :data:`NO_WORD_STRIDE_FRACTION`), and the stream is padded by ``pad``
+frames at each end (its first and last frames repeated, as the training windows were) so that
+its first and last words get centred windows. Chosen on validation streams (held-out speakers'
+``--part val``): benchmarks/results/stream-eval-cpu-2026-12-01/sweep-lipreading-val.json."""
+
+
+def task_spec(task: str, min_frames: int = 1, no_word: bool = False) -> TaskSpec:
+    """The spec of ``task`` for a model whose windows need at least ``min_frames`` frames (and,
+    for lipreading, whose last class is :data:`NO_WORD`).
 
     Raises:
-        InputError: a task lipx does not know.
+        InputError: a task lipx does not know, or ``no_word`` for a task without classes.
     """
     if task not in SPECS:
         raise InputError(f"unknown task {task!r}{did_you_mean(task, SPECS)}")
-    return dataclasses.replace(SPECS[task], min_frames=min_frames)
+    spec = dataclasses.replace(SPECS[task], min_frames=min_frames)
+    if no_word:
+        if task != "lipreading":
+            raise InputError(f"only lipreading models have a no-word class, not {task}")
+        spec = dataclasses.replace(spec, stride_fraction=NO_WORD_STRIDE_FRACTION,
+                                   stream_defaults={**spec.stream_defaults,
+                                                    **NO_WORD_STREAM_DEFAULTS})
+    return spec

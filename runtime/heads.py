@@ -22,10 +22,11 @@ from lipx.audio import AudioSpec
 from lipx.errors import InputError
 from lipx.runtime.events import AudioChunk, Result, WordEvent
 from lipx.runtime.griffin_lim import StreamingGriffinLim
+from lipx.tasks import NO_WORD
 
 log = logging.getLogger(__name__)
 
-SPANS = ("intersection", "union")
+SPANS = ("intersection", "union", "centre")
 
 
 class Head(Protocol):
@@ -74,6 +75,18 @@ class _Run:
     emitted: bool = False
 
 
+@dataclass
+class _SpeechRun:
+    """Successive windows of a model for streams whose speech posterior is above threshold."""
+
+    sums: np.ndarray
+    """Posteriors summed over the run's windows."""
+    weights: list[float] = field(default_factory=list)
+    """Each window's speech posterior."""
+    centres: list[float] = field(default_factory=list)
+    """Each window's centre (frames)."""
+
+
 class WordHead:
     """Per-window word posteriors -> emitted words with time spans and confidence.
 
@@ -82,6 +95,14 @@ class WordHead:
     it has the vote of ``agreement`` successive windows, and not again while the run of windows
     voting for it goes on; a window voting for another word or for nothing ends the run, after
     which the word can be emitted again (subject to ``min_gap_s``).
+
+    A model for streams has a last class :data:`~lipx.tasks.NO_WORD` (a window not centred on a
+    word). Then the windows whose posterior of speech, one minus no-word's, is at least
+    ``threshold`` form a *speech run*, whatever their top word; a run of at least ``agreement``
+    windows is one word, emitted when the run ends (or once it has lasted ``max_run_s``): the
+    word with the most posterior summed over the run, at the run's speech-weighted centre
+    (``span="centre"``). A model for streams is sure only near a word's centre, so a run is one
+    spoken word; the word at its edges may flicker, the sum does not. No-word is never emitted.
 
     Args:
         vocabulary: the class labels, in logit order.
@@ -92,8 +113,13 @@ class WordHead:
             starts at least this many seconds after the previous one's end (0 disables; it
             suppresses repeats across a one-window dip in confidence).
         span: the emitted time span: ``intersection`` (the frames every agreeing window saw,
-            the tightest span that contains the word if each window does) or ``union`` (all
-            frames any agreeing window saw).
+            the tightest span that contains the word if each window does), ``union`` (all
+            frames any agreeing window saw) or ``centre`` (from the first agreeing window's
+            centre to the last's, widened by half a stride on each side: where a model for
+            streams puts the word). None: ``centre`` with a no-word class, else
+            ``intersection``.
+        max_run_s: a model for streams' speech run longer than this is emitted then, and a new
+            run starts (bounds the wait for a word; runs are about 0.2-0.5 s).
         ignore: labels never emitted (e.g. a silence or filler class); they still vote, so
             they end runs.
         emit_partial_on_flush: at the end of the stream, emit a word whose run had not yet
@@ -110,9 +136,9 @@ class WordHead:
     """A word head makes no audio."""
 
     def __init__(self, vocabulary: list[str], fps: float = 25.0, threshold: float = 0.5,
-                 agreement: int = 2, min_gap_s: float = 0.0, span: str = "intersection",
+                 agreement: int = 2, min_gap_s: float = 0.0, span: str | None = None,
                  ignore: tuple[str, ...] = (), emit_partial_on_flush: bool = True, *,
-                 window: int = 1, stride: int = 1) -> None:
+                 window: int = 1, stride: int = 1, max_run_s: float = 0.8) -> None:
         if not vocabulary:
             raise InputError("WordHead needs a non-empty vocabulary (the model's class labels)")
         if fps <= 0:
@@ -123,8 +149,12 @@ class WordHead:
             raise InputError(f"word agreement must be >= 1 window, got {agreement}")
         if min_gap_s < 0:
             raise InputError(f"min_gap_s must be >= 0 seconds, got {min_gap_s}")
+        if max_run_s <= 0:
+            raise InputError(f"max_run_s must be > 0 seconds, got {max_run_s}")
         if window < 1 or stride < 1:
             raise InputError(f"window and stride must be >= 1 frame, got {window}, {stride}")
+        self.no_word = vocabulary.index(NO_WORD) if NO_WORD in vocabulary else None
+        span = span or ("centre" if self.no_word is not None else "intersection")
         if span not in SPANS:
             raise InputError(f"unknown word span {span!r}; choose from: {', '.join(SPANS)}")
         unknown = sorted(set(ignore) - set(vocabulary))
@@ -138,25 +168,33 @@ class WordHead:
         self.span = span
         self.emit_partial_on_flush = emit_partial_on_flush
         self.window, self.stride = window, stride
+        self.max_run = max(1, int(max_run_s * fps / stride))
+        """Windows in the longest speech run (no-word models)."""
         self._ignored = {self.vocabulary.index(w) for w in ignore}
+        if self.no_word is not None:
+            self._ignored.add(self.no_word)
         self.words = 0
         """Words emitted so far (``reset`` keeps the count)."""
         self.reset()
 
     @property
     def lookahead_frames(self) -> int:
-        """The ``agreement - 1`` windows after the first vote that a word waits for."""
+        """The ``agreement - 1`` windows after the first vote that a word waits for (a model for
+        streams: the rest of its speech run, at most ``max_run_s``, and the window ending it)."""
+        if self.no_word is not None:
+            return self.max_run * self.stride
         return (self.agreement - 1) * self.stride
 
     @property
     def delay_frames(self) -> int:
         """A word's first frame waits for its whole window, the ``agreement - 1`` agreeing
         windows after it, and up to one stride for the next window run."""
-        return self.window + self.agreement * self.stride
+        return self.window + self.lookahead_frames + self.stride
 
     def reset(self) -> None:
         """Forget the stream."""
         self._run: _Run | None = None
+        self._speech: _SpeechRun | None = None
         self._last_end: dict[int, float] = {}  # word -> end_s of its last emission
 
     def push(self, logits: np.ndarray, start_frame: int, end_frame: int) -> list[WordEvent]:
@@ -165,7 +203,8 @@ class WordHead:
         Args:
             logits: (K,) float logits (or (1, K)) of the window covering frames
                 [start_frame, end_frame), K = len(vocabulary).
-            start_frame: first frame of the window (stream frame index).
+            start_frame: first frame of the window (stream frame index; negative in the
+                padding before a padded stream).
             end_frame: one past the window's last frame.
 
         Returns:
@@ -179,6 +218,8 @@ class WordHead:
             raise InputError(f"empty window [{start_frame}, {end_frame})")
         posteriors = np.exp(logits - logits.max())
         posteriors /= posteriors.sum()
+        if self.no_word is not None:
+            return self._push_speech(posteriors, start_frame, end_frame)
         top = int(np.argmax(posteriors))
         if posteriors[top] < self.threshold:
             self._run = None
@@ -196,19 +237,57 @@ class WordHead:
         run = self._run
         events = self._emit(run) if (run is not None and not run.emitted
                                      and self.emit_partial_on_flush) else []
+        if self._speech is not None:
+            events += self._end_speech(partial=self.emit_partial_on_flush)
         self.reset()
         return events
+
+    def _push_speech(self, posteriors: np.ndarray, start: int, end: int) -> list[WordEvent]:
+        """A model for streams: grow, or end, the speech run."""
+        speech = 1.0 - float(posteriors[self.no_word])
+        if speech < self.threshold:
+            return self._end_speech() if self._speech is not None else []
+        if self._speech is None:
+            self._speech = _SpeechRun(np.zeros(posteriors.size))
+        run = self._speech
+        run.sums += posteriors
+        run.weights.append(speech)
+        run.centres.append((start + end) / 2)
+        return self._end_speech() if len(run.weights) >= self.max_run else []
+
+    def _end_speech(self, partial: bool = False) -> list[WordEvent]:
+        run, self._speech = self._speech, None
+        if run is None or (len(run.weights) < self.agreement and not partial):
+            return []
+        sums = run.sums.copy()
+        sums[self.no_word] = -1.0
+        word = int(np.argmax(sums))
+        weights = np.asarray(run.weights)
+        centre = float(np.average(run.centres, weights=weights))
+        half = (max(run.centres) - min(run.centres) + self.stride) / 2
+        start_s, end_s = max(centre - half, 0) / self.fps, max(centre + half, 0) / self.fps
+        previous = self._last_end.get(word)
+        if word in self._ignored or (self.min_gap_s > 0 and previous is not None
+                                     and start_s - previous < self.min_gap_s):
+            return []
+        self._last_end[word] = end_s
+        self.words += 1
+        return [WordEvent(self.vocabulary[word], start_s, end_s,
+                          float(run.sums[word] / len(weights)))]
 
     def _emit(self, run: _Run) -> list[WordEvent]:
         run.emitted = True
         spans = run.spans[-self.agreement:]
         posteriors = run.posteriors[-self.agreement:]
         starts, ends = [a for a, _ in spans], [b for _, b in spans]
-        if self.span == "intersection" and max(starts) < min(ends):
+        if self.span == "centre":
+            centres = [(a + b) / 2 for a, b in spans]
+            first, last = min(centres) - self.stride / 2, max(centres) + self.stride / 2
+        elif self.span == "intersection" and max(starts) < min(ends):
             first, last = max(starts), min(ends)
         else:
             first, last = min(starts), max(ends)
-        start_s, end_s = first / self.fps, last / self.fps
+        start_s, end_s = max(first, 0) / self.fps, max(last, 0) / self.fps
         previous = self._last_end.get(run.word)
         if run.word in self._ignored or (self.min_gap_s > 0 and previous is not None
                                          and start_s - previous < self.min_gap_s):

@@ -88,6 +88,11 @@ class StreamOptions:
     head option: the package's, ``task_spec.stream_defaults``)."""
     agreement: int | None = None
     """Lipreading: successive windows that must agree before a word is emitted."""
+    min_gap: float | None = None
+    """Lipreading: seconds after a word within which the same word is not emitted again."""
+    pad: int | None = None
+    """Frames by which the stream is padded at each end, its first and last frames repeated (a
+    model for streams was trained so; its first and last words then get centred windows)."""
     lookahead: int | None = None
     """Lip-to-speech: frames at each window's end kept only as right context."""
     crossfade: int | None = None
@@ -126,7 +131,7 @@ class StreamOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        for name in ("lookahead", "crossfade", "reconnect"):
+        for name in ("lookahead", "crossfade", "reconnect", "pad", "min_gap"):
             if (getattr(self, name) or 0) < 0:
                 raise InputError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -152,8 +157,9 @@ class StreamOptions:
     def head_options(self, manifest: Manifest) -> dict[str, Any]:
         """The head's options: these options' where given, else the package's defaults."""
         return manifest.spec.head_options(
-            threshold=self.threshold, agreement=self.agreement, lookahead=self.lookahead,
-            crossfade=self.crossfade, gl_iters=self.gl_iters)
+            threshold=self.threshold, agreement=self.agreement, min_gap=self.min_gap,
+            pad=self.pad, lookahead=self.lookahead, crossfade=self.crossfade,
+            gl_iters=self.gl_iters)
 
 
 def engine_feeds(graph: GraphInfo, data: np.ndarray, frames: int) -> dict[str, np.ndarray]:
@@ -174,7 +180,8 @@ def make_head(manifest: Manifest, opts: StreamOptions, window: int, stride: int)
             raise ManifestError("lipreading package has no vocabulary; re-export it from a "
                                 "checkpoint with one")
         return WordHead(list(manifest.vocabulary), fps, float(o["threshold"]),
-                        int(o["agreement"]), window=window, stride=stride)
+                        int(o["agreement"]), float(o.get("min_gap", 0.0)), window=window,
+                        stride=stride)
     if manifest.audio is None:
         raise ManifestError("lip2speech package has no audio spec; re-export it")
     return SpeechHead(manifest.audio, fps, window, stride, int(o["lookahead"]),
@@ -276,6 +283,9 @@ class Streamer:
         if info.plans and opts.cache:
             check_profiles(m, self.window, opts.chunk)
         self.head = make_head(m, opts, self.window, self.stride)
+        self.pad = int(opts.head_options(m).get("pad", 0))
+        """Frames repeated before the first frame and after the last (window indices count
+        them; the head's do not)."""
         self.roi = make_roi(opts.crop, fps=self.fps)
         roles = ("frontend", "backend") if opts.cache else ("model",)
         threads = opts.threads or (1 if self.device == "cpu" else None)
@@ -344,6 +354,7 @@ class Streamer:
         frames = iter(self.source)
         queued: deque[Future[list[Result]]] = deque()
         pending = False  # the previous frame's record is closed once its events were consumed
+        last: np.ndarray | None = None  # the last frame's crop (padding repeats it)
         try:
             while (frame := self._next_frame(frames, pending)) is not None:
                 pending = True
@@ -355,9 +366,14 @@ class Streamer:
                 self._arrival = (frame.pts_s + 1 / self.fps, time.perf_counter())
                 self._dropped += frame.dropped_before
                 yield FrameEvent(frame, roi)
-                for window in windows.push(crop):
-                    yield from self._schedule(window, queued)
+                for _ in range(1 + (self.pad if last is None else 0)):
+                    for window in windows.push(crop):
+                        yield from self._schedule(window, queued)
+                last = crop
                 yield from self._ready(queued, wait=len(queued) > PIPELINE_DEPTH)
+            for _ in range(self.pad if last is not None else 0):
+                for window in windows.push(last):
+                    yield from self._schedule(window, queued)
             for window in windows.flush():
                 yield from self._schedule(window, queued)
             yield from self._ready(queued, wait=True)
@@ -433,7 +449,7 @@ class Streamer:
             self.window_hook(window, outputs)
         result = outputs[self.manifest.spec.head_output][0]
         with self.timer.stage("head"):
-            return list(self.head.push(result, window.start, window.stop))
+            return list(self.head.push(result, window.start - self.pad, window.stop - self.pad))
 
     def _emit(self, results: Sequence[Result]) -> Iterator[Result]:
         """Results on the source's clock, stamped with the time they are emitted."""

@@ -10,6 +10,7 @@ from lipx import audio as A
 from lipx.audio import AudioSpec
 from lipx.errors import InputError
 from lipx.runtime.heads import Head, SpeechHead, WordHead
+from lipx.tasks import NO_WORD
 
 SPEC = AudioSpec()
 W, STRIDE, LOOKAHEAD = 40, 8, 4
@@ -264,7 +265,7 @@ def test_word_head_refuses_bad_input():
         head.push(np.zeros(5), 0, 29)
     with pytest.raises(InputError, match="empty window"):
         head.push(np.zeros(4), 5, 5)
-    for kwargs in ({"threshold": 1.5}, {"agreement": 0}, {"span": "centre"},
+    for kwargs in ({"threshold": 1.5}, {"agreement": 0}, {"span": "middle"},
                    {"ignore": ("sil",)}, {"min_gap_s": -1.0}):
         with pytest.raises(InputError):
             WordHead(VOCAB, **kwargs)
@@ -293,3 +294,72 @@ def test_both_heads_are_one_head_to_the_loop(linear):
     with pytest.raises(InputError, match="has 39 frames but its spectrogram 40"):
         SpeechHead(SPEC).push(windows(linear)[0][1], 0, W - 1)
 
+
+
+# --- WordHead with a no-word class (a model for streams) ----------------------------------------
+
+NW_VOCAB = ["ALPHA", "BRAVO", NO_WORD]
+
+
+def nw_logits(word: str | None, speech: float = 0.9) -> np.ndarray:
+    """Logits whose softmax gives ``word`` most of ``speech`` (None: a no-word window)."""
+    p = np.full(3, 1e-3)
+    if word is None:
+        p[2] = 0.95
+        p[0] = 0.05
+    else:
+        p[NW_VOCAB.index(word)] = speech
+        p[2] = 1 - speech
+    return np.log(p)
+
+
+def mixed_logits(alpha: float, bravo: float) -> np.ndarray:
+    """Logits of a window with these posteriors of ALPHA and BRAVO (the rest no-word)."""
+    return np.log(np.array([alpha, bravo, 1.0 - alpha - bravo]) + 1e-9)
+
+
+def push_all(head: WordHead, logits: list[np.ndarray], stride: int = 2, first: int = -14,
+             window: int = 29) -> list[list]:
+    """Push windows every ``stride`` frames; the words each push returned."""
+    return [head.push(x, first + stride * i, first + stride * i + window)
+            for i, x in enumerate(logits)]
+
+
+def test_no_word_head_reads_one_word_per_speech_run_when_it_ends():
+    head = WordHead(NW_VOCAB, threshold=0.5, agreement=2, window=29, stride=2)
+    # a run of speech whose top word flickers at its edge (BRAVO first), then no-word
+    run = [mixed_logits(0.1, 0.5), mixed_logits(0.6, 0.3), mixed_logits(0.9, 0.05),
+           mixed_logits(0.6, 0.1)]
+    out = push_all(head, [nw_logits(None), *run, nw_logits(None), nw_logits(None)])
+    assert [len(o) for o in out] == [0, 0, 0, 0, 0, 1, 0]  # emitted by the window ending it
+    word = out[5][0]
+    assert word.word == "ALPHA" and NO_WORD not in [w.word for w in head.flush()]
+    # at the run's speech-weighted centre: windows centred at frames 2.5 .. 8.5
+    centres, weights = np.array([2.5, 4.5, 6.5, 8.5]), np.array([0.6, 0.9, 0.95, 0.7])
+    want = float(np.average(centres, weights=weights))
+    assert (word.start_s + word.end_s) / 2 * 25 == pytest.approx(want, abs=1e-6)
+    assert (word.end_s - word.start_s) * 25 == pytest.approx(8.5 - 2.5 + 2)
+
+
+def test_no_word_head_threshold_agreement_flush_and_padded_times():
+    head = WordHead(NW_VOCAB, threshold=0.8, agreement=2, window=29, stride=2)
+    out = push_all(head, [nw_logits("ALPHA", 0.7), nw_logits("BRAVO", 0.9), nw_logits(None),
+                          nw_logits("BRAVO", 0.9), nw_logits("BRAVO", 0.9)], first=-16)
+    assert not any(out)  # 0.7 < threshold; a one-window run is short of agreement
+    words = head.flush()  # the stream ends inside a run: it is read
+    assert [w.word for w in words] == ["BRAVO"]
+    head = WordHead(NW_VOCAB, threshold=0.5, agreement=1, window=29, stride=2)
+    out = push_all(head, [nw_logits("ALPHA"), nw_logits(None)], first=-16)
+    assert out[1][0].start_s == 0.0  # centred before the stream's start: clamped to 0
+
+
+def test_min_gap_and_max_run_of_a_no_word_head():
+    head = WordHead(NW_VOCAB, threshold=0.5, agreement=1, min_gap_s=0.3, window=29, stride=2)
+    seq = ["ALPHA", None, "ALPHA", None, None, None, None, None, "ALPHA", None]
+    words = [w for o in push_all(head, [nw_logits(w) for w in seq], first=0) for w in o]
+    # the echo after a one-window dip is dropped; the word said again 0.64 s later is read
+    assert [w.start_s * 25 for w in words] == pytest.approx([14.5 - 1, 30.5 - 1])
+    head = WordHead(NW_VOCAB, threshold=0.5, agreement=1, window=29, stride=2, max_run_s=0.4)
+    assert head.max_run == 5 and head.lookahead_frames == 10
+    out = push_all(head, [nw_logits("ALPHA")] * 5)
+    assert [len(o) for o in out] == [0, 0, 0, 0, 1]  # a long run does not wait for its end

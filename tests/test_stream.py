@@ -80,6 +80,31 @@ def test_cached_windows_equal_the_split_graphs_on_the_whole_clip(packages, face_
     assert stats.run.backend_calls == len(windows)
 
 
+def test_a_padded_stream_repeats_its_first_and_last_frames(packages, face_video):
+    """``pad`` frames of the first crop go before the stream and of the last after it: the
+    windows cover them (their indices count them), the head's frame indices do not."""
+    pkg, pad = packages["lipreading"], 4
+    m = Manifest.read(pkg)
+    pushed: list[tuple[int, int]] = []
+    with Streamer(pkg, str(face_video), StreamOptions(pad=pad), manifest=m,
+                  window_hook=lambda w, out: windows.append((w, out))) as streamer:
+        windows: list = []
+        real_push = streamer.head.push
+        streamer.head.push = lambda out, a, b: pushed.append((a, b)) or real_push(out, a, b)
+        list(streamer.events())
+    clip = clip_of(face_video, m)
+    padded = np.concatenate([np.repeat(clip[:1], pad, 0), clip, np.repeat(clip[-1:], pad, 0)])
+    zeros = np.zeros((2, 112, 112), np.float32)
+    with OrtRunner(pkg / "frontend.onnx") as front:
+        features = front.infer({"video": np.concatenate([zeros, padded, zeros])[None, None]}
+                               )["features"][0]
+    assert windows[0][0].start == 0 and windows[-1][0].stop == len(clip) + 2 * pad
+    for w, _ in windows:
+        np.testing.assert_allclose(w.data, features[w.start:w.stop], atol=2e-5)
+    assert pushed[0] == (-pad, windows[0][0].stop - pad)
+    assert pushed[-1][1] == len(clip) + pad
+
+
 @pytest.mark.parametrize("task", ["lipreading", "lip2speech"])
 @pytest.mark.parametrize("frames", [5, None])
 def test_a_stream_of_one_window_equals_the_whole_model(packages, face_video, task, frames):

@@ -9,7 +9,8 @@ import pytest
 
 from lipx.data.formats import TimedWord
 from lipx.runtime.events import WordEvent
-from lipx.train.stream_eval import WordTally, parse_sweep
+from lipx.runtime.stream import StreamOptions
+from lipx.train.stream_eval import StreamEvalOptions, WordTally, evaluate_streams, parse_sweep
 
 
 def _word(word, start, end, emitted):
@@ -70,11 +71,18 @@ def test_eval_stream_lipreading_end_to_end_with_a_sweep(run_cli, packages, tmp_p
 
     sweep = tmp_path / "sweep"
     code, _, err = run_cli("eval", packages["lipreading"], data, "--stream", "--sweep",
-                           "stride=1,9,12", "--out", sweep, "--max-clips", "1")
+                           "stride=1,9,12", "--sweep", "pad=0,5", "--out", sweep,
+                           "--max-clips", "1")
     assert code == 0, err
     points = json.loads((sweep / "sweep.json").read_text())
-    assert [p["settings"]["stride"] for p in points] == [1, 9]  # 12 > the window: skipped
-    assert "skipped {'stride': 12}" in err
+    assert [(p["settings"]["stride"], p["settings"]["pad"]) for p in points] == [
+        (1, 0), (1, 5), (9, 0), (9, 5)]  # 12 > the window: skipped
+    assert "skipped {'stride': 12, 'pad': 0}" in err
+    # a padded stream's cache is exact too (the check pads the whole front-end's input alike)
+    padded = evaluate_streams(StreamEvalOptions(packages["lipreading"], data,
+                                                StreamOptions(pad=5), max_streams=1))
+    assert padded.settings["pad"] == 5 and padded.exactness["windows"] > 0
+    assert padded.exactness["outputs_max_abs"] <= 1e-5
     assert (sweep / "sweep.png").stat().st_size > 1000
 
 

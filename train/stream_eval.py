@@ -124,6 +124,8 @@ class Capture:
     words: list[WordEvent] = field(default_factory=list)
     audio: list[AudioChunk] = field(default_factory=list)
     stats: Any = None
+    pad: int = 0
+    """Frames the stream was padded by at each end (window indices count them)."""
 
 
 def run_stream(package: Path, manifest: Manifest, video: Path, opts: StreamOptions) -> Capture:
@@ -145,6 +147,7 @@ def run_stream(package: Path, manifest: Manifest, video: Path, opts: StreamOptio
             else:
                 cap.audio.append(event)
         cap.stats = streamer.stats()
+        cap.pad = streamer.pad
     return cap
 
 
@@ -160,7 +163,7 @@ def exactness(manifest: Manifest, cap: Capture, runners: Mapping[str, Runner]
     """
     fr, br = runners["frontend"], runners["backend"]
     c = manifest.spec.context
-    frames = np.stack(cap.crops)
+    frames = np.stack([*cap.crops[:1] * cap.pad, *cap.crops, *cap.crops[-1:] * cap.pad])
     clip = np.concatenate([np.zeros((c, *frames.shape[1:]), np.float32), frames,
                            np.zeros((c, *frames.shape[1:]), np.float32)])
     front, back = manifest.graph("frontend"), manifest.graph("backend")
@@ -398,7 +401,8 @@ def _latency(algorithmic: list[dict[str, float]], waits: list[float]) -> dict[st
 # --- sweeps -----------------------------------------------------------------------------------
 
 SWEEPABLE: dict[str, type] = {"window": int, "stride": int, "lookahead": int, "crossfade": int,
-                              "gl_iters": int, "threshold": float, "agreement": int}
+                              "gl_iters": int, "threshold": float, "agreement": int,
+                              "min_gap": float, "pad": int}
 """Stream options a sweep may vary, and their types."""
 
 
