@@ -230,13 +230,6 @@ def _export(ckpt: Path, package: Path, engine: str, say: Say) -> Path:
     return package
 
 
-WORD_STREAM = {"stride": 1, "threshold": 0.9, "agreement": 3}
-"""The demo's lipreading stream settings: a window every frame, so that some windows line up
-with each word, and a confident, agreed vote before a word is printed (the model was trained on
-clips with one word centred, so windows centred between two words produce confident guesses
-less often than aligned ones produce the right word)."""
-
-
 def _stream(package: Path, video: TestVideo, outputs, say: Say, **options):
     from lipx.package import Manifest
     from lipx.runtime.stream import StreamOptions, make_sinks, stream
@@ -257,7 +250,7 @@ def _stream_words(package: Path, video: TestVideo, out: Path, say: Say
     say(f"   lipreading {video.video.name} (truth: {' '.join(video.words)}):")
     jsonl = out / "words.jsonl"
     _stream(package, video, Outputs(jsonl=str(jsonl), srt=out / "words.srt",
-                                    save=out / "lipreading.mp4"), say, **WORD_STREAM)
+                                    save=out / "lipreading.mp4"), say)
     events = [json.loads(line) for line in jsonl.read_text().splitlines()]
     read = [e["word"] for e in events if e["type"] == "word"]
     scores = score_words(read, video.words)
@@ -346,7 +339,11 @@ def next_commands(result: DemoResult) -> list[str]:
     """What to try after the demo."""
     pkg = result.out / "packages"
     return [
-        f"lipx stream webcam --model {pkg}/lipreading --crop auto   # read your own lips",
+        f"lipx stream webcam --model {pkg}/lipreading --crop auto   # the demo's model knows "
+        "20 words and only drawn faces: on your own face expect few words right",
+        "lipx convert LRW_CHECKPOINT.pth --vocab lrw500.txt -o lrw.lipx && lipx export lrw.lipx "
+        "-o lrw-pkg && lipx stream webcam --model lrw-pkg --crop auto   # real faces: the "
+        "released LRW model (500 words; its head has no no-word class, so pauses can make words)",
         f"lipx stream {result.out}/lip2speech_test.mp4 --model {pkg}/lip2speech --wav out.wav",
         f"lipx bench {pkg}/lipreading --out bench/   # every engine x precision",
         f"lipx export {_shown(CHECKPOINTS / 'lipreading.lipx')} -o pkg-trt --engine trt   "
