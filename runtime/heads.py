@@ -327,6 +327,9 @@ class SpeechHead:
         gl_iters: Griffin-Lim iterations per chunk.
         gl_momentum: fast Griffin-Lim momentum (0: plain Griffin-Lim).
         seed: seed of the first chunk's random initial phase.
+        record: keep the stitched magnitudes in :attr:`stitched` (``lipx eval --stream``
+            scores them with Griffin-Lim on the whole stream, to tell the windowing's loss from
+            streaming Griffin-Lim's).
     """
 
     words = 0
@@ -334,7 +337,7 @@ class SpeechHead:
 
     def __init__(self, spec: AudioSpec, fps: float = 25.0, window: int = 40, stride: int = 8,
                  lookahead: int = 4, crossfade: int = 2, gl_iters: int = 16,
-                 gl_momentum: float = 0.99, seed: int | None = 0) -> None:
+                 gl_momentum: float = 0.99, seed: int | None = 0, record: bool = False) -> None:
         per_frame = spec.samples_per_video_frame()
         if abs(spec.sample_rate / fps - per_frame) > 1e-6:
             raise InputError(f"{spec.sample_rate} Hz at {fps} fps is not {per_frame} samples per "
@@ -356,6 +359,10 @@ class SpeechHead:
         self._m = spec.mel_frames_per_video_frame
         self._gl = StreamingGriffinLim(spec, gl_iters, gl_momentum, seed=seed)
         self._made = 0  # samples returned so far (not reset)
+        self.record = record
+        self.stitched: list[np.ndarray] = []
+        """With ``record``: each committed part of the stitched magnitudes, in order (they tile
+        the stream from the first window's start; not reset)."""
         self.reset()
 
     def reset(self) -> None:
@@ -422,6 +429,8 @@ class SpeechHead:
         if end <= first:
             return []
         part = self._new_part(linear, start_frame, first, end)
+        if self.record:
+            self.stitched.append(part)
         self._next = end
         self._tail = linear[:, self._m * (end - start_frame):]
         return self._chunk(self._gl.process(part, self._tail))
@@ -430,6 +439,8 @@ class SpeechHead:
         """End of stream: commit the last look-ahead frames, return the rest, and reset."""
         if self._next is None:
             return []
+        if self.record:
+            self.stitched.append(self._tail)
         wav = np.concatenate([self._gl.process(self._tail), self._gl.finish()])
         chunks = self._chunk(wav)
         self.reset()

@@ -113,7 +113,7 @@ def test_no_click_at_the_joins(linear, monkeypatch):
 def test_crossfade_blends_disagreeing_windows(monkeypatch):
     """Window k predicts gain g_k everywhere: the stitched magnitude ramps from g_{k-1} to g_k."""
     gains = [1.0, 3.0, 2.0]
-    head = SpeechHead(SPEC, crossfade=2)
+    head = SpeechHead(SPEC, crossfade=2, record=True)
     fed: list[np.ndarray] = []
     process = head._gl.process
     monkeypatch.setattr(head._gl, "process", lambda m, future=None: (fed.append(m.copy()),
@@ -132,6 +132,9 @@ def test_crossfade_blends_disagreeing_windows(monkeypatch):
                                    gains[k - 1] + fade * (gains[k] - gains[k - 1]), rtol=1e-6)
         np.testing.assert_allclose(stitched[join + n], gains[k])
     np.testing.assert_allclose(stitched[-4 * LOOKAHEAD:], gains[-1])  # flush: last look-ahead
+    # what ``record`` keeps (lipx eval --stream's "stitched" speech) is exactly what GL got
+    np.testing.assert_array_equal(np.concatenate(head.stitched, axis=1),
+                                  np.concatenate(fed, axis=1))
 
 
 def test_algorithmic_latency_is_the_worst_emission_delay(linear):

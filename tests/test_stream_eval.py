@@ -98,6 +98,7 @@ def test_eval_stream_lip2speech_scores_streamed_and_offline(run_cli, packages, t
     report = json.loads(out.read_text())["scores"]
     for k in ("stoi", "estoi"):
         assert math.isfinite(report[f"stream_{k}"]) and math.isfinite(report[f"offline_{k}"])
+        assert math.isfinite(report[f"stitched_{k}"])  # the windows without streaming GL
     assert "audio latency" in stdout
 
 
