@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from lipx.audio import AudioSpec
 from lipx.errors import InputError, ManifestError, did_you_mean
 from lipx.files import atomic_write, file_sha256
-from lipx.tasks import TASKS, Schedule, TaskSpec
+from lipx.tasks import NO_WORD, TASKS, Schedule, TaskSpec
 from lipx.video import VideoSpec
 
 log = logging.getLogger(__name__)
@@ -486,7 +486,10 @@ def summarize(manifest: Manifest) -> dict[str, Any]:
         "head output": spec.head_output,
         "tolerances": {p: ", ".join(f"{k} {v:g}" for k, v in t.to_dict().items() if v is not None)
                        for p, t in spec.tolerances.items()},
-        "vocabulary": len(m.vocabulary) if m.vocabulary else "none",
+        "stream defaults": ", ".join(f"{k} {v:g}" for k, v in spec.head_options().items()),
+        "vocabulary": (f"{len(m.vocabulary)} classes" + (
+            f" (the last, {NO_WORD}: a model for streams)" if m.vocabulary[-1] == NO_WORD
+            else "") if m.vocabulary else "none"),
         "graphs": {g.file: f"{g.role} {g.precision}, opset {g.opset}" for g in m.graphs},
         "plans": {e.file: _plan_summary(e) for e in m.engines},
         "parity": parity,

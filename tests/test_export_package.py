@@ -109,6 +109,19 @@ def test_int8_gate_overrides():
     assert ExportOptions(output=Path("pkg")).tolerance(spec, "fp32") == tolerances["fp32"]
 
 
+def test_a_model_for_streams_is_exported_with_its_own_stream_defaults():
+    from lipx.export.spec import export_spec
+    from lipx.tasks import NO_WORD, NO_WORD_STREAM_DEFAULTS, SPECS
+
+    plain = export_spec("lipreading", ToyLipreading(), ["ABOUT", "YOUNG"]).task_spec
+    streams = export_spec("lipreading", ToyLipreading(), ["ABOUT", NO_WORD]).task_spec
+    assert plain.stream_defaults == SPECS["lipreading"].stream_defaults
+    assert plain.schedule().stride == 7 and plain.head_options()["pad"] == 0
+    assert streams.schedule().stride == 2
+    assert streams.head_options() == {**plain.head_options(), **NO_WORD_STREAM_DEFAULTS}
+    assert streams.head_options(threshold=0.9)["threshold"] == 0.9  # a stream's option wins
+
+
 def test_exported_graphs_match_pytorch_and_each_other(lipreading_pkg):
     out = lipreading_pkg[0]
     video = np.random.default_rng(3).standard_normal((2, 1, 17, 112, 112), dtype=np.float32)

@@ -23,6 +23,7 @@ from lipx.data.streams import (
 )
 from lipx.data.synth import SynthOptions, corpus_manifest, plan_clips
 from lipx.demo import CHECKPOINTS
+from lipx.errors import InputError
 
 FPS, SR = 25, 16000
 TINY_LRW = ("--speakers", "2", "--words", "3", "--image-size", "96")
@@ -137,6 +138,24 @@ def test_streams_use_only_held_out_speakers():
     assert set(specs[0].phrases) <= own  # the speaker's own test sentences
 
 
+def test_parts_split_the_held_out_speakers_or_take_the_training_ones():
+    lrw = SynthOptions(out=Path("."), layout="lrw", speakers=8, held_out=4, words=3)
+    parts = {p: {s.speaker for s in plan_streams(StreamsOptions(Path("."), lrw, streams=8,
+                                                                part=p))}
+             for p in ("val", "test", "train", "held-out")}
+    assert parts == {"val": {4, 5}, "test": {6, 7}, "train": {0, 1, 2, 3},
+                     "held-out": {4, 5, 6, 7}}
+    # each part draws its own words; the held-out part keeps the draws it always had
+    first = {p: plan_streams(StreamsOptions(Path("."), lrw, streams=1, part=p))[0].phrases
+             for p in ("held-out", "train")}
+    assert first["held-out"] != first["train"]
+    with pytest.raises(InputError, match="unknown --part"):
+        StreamsOptions(Path("."), lrw, part="dev")
+    one = SynthOptions(out=Path("."), layout="lrw", speakers=3, held_out=1, words=3)
+    with pytest.raises(InputError, match="splits the held-out speakers in two"):
+        StreamsOptions(Path("."), one, part="val")
+
+
 def _decoded(path: Path) -> tuple[int, tuple[int, int], float]:
     with av.open(str(path)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
@@ -213,6 +232,8 @@ def test_cli_like_a_checkpoint_takes_its_recipe(run_cli, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--layout", "lrw", "--streams", "2"], "--streams goes with --layout lrw-streams"),
     (["--layout", "grid", "--no-pauses"], "--pauses goes with"),
+    (["--layout", "lrw", "--part", "train"], "--part goes with"),
+    (["--layout", "lrw-streams", "--part", "dev"], "unknown --part 'dev'"),
     (["--layout", "lrw-stream"], "unknown layout 'lrw-stream'"),
     (["--layout", "lrw-streams", "--streams", "0"], "--streams must be in [1,"),
     (["--layout", "lrw-streams", "--per-stream", "51"], "--per-stream (words per stream)"),
