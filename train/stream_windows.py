@@ -187,9 +187,9 @@ class StreamWindows(Dataset):
         region, wav = self.window(stream, first)
         if self.context:  # the frames the runtime's cached front-end sees around the window
             c = self.context
-            index = np.clip(np.arange(first - c, first + self.num_frames + c), 0,
-                            len(stream.region) - 1)
-            region = stream.region[index]
+            frames = np.clip(np.arange(first - c, first + self.num_frames + c), 0,
+                             len(stream.region) - 1)
+            region = stream.region[frames]
         draw = aug.draw_video(rng, self.video_augment) if self.augment else None
         video = mouth_crop(region, self.video_spec,
                            origin=region_origin(self.video_spec, self.prepared_margin),
