@@ -26,7 +26,7 @@ from lipx.tasks import NO_WORD
 
 log = logging.getLogger(__name__)
 
-SPANS = ("intersection", "union", "centre")
+SPANS = ("intersection", "union")
 
 
 class Head(Protocol):
@@ -101,8 +101,9 @@ class WordHead:
     ``threshold`` form a *speech run*, whatever their top word; a run of at least ``agreement``
     windows is one word, emitted when the run ends (or once it has lasted ``max_run_s``): the
     word with the most posterior summed over the run, at the run's speech-weighted centre
-    (``span="centre"``). A model for streams is sure only near a word's centre, so a run is one
-    spoken word; the word at its edges may flicker, the sum does not. No-word is never emitted.
+    (``span`` does not apply). A model for streams is sure only near a word's centre, so a run
+    is one spoken word; the word at its edges may flicker, the sum does not. No-word is never
+    emitted.
 
     Args:
         vocabulary: the class labels, in logit order.
@@ -113,11 +114,8 @@ class WordHead:
             starts at least this many seconds after the previous one's end (0 disables; it
             suppresses repeats across a one-window dip in confidence).
         span: the emitted time span: ``intersection`` (the frames every agreeing window saw,
-            the tightest span that contains the word if each window does), ``union`` (all
-            frames any agreeing window saw) or ``centre`` (from the first agreeing window's
-            centre to the last's, widened by half a stride on each side: where a model for
-            streams puts the word). None: ``centre`` with a no-word class, else
-            ``intersection``.
+            the tightest span that contains the word if each window does) or ``union`` (all
+            frames any agreeing window saw).
         max_run_s: a model for streams' speech run longer than this is emitted then, and a new
             run starts (bounds the wait for a word; runs are about 0.2-0.5 s).
         ignore: labels never emitted (e.g. a silence or filler class); they still vote, so
@@ -136,7 +134,7 @@ class WordHead:
     """A word head makes no audio."""
 
     def __init__(self, vocabulary: list[str], fps: float = 25.0, threshold: float = 0.5,
-                 agreement: int = 2, min_gap_s: float = 0.0, span: str | None = None,
+                 agreement: int = 2, min_gap_s: float = 0.0, span: str = "intersection",
                  ignore: tuple[str, ...] = (), emit_partial_on_flush: bool = True, *,
                  window: int = 1, stride: int = 1, max_run_s: float = 0.8) -> None:
         if not vocabulary:
@@ -154,7 +152,6 @@ class WordHead:
         if window < 1 or stride < 1:
             raise InputError(f"window and stride must be >= 1 frame, got {window}, {stride}")
         self.no_word = vocabulary.index(NO_WORD) if NO_WORD in vocabulary else None
-        span = span or ("centre" if self.no_word is not None else "intersection")
         if span not in SPANS:
             raise InputError(f"unknown word span {span!r}; choose from: {', '.join(SPANS)}")
         unknown = sorted(set(ignore) - set(vocabulary))
@@ -265,36 +262,29 @@ class WordHead:
         weights = np.asarray(run.weights)
         centre = float(np.average(run.centres, weights=weights))
         half = (max(run.centres) - min(run.centres) + self.stride) / 2
-        start_s, end_s = max(centre - half, 0) / self.fps, max(centre + half, 0) / self.fps
+        return self._word(word, centre - half, centre + half, float(run.sums[word] / len(weights)))
+
+    def _emit(self, run: _Run) -> list[WordEvent]:
+        run.emitted = True
+        spans = run.spans[-self.agreement:]
+        starts, ends = [a for a, _ in spans], [b for _, b in spans]
+        if self.span == "intersection" and max(starts) < min(ends):
+            first, last = max(starts), min(ends)
+        else:
+            first, last = min(starts), max(ends)
+        return self._word(run.word, first, last, float(np.mean(run.posteriors[-self.agreement:])))
+
+    def _word(self, word: int, first: float, last: float, confidence: float) -> list[WordEvent]:
+        """The word over frames ``[first, last)`` (clamped to the stream's start), unless it is
+        ignored or repeats itself within ``min_gap_s``."""
+        start_s, end_s = max(first, 0) / self.fps, max(last, 0) / self.fps
         previous = self._last_end.get(word)
         if word in self._ignored or (self.min_gap_s > 0 and previous is not None
                                      and start_s - previous < self.min_gap_s):
             return []
         self._last_end[word] = end_s
         self.words += 1
-        return [WordEvent(self.vocabulary[word], start_s, end_s,
-                          float(run.sums[word] / len(weights)))]
-
-    def _emit(self, run: _Run) -> list[WordEvent]:
-        run.emitted = True
-        spans = run.spans[-self.agreement:]
-        posteriors = run.posteriors[-self.agreement:]
-        starts, ends = [a for a, _ in spans], [b for _, b in spans]
-        if self.span == "centre":
-            centres = [(a + b) / 2 for a, b in spans]
-            first, last = min(centres) - self.stride / 2, max(centres) + self.stride / 2
-        elif self.span == "intersection" and max(starts) < min(ends):
-            first, last = max(starts), min(ends)
-        else:
-            first, last = min(starts), max(ends)
-        start_s, end_s = max(first, 0) / self.fps, max(last, 0) / self.fps
-        previous = self._last_end.get(run.word)
-        if run.word in self._ignored or (self.min_gap_s > 0 and previous is not None
-                                         and start_s - previous < self.min_gap_s):
-            return []
-        self._last_end[run.word] = end_s
-        self.words += 1
-        return [WordEvent(self.vocabulary[run.word], start_s, end_s, float(np.mean(posteriors)))]
+        return [WordEvent(self.vocabulary[word], start_s, end_s, confidence)]
 
 
 class SpeechHead:
