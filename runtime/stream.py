@@ -366,14 +366,12 @@ class Streamer:
                 self._arrival = (frame.pts_s + 1 / self.fps, time.perf_counter())
                 self._dropped += frame.dropped_before
                 yield FrameEvent(frame, roi)
-                for _ in range(1 + (self.pad if last is None else 0)):
-                    for window in windows.push(crop):
-                        yield from self._schedule(window, queued)
+                yield from self._push(windows, crop, 1 + (self.pad if last is None else 0),
+                                      queued)
                 last = crop
                 yield from self._ready(queued, wait=len(queued) > PIPELINE_DEPTH)
-            for _ in range(self.pad if last is not None else 0):
-                for window in windows.push(last):
-                    yield from self._schedule(window, queued)
+            if last is not None:
+                yield from self._push(windows, last, self.pad, queued)
             for window in windows.flush():
                 yield from self._schedule(window, queued)
             yield from self._ready(queued, wait=True)
@@ -388,6 +386,13 @@ class Streamer:
                 close()
         if pending:
             self.timer.end_frame()
+
+    def _push(self, windows: CachedWindows | FrameWindows, crop: np.ndarray, times: int,
+              queued: deque[Future[list[Result]]]) -> Iterator[Result]:
+        """Push ``crop`` ``times`` times (more than once: padding) and schedule the windows."""
+        for _ in range(times):
+            for window in windows.push(crop):
+                yield from self._schedule(window, queued)
 
     def _schedule(self, window: Window,
                   queued: deque[Future[list[Result]]]) -> Iterator[Result]:
