@@ -170,10 +170,11 @@ class StreamWindows(Dataset):
                          f"{self.root}: the streams are too short or too full of words")
 
     def window(self, stream: DecodedStream, first: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frames ``first .. first + frames`` of a stream (edge frames repeated past its ends)
-        and their audio (silence past its ends)."""
-        n, t = len(stream.region), self.num_frames
-        index = np.clip(np.arange(first, first + t), 0, n - 1)
+        """Frames ``first .. first + frames`` of a stream with ``context`` more on each side (the
+        frames the runtime's cached front-end sees around the window; edge frames repeated past
+        the stream's ends) and the audio of the window's own frames (silence past the ends)."""
+        n, t, c = len(stream.region), self.num_frames, self.context
+        index = np.clip(np.arange(first - c, first + t + c), 0, n - 1)
         per = self.audio_spec.samples_per_video_frame()
         wav = np.zeros(t * per, np.float32)
         a, b = max(first, 0), min(first + t, n)
@@ -185,11 +186,6 @@ class StreamWindows(Dataset):
         rng = np.random.default_rng((self.seed, 0x57, self.epoch, index))
         stream, first, label = self.draw(rng)
         region, wav = self.window(stream, first)
-        if self.context:  # the frames the runtime's cached front-end sees around the window
-            c = self.context
-            frames = np.clip(np.arange(first - c, first + self.num_frames + c), 0,
-                             len(stream.region) - 1)
-            region = stream.region[frames]
         draw = aug.draw_video(rng, self.video_augment) if self.augment else None
         video = mouth_crop(region, self.video_spec,
                            origin=region_origin(self.video_spec, self.prepared_margin),
