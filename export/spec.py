@@ -175,7 +175,7 @@ def lipreading_spec(model: nn.Module, vocabulary: Sequence[str] | None = None) -
     defaults are a model for streams' when the vocabulary ends in :data:`NO_WORD`)."""
     cfg = cast(_TaskModel, model).config
     features = InputSpec("features", ("batch", "frames", cfg.feature_dim))
-    no_word = bool(vocabulary) and list(vocabulary or [])[-1] == NO_WORD
+    no_word = NO_WORD in (vocabulary or ())[-1:]
     facts = task_spec("lipreading", getattr(cfg, "min_frames", 1), no_word=no_word)
     (logits,) = facts.outputs
     return ExportSpec(
