@@ -49,6 +49,14 @@ WindowOption = Annotated[Optional[int], typer.Option(
 StrideOption = Annotated[Optional[int], typer.Option(
     help="Frames between backend runs (and per front-end chunk when timing). "
     "(default: the package's)")]
+ThresholdOption = Annotated[Optional[float], typer.Option(
+    help="Lipreading: least posterior of a window's top word (a model for streams: of speech, "
+    "1 - no-word). (default: the package's)")]
+AgreementOption = Annotated[Optional[int], typer.Option(
+    help="Lipreading: successive windows that must agree on a word. (default: the package's)")]
+LookaheadOption = Annotated[Optional[int], typer.Option(
+    help="Lip-to-speech: frames at each window's end kept as right context only. "
+    "(default: the package's)")]
 _ENGINES = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
 _PRECISIONS = "; ".join(f"{b.name}: {', '.join(b.precisions)} (default {b.default_precision})"
                         for b in BACKENDS.values())
@@ -400,19 +408,13 @@ def eval_(
         help="--stream: the engine to run on.")] = Engine.onnx,  # type: ignore[attr-defined]
     window: WindowOption = None,
     stride: StrideOption = None,
-    threshold: Annotated[Optional[float], typer.Option(
-        help="--stream, lipreading: least posterior of a window's top word "
-        "(default: the package's).")] = None,
-    agreement: Annotated[Optional[int], typer.Option(
-        help="--stream, lipreading: successive windows that must agree "
-        "(default: the package's).")] = None,
-    lookahead: Annotated[Optional[int], typer.Option(
-        help="--stream, lip-to-speech: right-context frames per window "
-        "(default: the package's).")] = None,
+    threshold: ThresholdOption = None,
+    agreement: AgreementOption = None,
+    lookahead: LookaheadOption = None,
     sweep: Annotated[Optional[list[str]], typer.Option(
         help="--stream: vary an option, NAME=V1,V2 (window, stride, lookahead, threshold, "
-        "agreement, crossfade, gl_iters); repeatable (all combinations). Writes sweep.json and "
-        "sweep.png (quality against latency) to --out.")] = None,
+        "agreement, min_gap, pad, crossfade, gl_iters); repeatable (all combinations). Writes "
+        "sweep.json and sweep.png (quality against latency) to --out.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="--stream --sweep: folder for sweep.json and sweep.png.")] = None,
 ) -> None:
@@ -570,15 +572,9 @@ def stream(
     stride: StrideOption = None,
     chunk: Annotated[int, typer.Option(
         help="New frames per front-end call (1: lowest latency; more: throughput).")] = 1,
-    threshold: Annotated[Optional[float], typer.Option(
-        help="Lipreading: least posterior of a window's top word. (default: the package's)")
-    ] = None,
-    agreement: Annotated[Optional[int], typer.Option(
-        help="Lipreading: successive windows that must agree on a word. "
-        "(default: the package's)")] = None,
-    lookahead: Annotated[Optional[int], typer.Option(
-        help="Lip-to-speech: frames at each window's end kept as right context only. "
-        "(default: the package's)")] = None,
+    threshold: ThresholdOption = None,
+    agreement: AgreementOption = None,
+    lookahead: LookaheadOption = None,
     jsonl: Annotated[Optional[str], typer.Option(
         help="Write results as JSON lines to FILE, or - for stdout.")] = None,
     wav: Annotated[Optional[Path], typer.Option(
