@@ -126,7 +126,8 @@ class RenderedStream:
 PARTS = ("held-out", "val", "test", "train")
 """Whose streams ``lipx data synth --part`` makes: the held-out speakers (all of them, or the
 first half, ``val``, to tune on, and the rest, ``test``, to report on), or the training
-speakers (``train``: streams to train a model for streams on)."""
+speakers (``train``: streams to train a model for streams on; GRID: those the ``unseen``
+protocol trains on, not its validation speakers)."""
 
 
 def held_out_speakers(recipe: SynthOptions) -> list[int]:
@@ -147,7 +148,11 @@ def stream_speakers(recipe: SynthOptions, part: str = "held-out") -> list[int]:
         raise InputError(f"unknown --part {part!r}; choose from: {', '.join(PARTS)}")
     held = held_out_speakers(recipe)
     if part == "train":
-        return [i for i in range(recipe.speakers) if i not in held]
+        if recipe.layout == "lrw":
+            return [i for i in range(recipe.speakers) if i not in held]
+        names = [f"s{i + 1}" for i in range(recipe.speakers)]  # not the protocol's val speakers
+        parts = speaker_parts(names)
+        return [i for i, name in enumerate(names) if parts.get(name) == ["train"]]
     if part == "held-out":
         return held
     if len(held) < 2:

@@ -145,6 +145,11 @@ def test_parts_split_the_held_out_speakers_or_take_the_training_ones():
              for p in ("val", "test", "train", "held-out")}
     assert parts == {"val": {4, 5}, "test": {6, 7}, "train": {0, 1, 2, 3},
                      "held-out": {4, 5, 6, 7}}
+    # GRID trains on the unseen protocol's training speakers only, not on its val speakers
+    grid = SynthOptions(out=Path("."), layout="grid", speakers=24, utterances=4)
+    train_part = {s.speaker for s in plan_streams(StreamsOptions(Path("."), grid, streams=30,
+                                                                 part="train"))}
+    assert train_part == set(range(12))  # s1-s12; s13-s17 validate, s18-s24 test
     # each part draws its own words; the held-out part keeps the draws it always had
     first = {p: plan_streams(StreamsOptions(Path("."), lrw, streams=1, part=p))[0].phrases
              for p in ("held-out", "train")}
