@@ -63,6 +63,24 @@ def test_windows_are_labelled_by_the_word_centred_in_them(lrw_corpus, streams):
     assert item["audio"].shape[-1] == 4 * 29
 
 
+def test_hard_no_word_windows_centre_on_the_context_words(lrw_corpus, streams):
+    labels = _labels(lrw_corpus)
+    windows = StreamWindows(streams / "train", labels, size=300, centre=2, margin=6, hard=1.0,
+                            augment=False)
+    on_context = no_word = 0
+    for i in range(len(windows)):
+        stream, first, label = windows.draw(np.random.default_rng((0, 0x57, 0, i)))
+        if label != len(labels) - 1:
+            continue
+        no_word += 1
+        centre = first + 29 / 2
+        assert len(stream.others) and np.abs(stream.centres - centre).min() > 6 - 0.5
+        on_context += np.abs(stream.others - centre).min() <= 2 + 0.5
+    assert no_word > 50 and on_context == no_word
+    with pytest.raises(InputError, match="hard"):
+        StreamWindows(streams / "train", labels, size=4, hard=1.5)
+
+
 def test_windows_past_the_ends_repeat_the_edge_frames(lrw_corpus, streams):
     windows = StreamWindows(streams / "train", _labels(lrw_corpus), size=4, augment=False)
     stream = windows.streams[0]
@@ -147,8 +165,6 @@ def test_init_from_another_vocabulary_or_task_is_one_line(lrw_corpus, streams, t
         train(_cfg(lrw_corpus, tmp_path / "y", steps=1, init=str(tmp_path / "missing.lipx")))
     with pytest.raises(InputError, match="val_streams needs streams"):
         _cfg(lrw_corpus, tmp_path / "z", val_streams=str(streams / "held-out"))
-    with pytest.raises(InputError, match="lipreading only"):
-        TrainConfig(task="lip2speech", data="d", out="o", streams=str(streams / "train"))
     assert torch.is_tensor(ckpt.state_dict[next(iter(ckpt.state_dict))])
 
 

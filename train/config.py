@@ -89,10 +89,14 @@ class TrainConfig:
     """Start from this checkpoint's weights (fine-tuning; empty: from scratch). Its vocabulary
     must be the corpus'; a classifier that lacks the no-word class (``streams``) gains it."""
     streams: str = ""
-    """Lipreading for streams: a folder of training streams (``lipx data synth OUT --layout
-    lrw-streams --like CORPUS --part train``). Training then also draws windows anywhere in them
-    (``train/stream_windows.py``), and the model gains a last class, no-word, for windows not
-    centred on a vocabulary word. Empty: the paper's objective on clips only."""
+    """Training for streams: a folder of training streams (``lipx data synth OUT --layout
+    lrw-streams|grid-streams --like CORPUS --part train``). Training then also draws windows
+    anywhere in them (``train/stream_windows.py``), and every item carries the front-end's
+    context frames, as the streaming runtime's cached front-end sees them. Lipreading: the model
+    gains a last class, no-word, for windows not centred on a vocabulary word. Lip-to-speech:
+    windows of ``window`` frames (set it to the stream window the package will run, 24 by
+    default) with the stream's speech as the target, pauses, silence and still faces
+    included. Empty: the paper's objective on clips only."""
     val_streams: str = ""
     """Held-out streams (``--part val``) whose windows validation also scores; ``best`` is then
     picked by the mean of clip accuracy and window accuracy (``score``)."""
@@ -104,6 +108,9 @@ class TrainConfig:
     stream_margin: int = 6
     """... and no-word when it is more than this many frames from every word's centre (windows in
     between are not drawn)."""
+    stream_hard: float = 0.0
+    """Share of the no-word windows centred on a spoken word outside the vocabulary (LRW's
+    context words, the hardest negatives); the others are drawn anywhere."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -121,12 +128,15 @@ class TrainConfig:
             raise InputError(f"backend must be gru or mstcn, got {self.backend!r}")
         if self.backend is not None and self.task != "lipreading":
             raise InputError("--backend applies to lipreading only")
-        if (self.streams or self.val_streams) and self.task != "lipreading":
-            raise InputError("streams and val_streams apply to lipreading only")
+        if self.val_streams and self.task != "lipreading":
+            raise InputError("val_streams applies to lipreading only (lip-to-speech validates "
+                             "on the corpus' clips; score streams with lipx eval --stream)")
         if self.val_streams and not self.streams:
             raise InputError("val_streams needs streams (a model trained with the no-word class)")
         if not 0.0 < self.stream_share < 1.0:
             raise InputError(f"stream_share must be in (0, 1), got {self.stream_share}")
+        if not 0.0 <= self.stream_hard <= 1.0:
+            raise InputError(f"stream_hard must be in [0, 1], got {self.stream_hard}")
         if not 0 <= self.stream_centre < self.stream_margin:
             raise InputError(f"need 0 <= stream_centre < stream_margin, got {self.stream_centre} "
                              f"and {self.stream_margin}")

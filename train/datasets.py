@@ -151,20 +151,24 @@ class LipToSpeechDataset(PreparedDataset):
     Items: ``video`` (1, W, 112, 112), ``mel`` (1, 80, 4W) in [-1, 1], ``linear`` (1, 321, 4W),
     ``wav`` (640 W,) raw audio (the reference for STOI/PESQ), ``length`` W, ``start`` (first frame
     in the clip), ``id``. W = ``window`` (a random start per item), or the whole clip when the clip
-    is shorter or ``window`` is None.
+    is shorter or ``window`` is None. With ``context``, ``video`` has that many more frames on
+    each side: the window's neighbours in the clip, zero frames past its ends (the whole model's
+    padding), as the streaming runtime's cached front-end sees a window.
     """
 
     video_augment = augment.VideoAugment.grid()
 
     def __init__(self, root: str | Path, part: str = "train", protocol: str = "overlap",
                  window: int | None = 40, augment: bool | None = None, seed: int = 0,
-                 video_spec: VideoSpec | None = None, audio_spec: AudioSpec | None = None) -> None:
+                 video_spec: VideoSpec | None = None, audio_spec: AudioSpec | None = None,
+                 context: int = 0) -> None:
         super().__init__(root, protocol, part, augment, seed, video_spec)
         if window is not None and window < 5:
             raise InputError(f"window must be >= 5 frames (the 3D convolution spans 5), "
                              f"got {window}")
         self.window = window
         self.audio_spec = audio_spec or AudioSpec()
+        self.context = context
 
     def __getitem__(self, index: int) -> dict:
         region, wav, record = self.load(index)
@@ -175,7 +179,12 @@ class LipToSpeechDataset(PreparedDataset):
         start = int(rng.integers(0, total - length + 1))
         k = self.audio_spec.mel_frames_per_video_frame
         per = self.audio_spec.samples_per_video_frame()
-        video = self.frames(region[start:start + length], rng)
+        c = self.context
+        first, last = max(start - c, 0), min(start + length + c, total)
+        video = self.frames(region[first:last], rng)
+        if c:
+            video = np.pad(video, ((first - (start - c), start + length + c - last), (0, 0),
+                                   (0, 0)))
         return {"video": torch.from_numpy(video)[None],
                 "mel": torch.from_numpy(mel[:, start * k:(start + length) * k])[None],
                 "linear": torch.from_numpy(linear[:, start * k:(start + length) * k])[None],
@@ -185,10 +194,11 @@ class LipToSpeechDataset(PreparedDataset):
 
 class Mixed(Dataset):
     """Clips of a prepared corpus, then stream windows (:mod:`lipx.train.stream_windows`), as one
-    set whose vocabulary ends in the no-word class; without windows, the clips alone relabelled
-    to that vocabulary (a validation set without held-out streams)."""
+    set (lipreading: whose vocabulary, ``labels``, ends in the no-word class); without windows,
+    the clips alone relabelled to that vocabulary (a validation set without held-out
+    streams)."""
 
-    def __init__(self, clips: LipreadingDataset, windows: Dataset | None,
+    def __init__(self, clips: PreparedDataset, windows: Dataset | None,
                  labels: list[str]) -> None:
         self.clips, self.windows, self.labels = clips, windows, labels
         self.corpus = clips.corpus

@@ -44,18 +44,26 @@ def mel_scales(mel: torch.Tensor) -> list[torch.Tensor]:
             for s in (0.25, 0.5)] + [mel]
 
 
+def features(model: Lip2SpeechModel, video: torch.Tensor, context: bool = False) -> torch.Tensor:
+    """Per-frame features of a clip, or with ``context`` of a window that carries the
+    front-end's context frames on each side (training for streams)."""
+    return model.frame_features_chunk(video) if context else model.frame_features(video)
+
+
 def synthesize(model: Lip2SpeechModel, video: torch.Tensor, lengths: torch.Tensor | None = None,
-               flip_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               flip_tta: bool = False, context: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Inference with zero noise (deterministic): (mel (B,1,80,4T), linear (B,1,321,4T)).
 
     With ``flip_tta`` the mels of the clip and of its mirror image are averaged before the
-    postnet, as the original's test.
+    postnet, as the original's test; ``context`` as :func:`features`.
     """
-    b, t = video.shape[0], video.shape[2]
+    feats = features(model, video, context)
+    b, t = feats.shape[0], feats.shape[1]
     noise = torch.zeros(b, model.config.noise_dim, model.config.rows, t, device=video.device)
-    mel = model.decode(model.frame_features(video), noise, lengths)["mel_80"]
+    mel = model.decode(feats, noise, lengths)["mel_80"]
     if flip_tta:
-        mel_f = model.decode(model.frame_features(video.flip(-1)), noise, lengths)["mel_80"]
+        mel_f = model.decode(features(model, video.flip(-1), context), noise, lengths)["mel_80"]
         mel = (mel + mel_f) / 2
     return mel, model.postnet(mel)
 
@@ -63,12 +71,12 @@ def synthesize(model: Lip2SpeechModel, video: torch.Tensor, lengths: torch.Tenso
 class _Generate(nn.Module):
     """Front-end + decode as one module so DDP can wrap the generator's forward."""
 
-    def __init__(self, model: Lip2SpeechModel) -> None:
+    def __init__(self, model: Lip2SpeechModel, context: bool = False) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.context = model, context
 
     def forward(self, video, noise, lengths):
-        feats = self.model.frame_features(video)
+        feats = features(self.model, video, self.context)
         return feats, self.model.decode(feats, noise, lengths)
 
 
@@ -88,7 +96,9 @@ class Lip2SpeechTask:
         self.dis = discriminators.to(info.device)
         # No DDP wrapper: the discriminators run on several inputs per step, so gradients are
         # averaged over ranks explicitly (clip_and_step) instead.
-        self.generate = _Generate(self.model)
+        self.context = bool(cfg.streams)
+        """Items carry the front-end's context frames (training for streams)."""
+        self.generate = _Generate(self.model, self.context)
         self.modules = {"model": self.model, "discriminators": self.dis}
         self.optimizers = {"generator": make_optimizer(self.model.parameters(), cfg),
                            "discriminators": make_optimizer(self.dis.parameters(), cfg)}
@@ -104,7 +114,8 @@ class Lip2SpeechTask:
         dev = self.info.device
         video, mel, linear = (batch[k].to(dev) for k in ("video", "mel", "linear"))
         lengths = batch["lengths"].to(dev)
-        noise = self.model.make_noise(video.shape[0], video.shape[2], self.generator).to(dev)
+        frames = int(lengths.max()) if self.context else video.shape[2]
+        noise = self.model.make_noise(video.shape[0], frames, self.generator).to(dev)
         opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminators"]
         opt_g.zero_grad(set_to_none=True)
         opt_d.zero_grad(set_to_none=True)
@@ -161,7 +172,8 @@ class Lip2SpeechTask:
         for batch in batches:
             dev = self.info.device
             video, mel = batch["video"].to(dev), batch["mel"].to(dev)
-            pred_mel, pred_lin = synthesize(self.model, video, batch["lengths"].to(dev))
+            pred_mel, pred_lin = synthesize(self.model, video, batch["lengths"].to(dev),
+                                            context=self.context)
             l1.append(float(F.l1_loss(pred_mel, mel)))
             for i in range(video.shape[0]):
                 n = int(batch["lengths"][i]) * self.audio_spec.sample_rate // 25

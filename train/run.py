@@ -65,7 +65,7 @@ def _datasets(cfg: TrainConfig, split: str):
         train = ds.LipreadingDataset(cfg.data, "train", augment=cfg.augment, **kw)
         val = ds.LipreadingDataset(cfg.data, "val", augment=False, **kw)
     else:
-        kw = {"protocol": split, "seed": cfg.seed}
+        kw = {"protocol": split, "seed": cfg.seed, "context": CONTEXT if cfg.streams else 0}
         train = ds.LipToSpeechDataset(cfg.data, "train", augment=cfg.augment, window=cfg.window,
                                       **kw)
         val = ds.LipToSpeechDataset(cfg.data, "val", augment=False, window=cfg.window, **kw)
@@ -79,14 +79,18 @@ def _datasets(cfg: TrainConfig, split: str):
 def _with_streams(cfg: TrainConfig, train, val):
     """The clip sets mixed with stream windows (``cfg.streams``, ``cfg.val_streams``)."""
     from lipx.train.datasets import Mixed
-    from lipx.train.stream_windows import StreamWindows
+    from lipx.train.stream_windows import SpeechWindows, StreamWindows
 
-    labels = [*train.labels, NO_WORD]
-    windows = {"frames": cfg.window, "centre": cfg.stream_centre, "margin": cfg.stream_margin,
-               "prepared_margin": train.margin, "video_augment": train.video_augment,
-               "context": CONTEXT}
     share = cfg.stream_share
     size = max(1, round(len(train) * share / (1 - share)))
+    common = {"frames": cfg.window, "prepared_margin": train.margin,
+              "video_augment": train.video_augment, "context": CONTEXT}
+    if cfg.task == "lip2speech":
+        speech = SpeechWindows(cfg.streams, size, augment=cfg.augment, seed=cfg.seed, **common)
+        return Mixed(train, speech, []), val
+    labels = [*train.labels, NO_WORD]
+    windows = {**common, "centre": cfg.stream_centre, "margin": cfg.stream_margin,
+               "hard": cfg.stream_hard}
     train_windows = StreamWindows(cfg.streams, labels, size, augment=cfg.augment,
                                   seed=cfg.seed, **windows)
     mixed_train = Mixed(train, train_windows, labels)

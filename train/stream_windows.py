@@ -7,7 +7,9 @@ teaches it what a window should report instead: the vocabulary word whose centre
 word's centre is more than ``margin`` frames away (context words, pauses, silence, still faces,
 and the boundaries between words). Windows in the band between the two are never drawn, so the
 targets do not contradict each other a frame apart. Half of the windows are drawn on a word (a
-uniform offset within ``centre``), half anywhere else.
+uniform offset within ``centre``), half elsewhere: anywhere, or (a share ``hard`` of them)
+centred on a spoken word outside the vocabulary, LRW's context words, which a stream's reader
+most often mistakes for a vocabulary word.
 
 Each window comes with the front-end's context frames on each side (``context``), so the model
 learns from the features the streaming runtime gives it: its cached front-end sees a window's
@@ -19,6 +21,11 @@ Windows that reach past either end of a stream are padded by repeating its first
 (and with silent audio), as the runtime pads a stream (``task_spec.stream_defaults.pad``), so the
 first and last words of a stream get centred windows too.
 
+:class:`SpeechWindows` does the same for lip-to-speech: windows of the runtime's length drawn
+anywhere in GRID streams (sentences and the pauses, silence and still faces between them), the
+stream's own speech as the target, the front-end's context around each (zero frames past a
+stream's ends, the runtime's zero context there).
+
 The streams come from ``lipx data synth OUT --layout lrw-streams --part train`` (the training
 speakers; ``--part val`` gives held-out ones for validation). Each is decoded once, when the set
 is made, into the stored mouth region that :class:`~lipx.train.datasets.LipreadingDataset` reads
@@ -29,7 +36,7 @@ features.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +50,7 @@ from lipx.data.formats import read_segments
 from lipx.errors import InputError
 from lipx.tasks import NO_WORD
 from lipx.train import augment as aug
-from lipx.train.stream_eval import read_stream_set
+from lipx.train.stream_eval import NON_SPEECH, read_stream_set
 from lipx.video import VideoSpec, mouth_crop, mouth_region, read_video, region_origin
 
 log = logging.getLogger(__name__)
@@ -62,6 +69,8 @@ class DecodedStream:
     """Centres (in frames, fractional) of its vocabulary words, in time order."""
     labels: np.ndarray
     """Class index of each of those words."""
+    others: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Centres (frames) of its spoken words outside the vocabulary (LRW's context words)."""
 
 
 def decode_stream(video: Path, align: Path, wav: Path | None, vocabulary: list[str],
@@ -80,10 +89,16 @@ def decode_stream(video: Path, align: Path, wav: Path | None, vocabulary: list[s
     else:
         samples = np.zeros(0, np.float32)
     index = {w: i for i, w in enumerate(vocabulary)}
-    words = [s for s in read_segments(align) if s.word in index]
-    centres = np.array([(s.start + s.end) / 2 * spec.fps for s in words], np.float64)
+    segments = read_segments(align)
+    words = [s for s in segments if s.word in index]
+
+    def centres(of: list) -> np.ndarray:
+        return np.array([(s.start + s.end) / 2 * spec.fps for s in of], np.float64)
+
+    others = [s for s in segments if s.word not in index and s.word not in NON_SPEECH]
     return DecodedStream(video.stem, region, aud.fit_length(samples, len(region) * per),
-                         centres, np.array([index[s.word] for s in words], np.int64))
+                         centres(words), np.array([index[s.word] for s in words], np.int64),
+                         centres(others))
 
 
 class StreamWindows(Dataset):
@@ -100,6 +115,9 @@ class StreamWindows(Dataset):
         frames: window length (the clips').
         centre: a word's window has its centre at most this many frames from the word's.
         margin: a no-word window has its centre more than this many frames from every word's.
+        hard: share of the no-word windows centred (within ``centre``) on a spoken word outside
+            the vocabulary, the hardest negatives (LRW's context words, said right next to
+            the vocabulary words); the others are drawn anywhere.
         augment: the clips' training augmentations (flip, crop jitter, SpecAugment).
         seed: base of every item's random generator.
         video_augment: the augmentation settings (the clip set's, so both match).
@@ -110,7 +128,8 @@ class StreamWindows(Dataset):
     """
 
     def __init__(self, root: str | Path, vocabulary: list[str], size: int, frames: int = 29,
-                 centre: int = 2, margin: int = 6, augment: bool = True, seed: int = 0,
+                 centre: int = 2, margin: int = 6, hard: float = 0.0, augment: bool = True,
+                 seed: int = 0,
                  video_augment: aug.VideoAugment | None = None, prepared_margin: int = 8,
                  video_spec: VideoSpec | None = None,
                  audio_spec: AudioSpec | None = None, context: int = 0) -> None:
@@ -122,7 +141,9 @@ class StreamWindows(Dataset):
             raise InputError(f"need 0 <= centre < margin frames, got {centre} and {margin}")
         self.root = Path(root)
         self.vocabulary, self.size, self.num_frames = list(vocabulary), size, frames
-        self.centre, self.margin = centre, margin
+        if not 0.0 <= hard <= 1.0:
+            raise InputError(f"hard must be a share in [0, 1], got {hard}")
+        self.centre, self.margin, self.hard = centre, margin, hard
         self.augment, self.seed, self.epoch = augment, seed, 0
         self.video_augment = video_augment or aug.VideoAugment.lrw()
         self.video_spec = video_spec or VideoSpec()
@@ -161,7 +182,11 @@ class StreamWindows(Dataset):
                 centre = stream.centres[k] + rng.uniform(-self.centre, self.centre)
                 label = int(stream.labels[k])
             else:
-                centre = rng.uniform(0, n)
+                if len(stream.others) and rng.random() < self.hard:
+                    k = int(rng.integers(len(stream.others)))
+                    centre = stream.others[k] + rng.uniform(-self.centre, self.centre)
+                else:
+                    centre = rng.uniform(0, n)
                 if len(stream.centres) and np.abs(stream.centres - centre).min() <= self.margin:
                     continue
                 label = len(self.vocabulary) - 1
@@ -199,3 +224,78 @@ class StreamWindows(Dataset):
                 "label": torch.tensor(label, dtype=torch.long), "length": self.num_frames,
                 "id": f"{stream.name}@{first}", "stream": True}
 
+
+
+class SpeechWindows(Dataset):
+    """Lip-to-speech windows of ``frames`` frames, each starting anywhere in a set of streams
+    (``lipx data synth OUT --layout grid-streams --part train``), as the runtime slides them.
+
+    Items are those of :class:`~lipx.train.datasets.LipToSpeechDataset` (``video`` with
+    ``context`` frames on each side, ``mel``, ``linear``, ``wav``, ``length``, ``start``,
+    ``id``): the context frames are the window's neighbours in the stream, zero frames past its
+    ends. The spectrograms are computed once per stream, on all of its speech, as a clip's are.
+
+    Args:
+        root: a streams folder (``streams.jsonl``), each stream with its ``.wav``.
+        size: items per epoch (each draws its own window; ``set_epoch`` changes the draws).
+        frames: window length.
+        augment, seed, video_augment, prepared_margin, video_spec, context: as
+            :class:`StreamWindows`.
+        audio_spec: the model's audio parameters (the targets' STFT and mel).
+    """
+
+    def __init__(self, root: str | Path, size: int, frames: int = 24, augment: bool = True,
+                 seed: int = 0, video_augment: aug.VideoAugment | None = None,
+                 prepared_margin: int = 8, video_spec: VideoSpec | None = None,
+                 audio_spec: AudioSpec | None = None, context: int = 0) -> None:
+        if size < 1 or frames < 5:
+            raise InputError(f"need size >= 1 and frames >= 5, got {size} and {frames}")
+        self.root = Path(root)
+        self.size, self.num_frames, self.context = size, frames, context
+        self.augment, self.seed, self.epoch = augment, seed, 0
+        self.video_augment = video_augment or aug.VideoAugment.grid()
+        self.video_spec = video_spec or VideoSpec()
+        self.audio_spec = audio_spec or AudioSpec()
+        self.prepared_margin = prepared_margin
+        items = read_stream_set(self.root)
+        missing = [i.name for i in items if i.wav is None]
+        if missing:
+            raise InputError(f"{self.root}: stream {missing[0]} has no .wav; lip-to-speech "
+                             "trains on each stream's speech")
+        log.info("decoding %d training streams in %s", len(items), self.root)
+        self.streams = [decode_stream(i.video, i.align, i.wav, [], self.video_spec,
+                                      prepared_margin, self.audio_spec) for i in items]
+        self.streams = [s for s in self.streams if len(s.region) >= frames]
+        if not self.streams:
+            raise InputError(f"every stream in {self.root} is shorter than a {frames}-frame "
+                             "window")
+        self.spectrograms = [aud.spectrograms(s.wav, self.audio_spec, len(s.region))
+                             for s in self.streams]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng((self.seed, 0x53, self.epoch, index))
+        k = int(rng.integers(len(self.streams)))
+        stream, (mel, linear) = self.streams[k], self.spectrograms[k]
+        n, t, c = len(stream.region), self.num_frames, self.context
+        start = int(rng.integers(0, n - t + 1))
+        first, last = max(start - c, 0), min(start + t + c, n)
+        draw = aug.draw_video(rng, self.video_augment) if self.augment else None
+        video = mouth_crop(stream.region[first:last], self.video_spec,
+                           origin=region_origin(self.video_spec, self.prepared_margin),
+                           shift=draw.shift if draw else (0, 0))
+        if draw:
+            video = aug.apply_video(video, draw, self.video_augment.erase_size)
+        video = np.pad(video, ((first - (start - c), start + t + c - last), (0, 0), (0, 0)))
+        spec = self.audio_spec
+        m, per = spec.mel_frames_per_video_frame, spec.samples_per_video_frame()
+        return {"video": torch.from_numpy(video)[None],
+                "mel": torch.from_numpy(mel[:, start * m:(start + t) * m])[None],
+                "linear": torch.from_numpy(linear[:, start * m:(start + t) * m])[None],
+                "wav": torch.from_numpy(stream.wav[start * per:(start + t) * per].copy()),
+                "length": t, "start": start, "id": f"{stream.name}@{start}"}
