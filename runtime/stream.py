@@ -456,10 +456,14 @@ class Streamer:
         with self.timer.stage("head"):
             return list(self.head.push(result, window.start - self.pad, window.stop - self.pad))
 
+    def now_s(self) -> float:
+        """Now on the stream's clock: the arrival of the last frame read, plus the time since."""
+        source_s, wall_s = self._arrival
+        return source_s + (time.perf_counter() - wall_s)
+
     def _emit(self, results: Sequence[Result]) -> Iterator[Result]:
         """Results on the source's clock, stamped with the time they are emitted."""
-        source_s, wall_s = self._arrival
-        now = source_s + (time.perf_counter() - wall_s)
+        now = self.now_s()
         for result in results:
             for moved in self._on_source_clock(result):
                 stamped = dataclasses.replace(moved, emitted_s=now)

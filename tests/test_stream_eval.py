@@ -86,6 +86,42 @@ def test_eval_stream_lipreading_end_to_end_with_a_sweep(run_cli, packages, tmp_p
     assert (sweep / "sweep.png").stat().st_size > 1000
 
 
+def test_a_sweep_of_head_options_replays_the_windows_and_reads_what_a_run_reads(packages,
+                                                                                tmp_path):
+    from lipx.data.stream_corpus import StreamsOptions, synthesize_streams
+    from lipx.data.synth import SynthOptions
+    from lipx.train.stream_eval import sweep
+
+    data = tmp_path / "streams"
+    recipe = SynthOptions(out=tmp_path, layout="lrw", speakers=2, words=3)
+    synthesize_streams(StreamsOptions(data, recipe, streams=1, per_stream=4))
+    opts = StreamEvalOptions(packages["lipreading"], data, exactness=False)
+    reports, _ = sweep(opts, {"threshold": [0.0, 0.2], "agreement": [1, 2]})
+    assert [r.settings.get("replayed", False) for r in reports] == [False, True, True, True]
+    for r in reports[1:]:
+        run = evaluate_streams(StreamEvalOptions(
+            packages["lipreading"], data, StreamOptions(threshold=r.settings["threshold"],
+                                                        agreement=r.settings["agreement"]),
+            exactness=False))
+        for k in ("words_emitted", "substitutions", "deletions", "insertions",
+                  "false_words_per_min", "time_offset_median_s"):
+            assert r.scores[k] == pytest.approx(run.scores[k], nan_ok=True), k
+        assert r.latency["algorithmic_max_s"] == run.latency["algorithmic_max_s"]
+    assert reports[0].scores["words_emitted"] > reports[3].scores["words_emitted"]
+    # word by word, with the emission times of a real run to within the compute's jitter
+    from lipx.package import Manifest
+    from lipx.train.stream_eval import read_stream_set, replay_words, run_stream
+
+    manifest, video = Manifest.read(packages["lipreading"]), read_stream_set(data)[0].video
+    base = run_stream(packages["lipreading"], manifest, video, StreamOptions(threshold=0.2))
+    other = StreamOptions(threshold=0.0, agreement=2)
+    real = run_stream(packages["lipreading"], manifest, video, other).words
+    replayed = replay_words(manifest, other, base)
+    assert [(w.word, w.start_s, w.end_s) for w in replayed] == [
+        (w.word, w.start_s, w.end_s) for w in real] and real
+    assert all(abs(a.emitted_s - b.emitted_s) < 0.25 for a, b in zip(replayed, real))
+
+
 def test_eval_stream_lip2speech_scores_streamed_and_offline(run_cli, packages, tmp_path):
     data = tmp_path / "grid"
     code, _, err = run_cli("data", "synth", data, "--layout", "grid-streams", "--speakers", "3",

@@ -43,7 +43,8 @@ from lipx.runtime.events import AudioChunk, FrameEvent, WordEvent
 from lipx.runtime.heads import SpeechHead
 from lipx.runtime.package_runners import open_runners
 from lipx.runtime.runner import Runner
-from lipx.runtime.stream import Streamer, StreamOptions, engine_feeds
+from lipx.runtime.stats import algorithmic_latency_s
+from lipx.runtime.stream import Streamer, StreamOptions, engine_feeds, make_head
 from lipx.runtime.window import Window
 from lipx.train.metrics import mean_scores, speech_scores, word_errors
 from lipx.video import mouth_crop_frame
@@ -121,7 +122,10 @@ class Capture:
 
     crops: list[np.ndarray] = field(default_factory=list)
     windows: list[tuple[Window, np.ndarray]] = field(default_factory=list)
-    """Each window (its cached features) and the backend output the head read."""
+    """Each window (its cached features, unless the run kept none) and the backend output the
+    head read."""
+    stamps: list[float] = field(default_factory=list)
+    """When each window reached the head, on the stream's clock (a replay's emission times)."""
     words: list[WordEvent] = field(default_factory=list)
     audio: list[AudioChunk] = field(default_factory=list)
     stats: Any = None
@@ -131,14 +135,17 @@ class Capture:
     """Lip-to-speech: the speech head's stitched magnitudes, part by part."""
 
 
-def run_stream(package: Path, manifest: Manifest, video: Path, opts: StreamOptions) -> Capture:
-    """Stream ``video`` through the runtime and keep everything the scores need."""
+def run_stream(package: Path, manifest: Manifest, video: Path, opts: StreamOptions,
+               features: bool = True) -> Capture:
+    """Stream ``video`` through the runtime and keep everything the scores need (the windows'
+    features only with ``features``: the exactness check's)."""
     cap = Capture()
     head = manifest.spec.head_output
 
     def hook(window: Window, outputs: dict[str, np.ndarray]) -> None:
-        cap.windows.append((dataclasses.replace(window, data=window.data.copy()),
-                            outputs[head][0].copy()))
+        data = window.data.copy() if features else window.data[:0]
+        cap.windows.append((dataclasses.replace(window, data=data), outputs[head][0].copy()))
+        cap.stamps.append(streamer.now_s())
 
     with Streamer(package, str(video), opts, window_hook=hook, manifest=manifest) as streamer:
         if isinstance(streamer.head, SpeechHead):
@@ -338,12 +345,13 @@ def load_set(opts: StreamEvalOptions) -> tuple[Manifest, list[StreamItem]]:
 
 
 def evaluate_streams(opts: StreamEvalOptions, progress: Progress | None = None,
-                     loaded: tuple[Manifest, list[StreamItem]] | None = None
-                     ) -> StreamEvalReport:
+                     loaded: tuple[Manifest, list[StreamItem]] | None = None,
+                     keep: list[Capture] | None = None) -> StreamEvalReport:
     """Run and score every stream of ``opts.data`` (see the module docstring).
 
     Args:
         loaded: :func:`load_set` of ``opts`` when the caller has it (read here otherwise).
+        keep: a list to which each stream's :class:`Capture` is appended (for :func:`replay`).
     """
     manifest, items = loaded or load_set(opts)
     roles = (("frontend", "backend") if opts.exactness else ()) + (
@@ -352,17 +360,20 @@ def evaluate_streams(opts: StreamEvalOptions, progress: Progress | None = None,
     with contextlib.ExitStack() as stack:  # the checks' engines, opened once for every stream
         engines = {role: stack.enter_context(r) for role, r in open_runners(
             opts.package, manifest, roles, s.engine, s.device, s.precision, s.threads).items()}
-        return _evaluate(opts, manifest, items, engines, progress)
+        return _evaluate(opts, manifest, items, engines, progress, keep)
 
 
 def _evaluate(opts: StreamEvalOptions, manifest: Manifest, items: list[StreamItem],
-              engines: Mapping[str, Runner], progress: Progress | None) -> StreamEvalReport:
+              engines: Mapping[str, Runner], progress: Progress | None,
+              keep: list[Capture] | None = None) -> StreamEvalReport:
     from lipx.data.formats import read_segments
 
     vocabulary = set(manifest.vocabulary or ())
     tally, rows, exact, waits, alg, stats = WordTally(), [], [], [], [], []
     for n, item in enumerate(items):
-        cap = run_stream(opts.package, manifest, item.video, opts.stream)
+        cap = run_stream(opts.package, manifest, item.video, opts.stream, opts.exactness)
+        if keep is not None:
+            keep.append(cap)
         if manifest.task == "lipreading":
             tally.add(read_segments(item.align), vocabulary, cap.words)
         else:
@@ -389,6 +400,46 @@ def _evaluate(opts: StreamEvalOptions, manifest: Manifest, items: list[StreamIte
                    if exact else {}),
         latency={**_latency(alg, tally.waits_s if manifest.task == "lipreading" else waits),
                  **_compute(stats)})
+
+
+def replay(opts: StreamEvalOptions, manifest: Manifest, items: list[StreamItem],
+           captures: list[Capture]) -> StreamEvalReport:
+    """The lipreading report of ``opts`` without running the streams again: ``captures`` are
+    the same streams run with options that differ only in :data:`HEAD_ONLY` ones (the windows
+    and the backend's outputs are then the same). Each stream's windows go through a head with
+    ``opts``' options; a word is stamped with the time its last window reached the head in the
+    real run (the head's own compute, microseconds, is left out), so the emission latency is the
+    real run's to within that. Settings carry ``replayed: True``."""
+    from lipx.data.formats import read_segments
+
+    if manifest.task != "lipreading":
+        raise InputError("only a lipreading head can be replayed")
+    vocabulary = set(manifest.vocabulary or ())
+    sched = opts.stream.schedule(manifest)
+    tally = WordTally()
+    for item, cap in zip(items, captures, strict=True):
+        tally.add(read_segments(item.align), vocabulary, replay_words(manifest, opts.stream, cap))
+    head = make_head(manifest, opts.stream, sched.window, sched.stride)
+    alg = algorithmic_latency_s(manifest.video.fps, sched.stride, head.lookahead_frames,
+                                manifest.spec.context)
+    stats = [c.stats for c in captures]
+    return StreamEvalReport(
+        task=manifest.task, package=str(opts.package), data=str(opts.data), streams=len(items),
+        settings={**_settings(manifest, opts.stream), "replayed": True},
+        scores=tally.summary(), exactness={},
+        latency={**_latency([alg], tally.waits_s), **_compute(stats)})
+
+
+def replay_words(manifest: Manifest, opts: StreamOptions, cap: Capture) -> list[WordEvent]:
+    """The words a head with ``opts``' options reads from one stream's recorded windows."""
+    sched = opts.schedule(manifest)
+    head = make_head(manifest, opts, sched.window, sched.stride)
+    words: list[WordEvent] = []
+    for (window, output), stamp in zip(cap.windows, cap.stamps, strict=True):
+        words += [dataclasses.replace(w, emitted_s=stamp) for w in
+                  head.push(output, window.start - cap.pad, window.stop - cap.pad)]
+    last = cap.stamps[-1] if cap.stamps else None
+    return words + [dataclasses.replace(w, emitted_s=last) for w in head.flush()]
 
 
 def _settings(manifest: Manifest, opts: StreamOptions) -> dict[str, Any]:
@@ -421,6 +472,9 @@ SWEEPABLE: dict[str, type] = {"window": int, "stride": int, "lookahead": int, "c
                               "gl_iters": int, "threshold": float, "agreement": int,
                               "min_gap": float, "pad": int}
 """Stream options a sweep may vary, and their types."""
+HEAD_ONLY = ("threshold", "agreement", "min_gap")
+"""Options that change only how a lipreading head reads the same windows: a sweep runs the
+streams once for each setting of the others and :func:`replay` s the rest."""
 
 
 def parse_sweep(specs: Sequence[str]) -> dict[str, list[Any]]:
@@ -452,7 +506,9 @@ def sweep(opts: StreamEvalOptions, grid: dict[str, list[Any]],
           ) -> tuple[list[StreamEvalReport], list[str]]:
     """One report per combination of the grid's values (the other options as given), and the
     combinations skipped because the package cannot run them (e.g. a stride beyond the window's
-    new part), each with why.
+    new part), each with why. A lipreading sweep runs the streams once per setting of the
+    options other than :data:`HEAD_ONLY` and replays the recorded windows for the rest
+    (:func:`replay`: the same words as a run, seconds instead of minutes).
 
     Raises:
         InputError: no combination can run.
@@ -461,14 +517,22 @@ def sweep(opts: StreamEvalOptions, grid: dict[str, list[Any]],
 
     combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     loaded = loaded or load_set(opts)
+    runs: dict[tuple, list[Capture]] = {}  # lipreading: the streams run once per non-head setting
     reports, skipped = [], []
     for n, combo in enumerate(combos):
         if progress:
             progress(n, len(combos), combo)
         try:
-            stream = dataclasses.replace(opts.stream, **combo)
-            reports.append(evaluate_streams(dataclasses.replace(opts, stream=stream,
-                                                                exactness=False), loaded=loaded))
+            point = dataclasses.replace(opts, stream=dataclasses.replace(opts.stream, **combo),
+                                        exactness=False)
+            key = tuple((k, v) for k, v in combo.items() if k not in HEAD_ONLY)
+            if key in runs:
+                reports.append(replay(point, *loaded, runs[key]))
+                continue
+            keep: list[Capture] | None = [] if loaded[0].task == "lipreading" else None
+            reports.append(evaluate_streams(point, loaded=loaded, keep=keep))
+            if keep is not None:
+                runs[key] = keep
         except InputError as e:
             log.warning("sweep: skipping %s: %s", combo, e)
             skipped.append(f"{combo}: {e}")
