@@ -349,11 +349,13 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any option: "
                     "key=value (e.g. lr=0.01, loss_weights.recon=10); repeatable.")] = None,
 ) -> None:
-    """Train a model (single process, or DDP under torchrun); Ctrl-C saves last.lipx. Lipreading
-    for streams: --set streams=DIR (training streams: lipx data synth DIR --layout lrw-streams
-    --like CORPUS --part train) adds a no-word class and windows cut anywhere in them; --set
-    init=CKPT fine-tunes a clip-trained model; --set val_streams=DIR (--part val) picks best by
-    clip and window accuracy (configs/lipreading-small-streams.yaml)."""
+    """Train a model (single process, or DDP under torchrun); Ctrl-C saves last.lipx. For
+    streams: --set streams=DIR (training streams: lipx data synth DIR --layout
+    lrw-streams|grid-streams --like CORPUS --part train) mixes in windows cut anywhere in them,
+    every item with the front-end's context frames as the streaming runtime gives them;
+    lipreading also gains a no-word class, and --set val_streams=DIR (--part val) picks best by
+    clip and window accuracy; --set init=CKPT fine-tunes a clip-trained model
+    (configs/*-small-streams.yaml)."""
     require("train", "lipx train")
     from lipx.train.config import TrainConfig, merge, parse_overrides, read_config_file
     from lipx.train.run import train as run_train
