@@ -227,7 +227,7 @@ frames at each end (its first and last frames repeated, as the training windows 
 its first and last words get centred windows. Threshold and agreement were chosen on validation
 streams (held-out speakers, ``--part val``, 48 streams) for the shipped small model: WER 4.2 %
 there, the lowest of the sweep; ties went to fewer false words, then to more agreement
-(benchmarks/results/stream-training-v2-cpu-2026-12-01/sweep-val.json)."""
+(benchmarks/results/stream-training-v2-cpu-2026-12-01/lipreading-sweep-val.json)."""
 
 
 def task_spec(task: str, min_frames: int = 1, no_word: bool = False) -> TaskSpec:
