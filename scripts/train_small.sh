@@ -17,21 +17,20 @@ lipx data synth "$DIR/grid" --layout grid --speakers 24 --utterances 40 --worker
 lipx data prepare lrw "$DIR/lrw" -o "$DIR/lrw-prep" --workers 2
 lipx data prepare grid "$DIR/grid" -o "$DIR/grid-prep" --workers 2
 
-step "streams of the LRW recipe: training speakers (to train on), held-out halves (val, test)"
-lipx data synth "$DIR/lrw-streams-train" --layout lrw-streams --like "$DIR/lrw" --part train \
-    --streams 96 --per-stream 20
-lipx data synth "$DIR/lrw-streams-val" --layout lrw-streams --like "$DIR/lrw" --part val \
-    --streams 48
-lipx data synth "$DIR/lrw-streams-test" --layout lrw-streams --like "$DIR/lrw" --part test \
-    --streams 64
-
-step "streams of the GRID recipe: the unseen protocol's training speakers, held-out halves"
-lipx data synth "$DIR/grid-streams-train" --layout grid-streams --like "$DIR/grid" --part train \
-    --streams 60 --per-stream 4
-lipx data synth "$DIR/grid-streams-val" --layout grid-streams --like "$DIR/grid" --part val \
-    --streams 9
-lipx data synth "$DIR/grid-streams-test" --layout grid-streams --like "$DIR/grid" --part test \
-    --streams 12
+# streams CORPUS TRAIN PER_STREAM VAL TEST: CORPUS's streams of its training speakers (TRAIN
+# streams of PER_STREAM phrases, to train on), and of each half of its held-out speakers (VAL to
+# tune on, TEST to report on)
+streams() {
+    lipx data synth "$DIR/$1-streams-train" --layout "$1-streams" --like "$DIR/$1" --part train \
+        --streams "$2" --per-stream "$3"
+    lipx data synth "$DIR/$1-streams-val" --layout "$1-streams" --like "$DIR/$1" --part val \
+        --streams "$4"
+    lipx data synth "$DIR/$1-streams-test" --layout "$1-streams" --like "$DIR/$1" --part test \
+        --streams "$5"
+}
+step "streams: LRW (training speakers, validation and test halves of the held-out ones), GRID"
+streams lrw 96 20 48 64
+streams grid 60 4 9 12   # GRID's training speakers: the unseen protocol's, not its val ones
 
 step "train the small presets, 30 minutes each (configs/*-small.yaml)"
 lipx train lipreading "$DIR/lrw-prep" -o "$DIR/lipreading-clips" \
