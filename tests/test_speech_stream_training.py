@@ -91,7 +91,14 @@ def test_fine_tuning_lip2speech_for_streams_runs_end_to_end(grid_corpus, grid_st
     assert changed  # it trained from the clip checkpoint's weights
 
 
-def test_lip2speech_streams_options_are_checked(grid_corpus, tmp_path):
+def test_lip2speech_streams_options_are_checked(grid_corpus, lrw_corpus, tmp_path):
+    options = read_corpus(lrw_corpus)[0]["synth"]
+    fields = {"layout", "speakers", "held_out", "words", "clips_per_word", "seed"}
+    recipe = SynthOptions(out=lrw_corpus, **{k: v for k, v in options.items() if k in fields})
+    words = tmp_path / "lrw-streams"
+    synthesize_streams(StreamsOptions(words, recipe, streams=1, per_stream=2, part="train"))
+    with pytest.raises(InputError, match="holds lipreading streams"):
+        SpeechWindows(words, size=4)
     with pytest.raises(InputError, match="val_streams applies to lipreading only"):
         _cfg(grid_corpus, tmp_path / "x", streams="s", val_streams="v")
     with pytest.raises(InputError, match="has no streams.jsonl"):

@@ -35,6 +35,7 @@ features.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,7 @@ from lipx.data.formats import read_segments
 from lipx.errors import InputError
 from lipx.tasks import NO_WORD
 from lipx.train import augment as aug
-from lipx.train.stream_eval import NON_SPEECH, read_stream_set
+from lipx.train.stream_eval import INDEX, NON_SPEECH, read_stream_set
 from lipx.video import VideoSpec, mouth_crop, mouth_region, read_video, region_origin
 
 log = logging.getLogger(__name__)
@@ -258,6 +259,11 @@ class SpeechWindows(Dataset):
         self.audio_spec = audio_spec or AudioSpec()
         self.prepared_margin = prepared_margin
         items = read_stream_set(self.root)
+        first = json.loads((self.root / INDEX).read_text().splitlines()[0])
+        if first.get("task", "lip2speech") != "lip2speech":
+            raise InputError(f"{self.root} holds {first['task']} streams ({first.get('layout')});"
+                             " lip-to-speech trains on GRID sentences: lipx data synth DIR "
+                             "--layout grid-streams --like CORPUS --part train")
         missing = [i.name for i in items if i.wav is None]
         if missing:
             raise InputError(f"{self.root}: stream {missing[0]} has no .wav; lip-to-speech "
