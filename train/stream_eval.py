@@ -79,7 +79,7 @@ def read_stream_set(data: Path, max_streams: int = 0) -> list[StreamItem]:
     """
     index = Path(data) / INDEX
     if not index.is_file():
-        raise InputError(f"{data} has no {INDEX}: expected a set of test streams (lipx data "
+        raise InputError(f"{data} has no {INDEX}: expected a set of streams (lipx data "
                          f"synth OUT --layout lrw-streams or grid-streams)")
     items = []
     for line in index.read_text().splitlines():
