@@ -416,7 +416,8 @@ def eval_(
     sweep: Annotated[Optional[list[str]], typer.Option(
         help="--stream: vary an option, NAME=V1,V2 (window, stride, lookahead, threshold, "
         "agreement, min_gap, pad, crossfade, gl_iters); repeatable (all combinations). Writes "
-        "sweep.json and sweep.png (quality against latency) to --out.")] = None,
+        "sweep.json and sweep.png (quality against latency) to --out. Lipreading replays the "
+        "recorded windows for threshold, agreement and min_gap: seconds per setting.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="--stream --sweep: folder for sweep.json and sweep.png.")] = None,
 ) -> None:
