@@ -35,6 +35,30 @@ from lipx.video import VideoSpec, mouth_crop, region_origin
 log = logging.getLogger(__name__)
 
 
+def model_frames(region: np.ndarray, spec: VideoSpec, margin: int, rng: np.random.Generator,
+                 video_augment: augment.VideoAugment, train: bool) -> np.ndarray:
+    """Stored regions (``margin`` pixels around the mouth box) -> (T, 112, 112) float32 model
+    input; with ``train``, one augmentation draw for all of the frames."""
+    draw = augment.draw_video(rng, video_augment) if train else None
+    x = mouth_crop(region, spec, origin=region_origin(spec, margin),
+                   shift=draw.shift if draw else (0, 0))
+    return augment.apply_video(x, draw, video_augment.erase_size) if draw else x
+
+
+def with_context(region: np.ndarray, start: int, length: int,
+                 context: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Frames ``start - context .. start + length + context`` of ``region`` that exist, and how
+    many zero frames stand in for the missing ones before and after (the whole model's padding,
+    and the runtime's zero context at a stream's ends)."""
+    first, last = max(start - context, 0), min(start + length + context, len(region))
+    return region[first:last], (first - (start - context), start + length + context - last)
+
+
+def pad_frames(video: np.ndarray, pads: tuple[int, int]) -> np.ndarray:
+    """``video`` (T, H, W) with ``pads`` zero frames before and after."""
+    return np.pad(video, (pads, (0, 0), (0, 0))) if any(pads) else video
+
+
 class PreparedDataset(Dataset):
     """Clips of one split of a prepared corpus; the base of the two model-specific sets.
 
@@ -82,11 +106,8 @@ class PreparedDataset(Dataset):
 
     def frames(self, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Stored regions -> (T, 112, 112) float32 model input, augmented when training."""
-        draw = augment.draw_video(rng, self.video_augment) if self.augment else None
-        shift = draw.shift if draw else (0, 0)
-        x = mouth_crop(region, self.video_spec, origin=region_origin(self.video_spec, self.margin),
-                       shift=shift)
-        return augment.apply_video(x, draw, self.video_augment.erase_size) if draw else x
+        return model_frames(region, self.video_spec, self.margin, rng, self.video_augment,
+                            self.augment)
 
 
 class LipreadingDataset(PreparedDataset):
@@ -138,8 +159,7 @@ class LipreadingDataset(PreparedDataset):
         if self.num_frames is not None and length < self.num_frames:
             video = np.pad(video, ((0, self.num_frames - length), (0, 0), (0, 0)))
             feats = aud.crop_frames(feats, self.num_frames, self.audio_spec)
-        if self.context:
-            video = np.pad(video, ((self.context, self.context), (0, 0), (0, 0)))
+        video = pad_frames(video, (self.context, self.context))
         return {"video": torch.from_numpy(video)[None], "audio": torch.from_numpy(feats)[None],
                 "label": torch.tensor(record["label"], dtype=torch.long), "length": length,
                 "id": record["id"], "stream": False}
@@ -179,12 +199,8 @@ class LipToSpeechDataset(PreparedDataset):
         start = int(rng.integers(0, total - length + 1))
         k = self.audio_spec.mel_frames_per_video_frame
         per = self.audio_spec.samples_per_video_frame()
-        c = self.context
-        first, last = max(start - c, 0), min(start + length + c, total)
-        video = self.frames(region[first:last], rng)
-        if c:
-            video = np.pad(video, ((first - (start - c), start + length + c - last), (0, 0),
-                                   (0, 0)))
+        frames, pads = with_context(region, start, length, self.context)
+        video = pad_frames(self.frames(frames, rng), pads)
         return {"video": torch.from_numpy(video)[None],
                 "mel": torch.from_numpy(mel[:, start * k:(start + length) * k])[None],
                 "linear": torch.from_numpy(linear[:, start * k:(start + length) * k])[None],

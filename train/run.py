@@ -59,13 +59,12 @@ def _default_split(task: str, data: Path) -> str:
 def _datasets(cfg: TrainConfig, split: str):
     from lipx.train import datasets as ds
 
+    kw = {"protocol": split, "seed": cfg.seed, "context": CONTEXT if cfg.streams else 0}
     if cfg.task == "lipreading":
-        kw = {"protocol": split, "seed": cfg.seed, "frames": cfg.window,
-              "context": CONTEXT if cfg.streams else 0}
+        kw["frames"] = cfg.window
         train = ds.LipreadingDataset(cfg.data, "train", augment=cfg.augment, **kw)
         val = ds.LipreadingDataset(cfg.data, "val", augment=False, **kw)
     else:
-        kw = {"protocol": split, "seed": cfg.seed, "context": CONTEXT if cfg.streams else 0}
         train = ds.LipToSpeechDataset(cfg.data, "train", augment=cfg.augment, window=cfg.window,
                                       **kw)
         val = ds.LipToSpeechDataset(cfg.data, "val", augment=False, window=cfg.window, **kw)

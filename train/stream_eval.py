@@ -69,6 +69,8 @@ class StreamItem:
     video: Path
     align: Path
     wav: Path | None
+    task: str = ""
+    """The task its layout is for (``lipreading``, ``lip2speech``; empty in an older index)."""
 
 
 def read_stream_set(data: Path, max_streams: int = 0) -> list[StreamItem]:
@@ -85,12 +87,14 @@ def read_stream_set(data: Path, max_streams: int = 0) -> list[StreamItem]:
     for line in index.read_text().splitlines():
         if not line.strip():
             continue
-        name = json.loads(line)["name"]
+        record = json.loads(line)
+        name = record["name"]
         video, align, wav = (Path(data) / f"{name}{ext}" for ext in (".mp4", ".align", ".wav"))
         for path in (video, align):
             if not path.is_file():
                 raise InputError(f"{path} is listed in {index} but missing; make the set again")
-        items.append(StreamItem(name, video, align, wav if wav.is_file() else None))
+        items.append(StreamItem(name, video, align, wav if wav.is_file() else None,
+                                record.get("task", "")))
     if not items:
         raise InputError(f"{index} lists no streams")
     return items[:max_streams] if max_streams else items

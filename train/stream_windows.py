@@ -35,7 +35,6 @@ features.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +50,9 @@ from lipx.data.formats import read_segments
 from lipx.errors import InputError
 from lipx.tasks import NO_WORD
 from lipx.train import augment as aug
-from lipx.train.stream_eval import INDEX, NON_SPEECH, read_stream_set
-from lipx.video import VideoSpec, mouth_crop, mouth_region, read_video, region_origin
+from lipx.train.datasets import model_frames, pad_frames, with_context
+from lipx.train.stream_eval import NON_SPEECH, read_stream_set
+from lipx.video import VideoSpec, mouth_region, read_video
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +212,8 @@ class StreamWindows(Dataset):
         rng = np.random.default_rng((self.seed, 0x57, self.epoch, index))
         stream, first, label = self.draw(rng)
         region, wav = self.window(stream, first)
-        draw = aug.draw_video(rng, self.video_augment) if self.augment else None
-        video = mouth_crop(region, self.video_spec,
-                           origin=region_origin(self.video_spec, self.prepared_margin),
-                           shift=draw.shift if draw else (0, 0))
-        if draw:
-            video = aug.apply_video(video, draw, self.video_augment.erase_size)
+        video = model_frames(region, self.video_spec, self.prepared_margin, rng,
+                             self.video_augment, self.augment)
         feats = aud.lipreading_features(wav, self.audio_spec, self.num_frames)
         if self.augment:
             feats = aug.spec_augment(feats, rng)
@@ -259,11 +255,10 @@ class SpeechWindows(Dataset):
         self.audio_spec = audio_spec or AudioSpec()
         self.prepared_margin = prepared_margin
         items = read_stream_set(self.root)
-        first = json.loads((self.root / INDEX).read_text().splitlines()[0])
-        if first.get("task", "lip2speech") != "lip2speech":
-            raise InputError(f"{self.root} holds {first['task']} streams ({first.get('layout')});"
-                             " lip-to-speech trains on GRID sentences: lipx data synth DIR "
-                             "--layout grid-streams --like CORPUS --part train")
+        if items[0].task not in ("", "lip2speech"):
+            raise InputError(f"{self.root} holds {items[0].task} streams; lip-to-speech trains "
+                             "on GRID sentences: lipx data synth DIR --layout grid-streams "
+                             "--like CORPUS --part train")
         missing = [i.name for i in items if i.wav is None]
         if missing:
             raise InputError(f"{self.root}: stream {missing[0]} has no .wav; lip-to-speech "
@@ -288,16 +283,11 @@ class SpeechWindows(Dataset):
         rng = np.random.default_rng((self.seed, 0x53, self.epoch, index))
         k = int(rng.integers(len(self.streams)))
         stream, (mel, linear) = self.streams[k], self.spectrograms[k]
-        n, t, c = len(stream.region), self.num_frames, self.context
-        start = int(rng.integers(0, n - t + 1))
-        first, last = max(start - c, 0), min(start + t + c, n)
-        draw = aug.draw_video(rng, self.video_augment) if self.augment else None
-        video = mouth_crop(stream.region[first:last], self.video_spec,
-                           origin=region_origin(self.video_spec, self.prepared_margin),
-                           shift=draw.shift if draw else (0, 0))
-        if draw:
-            video = aug.apply_video(video, draw, self.video_augment.erase_size)
-        video = np.pad(video, ((first - (start - c), start + t + c - last), (0, 0), (0, 0)))
+        t = self.num_frames
+        start = int(rng.integers(0, len(stream.region) - t + 1))
+        frames, pads = with_context(stream.region, start, t, self.context)
+        video = pad_frames(model_frames(frames, self.video_spec, self.prepared_margin, rng,
+                                        self.video_augment, self.augment), pads)
         spec = self.audio_spec
         m, per = spec.mel_frames_per_video_frame, spec.samples_per_video_frame()
         return {"video": torch.from_numpy(video)[None],
