@@ -140,14 +140,15 @@ class Capture:
 
 
 def run_stream(package: Path, manifest: Manifest, video: Path, opts: StreamOptions,
-               features: bool = True) -> Capture:
-    """Stream ``video`` through the runtime and keep everything the scores need (the windows'
-    features only with ``features``: the exactness check's)."""
+               inputs: bool = True) -> Capture:
+    """Stream ``video`` through the runtime and keep everything the scores need (the crops and
+    the windows' features only with ``inputs``: the exactness check and the offline model need
+    them, a replay does not)."""
     cap = Capture()
     head = manifest.spec.head_output
 
     def hook(window: Window, outputs: dict[str, np.ndarray]) -> None:
-        data = window.data.copy() if features else window.data[:0]
+        data = window.data.copy() if inputs else window.data[:0]
         cap.windows.append((dataclasses.replace(window, data=data), outputs[head][0].copy()))
         cap.stamps.append(streamer.now_s())
 
@@ -156,7 +157,7 @@ def run_stream(package: Path, manifest: Manifest, video: Path, opts: StreamOptio
             streamer.head.record = True
         for event in streamer.events():
             if isinstance(event, FrameEvent):
-                if event.roi is not None:
+                if inputs and event.roi is not None:
                     cap.crops.append(mouth_crop_frame(event.roi.face256, manifest.video))
             elif isinstance(event, WordEvent):
                 cap.words.append(event)
@@ -375,7 +376,8 @@ def _evaluate(opts: StreamEvalOptions, manifest: Manifest, items: list[StreamIte
     vocabulary = set(manifest.vocabulary or ())
     tally, rows, exact, waits, alg, stats = WordTally(), [], [], [], [], []
     for n, item in enumerate(items):
-        cap = run_stream(opts.package, manifest, item.video, opts.stream, opts.exactness)
+        cap = run_stream(opts.package, manifest, item.video, opts.stream,
+                         opts.exactness or manifest.task == "lip2speech")
         if keep is not None:
             keep.append(cap)
         if manifest.task == "lipreading":
