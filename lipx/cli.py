@@ -841,10 +841,14 @@ def demo(
 def main() -> None:
     """Console entry point: run the app, turning LipxError into one line and exit code 1.
 
-    typer's standalone mode already handles usage errors (exit 2) and Ctrl-C at prompts.
+    typer's standalone mode already handles usage errors (exit 2) and turns Ctrl-C into exit
+    130; SIGTERM and SIGHUP are handled as Ctrl-C is (:mod:`lipx.signals`).
     """
+    from lipx.signals import stop_signals_interrupt
+
     try:
-        app()
+        with stop_signals_interrupt():
+            app()
     except LipxError as e:
         if _state["debug"]:
             console.print_exception()
