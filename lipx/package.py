@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, TypeVar
@@ -71,6 +73,166 @@ def _own_file(name: Any, where: str) -> str:
         raise ManifestError(f"manifest: {where}.file {name!r} points outside the package; a "
                             f"package may only name its own files (refusing to load it)")
     return name
+
+
+# --- bounds on the numbers a manifest gives ------------------------------------------------
+# A package is untrusted input: each number is checked against its bound when the manifest is
+# read, before anything is sized from it (a window of 10**9 frames would allocate 477 GiB).
+
+MAX_FRAMES = 1024
+"""Most frames of a window, stride, minimum window, padding, look-ahead or cross-fade: 41 s at
+25 fps (the models use 9 to 75)."""
+MAX_CONTEXT = 64
+"""Most frames of front-end context on each side of a chunk (the models use 2)."""
+MAX_IMAGE_SIDE = 8192
+"""Largest side of the face frame, in pixels (the mouth box lies within it)."""
+MAX_CROP_SIDE = 1024
+"""Largest side of the mouth crop the model sees (the models use 88 to 112)."""
+MAX_SAMPLES = 1 << 16
+"""Most samples of an FFT, analysis window or hop."""
+MAX_MELS = 1024
+"""Most mel bins (the models use 80)."""
+MAX_VOCABULARY = 100_000
+"""Most classes of a lipreading model (LRW has 500 words)."""
+MAX_DIM = 1 << 16
+"""Largest fixed size of one tensor axis, in graphs and TensorRT profiles."""
+MAX_ELEMENTS = 1 << 28
+"""Most elements of one tensor (1 GiB of float32): the fixed axes of a graph's tensor, or a
+TensorRT profile's largest shape, which a runner allocates."""
+MAX_GL_ITERS = 1000
+"""Most Griffin-Lim iterations per window (offline uses 60)."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values one number of a manifest may take."""
+
+    low: float
+    high: float
+    integer: bool = True
+    optional: bool = False
+    """None is allowed too (an optional number)."""
+    named: bool = False
+    """A string is allowed too (a tensor axis's symbolic name)."""
+
+    def check(self, value: Any, where: str) -> None:
+        """ManifestError naming ``where``, ``value`` and the range unless ``value`` is in it."""
+        if value is None and self.optional or isinstance(value, str) and self.named:
+            return
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        fits = number and self.low <= value <= self.high  # NaN compares false
+        if fits and self.integer:
+            fits = float(value).is_integer()
+        if not fits:
+            kind = "an integer" if self.integer else "a number"
+            shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
+            raise ManifestError(f"manifest: {where} is {shown}; expected {kind} in "
+                                f"{_show(self.low)}..{_show(self.high)} (refusing to load the "
+                                f"package)")
+
+
+def _show(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+_FRAMES = Bound(1, MAX_FRAMES)
+_SOME_FRAMES = Bound(0, MAX_FRAMES)
+_SHARE = Bound(0, 1, integer=False)
+_AXIS = Bound(1, MAX_DIM, named=True)
+_DIM = Bound(1, MAX_DIM)
+BOUNDS: dict[str, Bound] = {
+    "schedule.window": _FRAMES,
+    "schedule.stride": _FRAMES,
+    "task_spec.default_window": _FRAMES,
+    "task_spec.stride_fraction": _FRAMES,
+    "task_spec.min_frames": _FRAMES,
+    "task_spec.context": Bound(0, MAX_CONTEXT),
+    "task_spec.tolerances.*.atol": Bound(0, 1e6, integer=False),
+    "task_spec.tolerances.*.rtol": Bound(0, 1e6, integer=False),
+    "task_spec.tolerances.*.min_top1": Bound(0, 1, integer=False, optional=True),
+    "task_spec.tolerances.*.max_stoi_drop": Bound(0, 2, integer=False, optional=True),
+    "task_spec.stream_defaults.threshold": _SHARE,
+    "task_spec.stream_defaults.agreement": _FRAMES,
+    "task_spec.stream_defaults.min_gap": Bound(0, 60, integer=False),
+    "task_spec.stream_defaults.pad": _SOME_FRAMES,
+    "task_spec.stream_defaults.lookahead": _SOME_FRAMES,
+    "task_spec.stream_defaults.crossfade": _SOME_FRAMES,
+    "task_spec.stream_defaults.gl_iters": Bound(0, MAX_GL_ITERS),
+    "preprocessing.video.fps": Bound(1, 1000, integer=False),
+    "preprocessing.video.face_size": Bound(1, MAX_IMAGE_SIDE),
+    "preprocessing.video.box[]": Bound(0, MAX_IMAGE_SIDE),
+    "preprocessing.video.size": Bound(1, MAX_CROP_SIDE),
+    "preprocessing.video.mean": _SHARE,
+    "preprocessing.video.std": Bound(1e-6, 1e3, integer=False),
+    "preprocessing.audio.sample_rate": Bound(1000, 384_000),
+    "preprocessing.audio.n_fft": Bound(2, MAX_SAMPLES),
+    "preprocessing.audio.hop": Bound(1, MAX_SAMPLES),
+    "preprocessing.audio.win": Bound(1, MAX_SAMPLES),
+    "preprocessing.audio.n_mels": Bound(1, MAX_MELS),
+    "preprocessing.audio.fmin": Bound(0, 192_000, integer=False),
+    "preprocessing.audio.fmax": Bound(0, 192_000, integer=False),
+    "preprocessing.audio.preemphasis": _SHARE,
+    "preprocessing.audio.mel_frames_per_video_frame": Bound(1, 64),
+    "graphs[].opset": Bound(1, 1000),
+    "graphs[].inputs[].shape[]": _AXIS,
+    "graphs[].outputs[].shape[]": _AXIS,
+    "engines[].profiles[][].min[]": _DIM,
+    "engines[].profiles[][].opt[]": _DIM,
+    "engines[].profiles[][].max[]": _DIM,
+    "engines[].workspace_mb": Bound(0, 1 << 20),
+    "engines[].build_s": Bound(0, 1e7, integer=False),
+    "engines[].plan_bytes": Bound(0, 1 << 40),
+}
+"""Manifest path -> the bound of the numbers there (``[]``: each item of a list, ``*``: each
+value of an object). The parity records are reports, read by nothing that sizes or runs."""
+
+
+def _find(node: Any, path: str, where: str = "") -> Iterator[tuple[str, Any]]:
+    """(location, value) of each value at ``path`` (a :data:`BOUNDS` key) in ``node``; parts
+    that are absent or of another type are skipped (the parsers report those)."""
+    if not path:
+        yield where, node
+        return
+    head, _, rest = path.partition(".")
+    key, brackets = head.split("[", 1)[0], head.count("[]")
+    if key == "*":
+        items = node.items() if isinstance(node, dict) else ()
+        for k, v in items:
+            yield from _find(v, rest, f"{where}.{k}")
+        return
+    if key:
+        if not isinstance(node, dict) or key not in node:
+            return
+        node, where = node[key], f"{where}.{key}" if where else key
+    yield from _items(node, brackets, rest, where)
+
+
+def _items(node: Any, brackets: int, rest: str, where: str) -> Iterator[tuple[str, Any]]:
+    if not brackets:
+        yield from _find(node, rest, where)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _items(item, brackets - 1, rest, f"{where}[{i}]")
+
+
+def _check_numbers(d: dict[str, Any]) -> None:
+    """ManifestError for the first number of ``d`` outside its :data:`BOUNDS`, a vocabulary
+    longer than :data:`MAX_VOCABULARY`, or a tensor over :data:`MAX_ELEMENTS`."""
+    for path, bound in BOUNDS.items():
+        for where, value in _find(d, path):
+            bound.check(value, where)
+    vocabulary = d.get("vocabulary")
+    if isinstance(vocabulary, list):
+        Bound(1, MAX_VOCABULARY).check(len(vocabulary), "the length of vocabulary")
+        if not all(isinstance(w, str) for w in vocabulary):
+            raise ManifestError("manifest: vocabulary must be a list of strings (refusing to "
+                                "load the package)")
+    shapes = [*_find(d, "graphs[].inputs[].shape"), *_find(d, "graphs[].outputs[].shape"),
+              *_find(d, "engines[].profiles[][].max")]
+    for where, shape in shapes:
+        if isinstance(shape, list):
+            fixed = [n for n in shape if not isinstance(n, str)]
+            Bound(0, MAX_ELEMENTS).check(math.prod(fixed), f"the element count of {where}")
 
 
 def package_file(package_dir: str | Path, entry: GraphInfo | EngineInfo) -> Path:
@@ -428,6 +590,7 @@ class Manifest:
             fix = "upgrade lipx" if newer else "re-export the package with this lipx"
             raise ManifestError(f"manifest schema version {version!r} is not supported "
                                 f"(this lipx reads {SCHEMA_VERSION}); {fix}")
+        _check_numbers(d)
         f = _fields(cls, {**d, "video": None, "audio": None, "spec": None},  # nested below
                     "manifest")
         pre = d.get("preprocessing")
@@ -436,7 +599,7 @@ class Manifest:
         try:
             video = VideoSpec.from_dict(pre["video"])
             audio = AudioSpec.from_dict(pre["audio"]) if pre.get("audio") else None
-        except TypeError as e:
+        except (TypeError, KeyError) as e:
             raise ManifestError(f"manifest: malformed preprocessing ({e})") from e
         vocab = f.get("vocabulary")
         return cls(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 
 import pytest
 
@@ -186,3 +187,69 @@ def test_files_are_checked_before_they_are_loaded(tmp_path):
     os.symlink(outside, package / "model.onnx")  # same bytes, but outside the package
     with pytest.raises(ManifestError, match="outside the package .* symlink"):
         package_file(package, good)
+
+
+# -- ... and so are its numbers: each is bounded when the manifest is read -----------------------
+def _set(data: dict, path: str, value: object) -> None:
+    """Set ``data`` at ``path`` (dots and [i] indices)."""
+    *parents, last = path.replace("[", ".").replace("]", "").split(".")
+    for key in parents:
+        data = data[int(key)] if key.isdigit() else data[key]
+    data[int(last) if last.isdigit() else last] = value
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("schedule.window", 10**9, "schedule.window is 1000000000; expected an integer in 1..1024"),
+    ("schedule.stride", "4", "schedule.stride is '4'; expected an integer in 1..1024"),
+    ("schedule.window", True, "schedule.window is True; expected an integer"),
+    ("schedule.window", 10**400, "schedule.window is 1000000000000000000000000000000000000000..."),
+    ("schedule.window", 24.5, "schedule.window is 24.5; expected an integer"),
+    ("task_spec.context", -1, "task_spec.context is -1; expected an integer in 0..64"),
+    ("task_spec.min_frames", None, "task_spec.min_frames is None"),
+    ("task_spec.tolerances.fp16.atol", float("nan"), "task_spec.tolerances.fp16.atol is nan"),
+    ("task_spec.stream_defaults.agreement", 10**6, "stream_defaults.agreement is 1000000"),
+    ("preprocessing.video.fps", float("inf"), "preprocessing.video.fps is inf; expected a number "
+     "in 1..1000"),
+    ("preprocessing.video.size", 100_000, "preprocessing.video.size is 100000; expected an "
+     "integer in 1..1024"),
+    ("preprocessing.video.box[2]", -5, r"preprocessing.video.box\[2\] is -5"),
+    ("preprocessing.audio.n_mels", 10**7, "preprocessing.audio.n_mels is 10000000"),
+    ("preprocessing.audio.n_fft", 0, "preprocessing.audio.n_fft is 0; expected an integer in "
+     "2..65536"),
+    ("preprocessing.audio.sample_rate", 10**9, "preprocessing.audio.sample_rate is 1000000000"),
+    ("graphs[0].inputs[0].shape[3]", 10**9, r"graphs\[0\].inputs\[0\].shape\[3\] is 1000000000"),
+    ("graphs[0].inputs[0].shape", ["batch", 1, "frames", 60_000, 60_000], r"the element count "
+     r"of graphs\[0\].inputs\[0\].shape is 3600000000; expected an integer in 0..268435456"),
+    ("engines[0].profiles[0][0].max[2]", 10**6, r"engines\[0\].profiles\[0\]\[0\].max\[2\] is "),
+    ("vocabulary", ["W"] * 200_000, "the length of vocabulary is 200000; expected an integer in "
+     "1..100000"),
+    ("vocabulary", ["W", 3], "vocabulary must be a list of strings"),
+])
+def test_numbers_out_of_bounds_are_refused_in_one_line(path, value, message):
+    data = json.loads(json.dumps(make_manifest().to_dict()))
+    _set(data, path, value)
+    with pytest.raises(ManifestError, match=message) as refused:
+        Manifest.from_dict(json.loads(json.dumps(data)))  # as read from a file
+    assert "\n" not in str(refused.value) and "refusing to load the package" in str(refused.value)
+
+
+def test_the_bounds_admit_every_package_this_lipx_writes():
+    for spec in (task_spec("lipreading", min_frames=5), task_spec("lipreading", no_word=True),
+                 task_spec("lip2speech", min_frames=20)):
+        m = make_manifest(spec=spec, audio=AudioSpec(), schedule=Schedule(1024, 1024))
+        assert Manifest.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+
+
+def test_a_huge_window_in_a_real_package_is_one_line_from_lipx_stream(packages, face_video,
+                                                                    tmp_path, run_cli):
+    for exported in packages.values():
+        Manifest.read(exported)  # within every bound
+    pkg = tmp_path / "pkg"
+    shutil.copytree(packages["lip2speech"], pkg)
+    data = json.loads((pkg / MANIFEST_NAME).read_text())
+    data["schedule"]["window"] = 10**9
+    (pkg / MANIFEST_NAME).write_text(json.dumps(data))
+    code, out, err = run_cli("stream", face_video, "--model", pkg)
+    assert code == 1 and "Traceback" not in err and not out
+    assert err.strip() == ("error: manifest: schedule.window is 1000000000; expected an integer "
+                           "in 1..1024 (refusing to load the package)")
