@@ -26,7 +26,7 @@ from typing import Any
 
 from lipx.errors import ManifestError
 from lipx.export.artifact import artifact
-from lipx.package import GraphInfo, Manifest, TensorInfo
+from lipx.package import GraphInfo, Manifest, Package, TensorInfo
 from lipx.runtime.backends import BACKENDS
 from lipx.runtime.package_runners import PackageArtifacts
 
@@ -137,7 +137,8 @@ def write_repository(manifest: Manifest, package: Path, path: Path,
         name = model_name(manifest, role)
         version = path / name / "1"
         version.mkdir(parents=True)
-        src, _ = PackageArtifacts(package, manifest).get(settings.engine, role, settings.precision)
+        src, _ = PackageArtifacts(Package(package, manifest)).get(settings.engine, role,
+                                                                  settings.precision)
         shutil.copyfile(src, version / _file(settings))
         (path / name / "config.pbtxt").write_text(graph_config(manifest, role, settings))
         names.append(name)

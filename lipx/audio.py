@@ -34,6 +34,8 @@ LOG_FLOOR = 1e-5
 _LN_FLOOR = float(np.log(LOG_FLOOR))
 PEAK = 0.9
 """Peak level of the lip-to-speech waveform before pre-emphasis."""
+GL_ITERS = 60
+"""Griffin-Lim iterations of offline (whole-utterance) synthesis: the original's 60."""
 
 
 @dataclass(frozen=True)
@@ -435,7 +437,7 @@ def mel_to_linear(mel: np.ndarray, spec: AudioSpec) -> np.ndarray:
     return np.maximum(np.matmul(_mel_pinv(spec), magnitude), 0.0).astype(np.float32)
 
 
-def griffin_lim(magnitude: np.ndarray, spec: AudioSpec, n_iter: int = 60,
+def griffin_lim(magnitude: np.ndarray, spec: AudioSpec, n_iter: int = GL_ITERS,
                 seed: int | None = 0) -> np.ndarray:
     """Griffin-Lim phase reconstruction from a linear magnitude spectrogram.
 
@@ -460,7 +462,8 @@ def griffin_lim(magnitude: np.ndarray, spec: AudioSpec, n_iter: int = 60,
     return wav
 
 
-def spectrogram_to_wav(linear: np.ndarray, spec: AudioSpec, n_iter: int = 60, seed: int | None = 0,
+def spectrogram_to_wav(linear: np.ndarray, spec: AudioSpec, n_iter: int = GL_ITERS,
+                       seed: int | None = 0,
                        length: int | None = None) -> np.ndarray:
     """Linear magnitude -> waveform: Griffin-Lim, de-emphasis, clip to [-1, 1].
 
@@ -478,7 +481,7 @@ def spectrogram_to_wav(linear: np.ndarray, spec: AudioSpec, n_iter: int = 60, se
     return np.clip(wav, -1.0, 1.0).astype(np.float32)
 
 
-def mel_to_wav(mel: np.ndarray, spec: AudioSpec, n_iter: int = 60, seed: int | None = 0,
+def mel_to_wav(mel: np.ndarray, spec: AudioSpec, n_iter: int = GL_ITERS, seed: int | None = 0,
                length: int | None = None) -> np.ndarray:
     """Normalised ln-mel (..., n_mels, F) -> waveform via :func:`mel_to_linear` and Griffin-Lim."""
     return spectrogram_to_wav(mel_to_linear(mel, spec), spec, n_iter, seed, length)

@@ -231,13 +231,13 @@ def _export(ckpt: Path, package: Path, engine: str, say: Say) -> Path:
 
 
 def _stream(package: Path, video: TestVideo, outputs, say: Say, **options):
-    from lipx.package import Manifest
+    from lipx.package import Package
     from lipx.runtime.stream import StreamOptions, make_sinks, stream
 
     opts = StreamOptions(**options)
-    manifest = Manifest.read(package)
-    sinks = make_sinks(manifest, opts, outputs, console=_Indented(say))
-    stats = stream(package, str(video.video), opts, sinks, manifest=manifest)
+    opened = Package.open(package)
+    sinks = make_sinks(opened.manifest, opts, outputs, console=_Indented(say))
+    stats = stream(opened, str(video.video), opts, sinks)
     say(f"   compute p50 {stats.compute.p50_ms:.1f} ms per frame, real-time factor "
         f"{stats.rtf:.2f} (< 1 keeps up with the camera)")
     return stats
@@ -276,8 +276,8 @@ def score_words(read: list[str], truth: list[str]) -> dict[str, float]:
 
 def _stream_speech(package: Path, video: TestVideo, out: Path, say: Say) -> dict[str, float]:
     from lipx.audio import load_audio
+    from lipx.runtime.metrics import speech_scores
     from lipx.runtime.stream import Outputs
-    from lipx.train.metrics import speech_scores
 
     say(f"   lip-to-speech {video.video.name} (says: {' '.join(video.words)}):")
     wav = out / "speech.wav"

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from lipx.audio import AudioSpec
 from lipx.errors import InputError, ManifestError, did_you_mean
 from lipx.files import atomic_write, file_sha256
-from lipx.tasks import NO_WORD, TASKS, Schedule, TaskSpec
+from lipx.tasks import NO_WORD, SPECS, Schedule, TaskSpec
 from lipx.video import VideoSpec
 
 log = logging.getLogger(__name__)
@@ -533,9 +533,9 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.spec.task not in TASKS:
+        if self.spec.task not in SPECS:
             raise ManifestError(
-                f"manifest: unknown task {self.spec.task!r}{did_you_mean(self.spec.task, TASKS)}")
+                f"manifest: unknown task {self.spec.task!r}{did_you_mean(self.spec.task, SPECS)}")
 
     @property
     def task(self) -> str:
@@ -636,6 +636,43 @@ class Manifest:
                             lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+@dataclass(frozen=True)
+class Package:
+    """A model package: its folder and its manifest, read and checked once.
+
+        package = Package.open("pkg")          # a folder, or its manifest.json
+        path = package.file(package.manifest.graph("frontend"))   # checked (sha256) first
+
+    Every part of lipx that reads a package takes this one value, never a (folder, manifest)
+    pair that could disagree.
+    """
+
+    dir: Path
+    """The package folder."""
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, path: str | Path | Package) -> Package:
+        """The package at ``path`` (a folder or its manifest.json; a Package is returned as is).
+
+        Raises:
+            ManifestError: not a package, or its manifest is malformed.
+        """
+        if isinstance(path, Package):
+            return path
+        path = Path(path)
+        root = path.parent if path.name == MANIFEST_NAME and path.is_file() else path
+        return cls(root, Manifest.read(root))
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    def file(self, entry: GraphInfo | EngineInfo) -> Path:
+        """The checked path of a graph or plan the manifest names (see :func:`package_file`)."""
+        return package_file(self.dir, entry)
+
+
 def summarize(manifest: Manifest) -> dict[str, Any]:
     """What ``lipx info`` shows about a package: one entry per row of its table."""
     spec, m = manifest.spec, manifest
@@ -673,6 +710,6 @@ def replace(manifest: Manifest, **changes: Any) -> Manifest:
 
 __all__ = [
     "FLAVOUR_LABELS", "MANIFEST_NAME", "ROLES", "SCHEMA_VERSION", "EngineInfo", "GraphInfo",
-    "Manifest", "OutputParity", "ParityRecord", "PlanTarget", "ShapeRange", "TensorInfo",
+    "Manifest", "OutputParity", "Package", "ParityRecord", "PlanTarget", "ShapeRange", "TensorInfo",
     "package_file", "replace", "summarize",
 ]

@@ -216,6 +216,14 @@ SPECS: dict[str, TaskSpec] = {
 }
 """The spec of each task (``min_frames`` 1: an exported model's own replaces it)."""
 TASKS = tuple(SPECS)
+"""The tasks lipx ships (a task registered later is in :data:`SPECS`)."""
+
+
+def register_spec(spec: TaskSpec) -> TaskSpec:
+    """Add (or replace) the spec of ``spec.task``: a new task's facts, beside its stream unit
+    (:func:`lipx.runtime.tasks.register`). Returns it."""
+    SPECS[spec.task] = spec
+    return spec
 
 
 NO_WORD_STRIDE_FRACTION = 14
@@ -241,8 +249,8 @@ def task_spec(task: str, min_frames: int = 1, no_word: bool = False) -> TaskSpec
         raise InputError(f"unknown task {task!r}{did_you_mean(task, SPECS)}")
     spec = dataclasses.replace(SPECS[task], min_frames=min_frames)
     if no_word:
-        if task != "lipreading":
-            raise InputError(f"only lipreading models have a no-word class, not {task}")
+        if SPECS[task].top1_output is None:
+            raise InputError(f"only classifiers have a no-word class, not {task} models")
         spec = dataclasses.replace(spec, stride_fraction=NO_WORD_STRIDE_FRACTION,
                                    stream_defaults={**spec.stream_defaults,
                                                     **NO_WORD_STREAM_DEFAULTS})

@@ -198,8 +198,9 @@ class StreamStats:
             f"({alg['min_s'] * 1e3:.0f}-{alg['max_s'] * 1e3:.0f})"
         )
         if self.emission is not None and self.emission.count:
-            what = "words emitted after their end" if self.run.task == "lipreading" else (
-                "audio emitted after its frame")
+            from lipx.runtime.tasks import stream_task
+
+            what = stream_task(self.run.task).emission_label
             rows.append(f"{what}: p50 {self.emission.p50_ms:.0f} ms, p95 "
                         f"{self.emission.p95_ms:.0f} ms (measured, {self.emission.count})")
         return "\n".join(rows)

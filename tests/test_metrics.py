@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lipx.train.metrics import align
+from lipx.runtime.metrics import align
 
 
 def _bursts(n: int = 16000, seed: int = 0) -> np.ndarray:
@@ -36,7 +36,7 @@ def test_the_lag_follows_the_envelope_not_the_phase():
 
 
 def test_word_errors_count_substitutions_deletions_and_insertions():
-    from lipx.train.metrics import word_errors
+    from lipx.runtime.metrics import word_errors
 
     ref = "place blue at now".split()
     e = word_errors(ref, "place green at at now please".split())
@@ -53,7 +53,7 @@ def test_word_errors_count_substitutions_deletions_and_insertions():
 
 
 def test_word_errors_pair_only_what_may_pair():
-    from lipx.train.metrics import word_errors
+    from lipx.runtime.metrics import word_errors
 
     # "b" was read long after "b" was said: not a match but a deletion and an insertion
     e = word_errors(["a", "b"], ["a", "b"], may_pair=lambda i, j: i == j == 0)

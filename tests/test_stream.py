@@ -4,6 +4,7 @@ run never imports torch, and bad input gives one clear line."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -29,7 +30,7 @@ from lipx.runtime.ort_runner import OrtRunner
 from lipx.runtime.roi import FixedLRWBox
 from lipx.runtime.sinks import WavSink
 from lipx.runtime.sources import Frame, Source, open_source
-from lipx.runtime.stream import Outputs, Streamer, StreamOptions, make_sinks, stream
+from lipx.runtime.stream import Outputs, Pipeline, StreamOptions, make_sinks, stream
 from lipx.video import mouth_crop_frame
 
 FPS = 25  # of the test packages and video
@@ -46,6 +47,14 @@ def clip_of(video: Path, manifest: Manifest, frames: int | None = None) -> np.nd
 def noise_for(graph, frames: int) -> dict[str, np.ndarray]:
     return {t.name: np.zeros((1, t.shape[1], t.shape[2], frames), np.float32)
             for t in graph.inputs[1:]}
+
+
+@contextlib.contextmanager
+def session_of(pkg: Path, source: str, opts: StreamOptions, window_hook=None) -> Iterator:
+    """One session of a pipeline opened for it (closed together)."""
+    with Pipeline(pkg, opts.engine_options()) as pipeline, \
+            pipeline.session(source, opts, window_hook) as session:
+        yield session
 
 
 def run_recording(pkg: Path, video, opts: StreamOptions, sinks=()) -> tuple[list, object]:
@@ -86,8 +95,8 @@ def test_a_padded_stream_repeats_its_first_and_last_frames(packages, face_video)
     pkg, pad = packages["lipreading"], 4
     m = Manifest.read(pkg)
     pushed: list[tuple[int, int]] = []
-    with Streamer(pkg, str(face_video), StreamOptions(pad=pad), manifest=m,
-                  window_hook=lambda w, out: windows.append((w, out))) as streamer:
+    with session_of(pkg, str(face_video), StreamOptions(pad=pad),
+                    window_hook=lambda w, out: windows.append((w, out))) as streamer:
         windows: list = []
         real_push = streamer.head.push
         streamer.head.push = lambda out, a, b: pushed.append((a, b)) or real_push(out, a, b)
@@ -409,20 +418,17 @@ def _paced_run(pkg, video, pipeline: bool | None):
         time.sleep(0.1)
 
     opts = StreamOptions(realtime=True, stride=4, pipeline=pipeline, threshold=0.0, agreement=1)
-    with Streamer(pkg, str(video), opts, window_hook=slow_backend) as streamer:
+    with session_of(pkg, str(video), opts, window_hook=slow_backend) as streamer:
         words = [e for e in streamer.events() if isinstance(e, WordEvent)]
         return streamer.stats(), words
 
 
-def test_a_pipelined_paced_stream_drops_no_frame_the_inline_loop_would_drop(packages,
-                                                                            face_video):
-    inline, inline_words = _paced_run(packages["lipreading"], face_video, pipeline=False)
+def test_a_pipelined_paced_stream_reads_the_words_of_a_default_one_each_after_its_end(
+        packages, face_video):
+    """How many frames each loop drops depends on the machine's load, so it is not asserted
+    here: the deterministic test below proves that a pipelined loop reads on while a window
+    computes (what keeps it from dropping frames)."""
     piped, piped_words = _paced_run(packages["lipreading"], face_video, pipeline=True)
-    # inline, each 0.1 s backend call blocks the loop for 2-3 frame periods: frames go stale;
-    # pipelined, the loop keeps reading (0 drops on an idle machine, README; a machine starved
-    # by other work may still lose frames to the loop itself, far fewer)
-    assert inline.frames_dropped >= 8
-    assert piped.frames_dropped < inline.frames_dropped / 2
     assert piped.frames_out + piped.frames_dropped == 50
     # the same words, every one stamped with when it was emitted, after its end
     assert [w.word for w in piped_words] == [w.word for w in _paced_run(
@@ -446,7 +452,7 @@ def test_pipelined_the_loop_reads_on_while_a_window_computes(packages, face_vide
         waited.append(ok)
 
     opts = StreamOptions(pipeline=True, stride=3)
-    with Streamer(packages["lipreading"], str(face_video), opts, window_hook=backend) as s:
+    with session_of(packages["lipreading"], str(face_video), opts, window_hook=backend) as s:
         for event in s.events():
             if isinstance(event, FrameEvent):
                 with moved:

@@ -10,7 +10,8 @@ import pytest
 from lipx.data.formats import TimedWord
 from lipx.runtime.events import WordEvent
 from lipx.runtime.stream import StreamOptions
-from lipx.train.stream_eval import StreamEvalOptions, WordTally, evaluate_streams, parse_sweep
+from lipx.runtime.lipreading import WordTally
+from lipx.runtime.stream_eval import StreamEvalOptions, evaluate_streams, parse_sweep
 
 
 def _word(word, start, end, emitted):
@@ -25,9 +26,9 @@ def test_word_tally_counts_errors_false_words_by_kind_and_emission_waits():
                _word("ABOUT", 1.2, 1.6, 1.9),    # right, emitted 0.3 s after its end
                _word("LONDON", 2.2, 2.6, 2.8),   # on the still face: a false word
                _word("LONDON", 3.6, 4.0, 4.4)]   # YOUNG read as LONDON: a substitution
-    tally = WordTally()
-    tally.add(segments, {"ABOUT", "YOUNG", "LONDON"}, emitted)
-    s = tally.summary()
+    tally = WordTally(vocabulary={"ABOUT", "YOUNG", "LONDON"})
+    tally.add_words(segments, emitted)
+    s = tally.scores()
     assert (s["words_said"], s["substitutions"], s["deletions"], s["insertions"]) == (2, 1, 0, 2)
     assert s["wer"] == 1.5 and s["words_emitted"] == 4
     assert s["silence_s"] == 4.0 and s["still_face_s"] == 2.0
@@ -90,7 +91,7 @@ def test_a_sweep_of_head_options_replays_the_windows_and_reads_what_a_run_reads(
                                                                                 tmp_path):
     from lipx.data.stream_corpus import StreamsOptions, synthesize_streams
     from lipx.data.synth import SynthOptions
-    from lipx.train.stream_eval import sweep
+    from lipx.runtime.stream_eval import sweep
 
     data = tmp_path / "streams"
     recipe = SynthOptions(out=tmp_path, layout="lrw", speakers=2, words=3)
@@ -109,13 +110,15 @@ def test_a_sweep_of_head_options_replays_the_windows_and_reads_what_a_run_reads(
         assert r.latency["algorithmic_max_s"] == run.latency["algorithmic_max_s"]
     assert reports[0].scores["words_emitted"] > reports[3].scores["words_emitted"]
     # word by word, with the emission times of a real run to within the compute's jitter
-    from lipx.package import Manifest
-    from lipx.train.stream_eval import read_stream_set, replay_words, run_stream
+    from lipx.runtime.pipeline import Pipeline
+    from lipx.runtime.stream_eval import read_stream_set, replay_words, run_stream
 
-    manifest, video = Manifest.read(packages["lipreading"]), read_stream_set(data)[0].video
-    base = run_stream(packages["lipreading"], manifest, video, StreamOptions(threshold=0.2))
-    other = StreamOptions(threshold=0.0, agreement=2)
-    real = run_stream(packages["lipreading"], manifest, video, other).words
+    video = read_stream_set(data)[0].video
+    with Pipeline(packages["lipreading"]) as pipeline:  # one pipeline, two sessions
+        manifest = pipeline.manifest
+        base = run_stream(pipeline, video, StreamOptions(threshold=0.2))
+        other = StreamOptions(threshold=0.0, agreement=2)
+        real = run_stream(pipeline, video, other).words
     replayed = replay_words(manifest, other, base)
     assert [(w.word, w.start_s, w.end_s) for w in replayed] == [
         (w.word, w.start_s, w.end_s) for w in real] and real

@@ -9,7 +9,7 @@ visual front-end, which the generator optimiser applies together with the genera
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -31,7 +31,7 @@ from lipx.train.losses import (
     sync_generator_term,
     sync_infonce,
 )
-from lipx.train.metrics import mean_scores, speech_scores
+from lipx.runtime.metrics import mean_scores, speech_scores
 
 if TYPE_CHECKING:
     from lipx.models.discriminator import SyncDiscriminator
@@ -42,6 +42,11 @@ def mel_scales(mel: torch.Tensor) -> list[torch.Tensor]:
     """The real mel at the generator's three scales (x0.25, x0.5 bilinear, and as is)."""
     return [F.interpolate(mel, scale_factor=s, mode="bilinear", align_corners=False)
             for s in (0.25, 0.5)] + [mel]
+
+
+def _total(losses: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``sum(losses)`` (a tensor: 0 + each in turn), typed as one."""
+    return cast(torch.Tensor, sum(losses))
 
 
 def features(model: Lip2SpeechModel, video: torch.Tensor, context: bool = False) -> torch.Tensor:
@@ -133,8 +138,8 @@ class Lip2SpeechTask:
         if gan:
             real_logits = self._discriminate(reals, sentence.detach())
             fake_logits = self._discriminate([f.detach() for f in fakes], sentence.detach())
-            adv_d = sum(gan_d_loss(r, f) for r, f in zip(real_logits, fake_logits)) / 3
-            r1 = sum(r1_penalty(r[0], x) for r, x in zip(real_logits, reals)) / 3
+            adv_d = _total(gan_d_loss(r, f) for r, f in zip(real_logits, fake_logits)) / 3
+            r1 = _total(r1_penalty(r[0], x) for r, x in zip(real_logits, reals)) / 3
         sync = cast("SyncDiscriminator", self.dis["sync"])
         sync_d = sync_infonce(feats, sync.embed(mel), lengths=lengths)
         loss_d = adv_d + self.weights["r1"] * r1 + self.weights["sync"] * sync_d
@@ -146,7 +151,7 @@ class Lip2SpeechTask:
             if name != "frontend":
                 module.zero_grad(set_to_none=True)
         if gan:
-            adv_g = sum(gan_g_loss(f) for f in self._discriminate(fakes, sentence)) / 3
+            adv_g = _total(gan_g_loss(f) for f in self._discriminate(fakes, sentence)) / 3
         sync_g = sync_generator_term(feats.detach(), sync.embed(out["mel_80"]))
         recon = reconstruction_loss(fakes, mel_scales(mel), out["linear"], linear)
         loss_g = (self.weights["adv"] * adv_g + self.weights["sync"] * sync_g

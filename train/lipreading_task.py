@@ -13,7 +13,7 @@ from lipx.models.checkpoint import Checkpoint
 from lipx.train.config import TrainConfig
 from lipx.train.distributed import DistInfo, average_gradients
 from lipx.train.losses import lipreading_loss
-from lipx.train.metrics import topk_correct
+from lipx.runtime.metrics import topk_correct
 
 if TYPE_CHECKING:
     from lipx.models.lipreading import LipreadingModel
@@ -35,12 +35,15 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum 0.9 (the lipreading original), Adam with amsgrad (VCA-GAN) or
     AdamW, all with ``cfg.weight_decay``."""
     params = [p for p in params if p.requires_grad]
+    lr = cfg.lr
+    if lr is None:
+        raise ValueError("make_optimizer needs a resolved config (TrainConfig.resolved())")
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True,
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True,
                                weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=True)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, amsgrad=True)
 
 
 def clip_and_step(loss: torch.Tensor, params, opt: torch.optim.Optimizer, cfg: TrainConfig,

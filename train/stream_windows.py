@@ -48,10 +48,11 @@ from lipx import audio as aud
 from lipx.audio import AudioSpec
 from lipx.data.formats import read_segments
 from lipx.errors import InputError
+from lipx.runtime.lipreading import NON_SPEECH
+from lipx.runtime.stream_eval import read_stream_set
 from lipx.tasks import NO_WORD
 from lipx.train import augment as aug
 from lipx.train.datasets import model_frames, pad_frames, with_context
-from lipx.train.stream_eval import NON_SPEECH, read_stream_set
 from lipx.video import VideoSpec, mouth_region, read_video
 
 log = logging.getLogger(__name__)
