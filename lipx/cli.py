@@ -39,16 +39,31 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"debug": False}
 
 
-# --- engine choices (the backend table; stdlib only) --------------------------------------
+# --- options shared by commands: each defined once, spelled and typed the same everywhere ------
 
 Engine = Enum("Engine", {n: n for n in BACKENDS}, type=str)  # type: ignore[misc]
 Precision = Enum("Precision", {p: p for p in all_precisions()}, type=str)  # type: ignore[misc]
 Format = Enum("Format", {f: f for f in FORMATS}, type=str)  # type: ignore[misc]
+_ENGINES = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
+_PRECISIONS = "; ".join(f"{b.name}: {', '.join(b.precisions)} (default {b.default_precision})"
+                        for b in BACKENDS.values())
+_DEFAULT_WINDOWS = ", ".join(f"{t.default_window} {t.task}" for t in SPECS.values())
+_DEFAULT_STRIDES = ", ".join(f"window/{t.stride_fraction} {t.task}" for t in SPECS.values())
+
+EngineOption = Annotated[Engine, typer.Option(help=f"Engine. {_ENGINES}.")]
+PrecisionOption = Annotated[Optional[Precision], typer.Option(
+    help=f"Numeric precision, per engine: {_PRECISIONS}.")]
+EngineDeviceOption = Annotated[Optional[str], typer.Option(
+    help="Device of the engine: onnx cpu, cuda or tensorrt; trt cuda. "
+    "(default: cpu for onnx, cuda for trt)")]
+TorchDeviceOption = Annotated[Optional[str], typer.Option(
+    help="PyTorch device: auto, cpu, cuda, cuda:N. (default: auto)")]
 WindowOption = Annotated[Optional[int], typer.Option(
-    help="Frames per backend window. (default: the package's)")]
+    help=f"Frames per backend window. (default: the package's; export: the task's, "
+    f"{_DEFAULT_WINDOWS})")]
 StrideOption = Annotated[Optional[int], typer.Option(
-    help="Frames between backend runs (and per front-end chunk when timing). "
-    "(default: the package's)")]
+    help="Frames between backend runs (and per front-end chunk when timing). (default: the "
+    f"package's; export: the task's, {_DEFAULT_STRIDES})")]
 ThresholdOption = Annotated[Optional[float], typer.Option(
     help="Lipreading: least posterior of a window's top word (a model for streams: of speech, "
     "1 - no-word). (default: the package's)")]
@@ -57,9 +72,25 @@ AgreementOption = Annotated[Optional[int], typer.Option(
 LookaheadOption = Annotated[Optional[int], typer.Option(
     help="Lip-to-speech: frames at each window's end kept as right context only. "
     "(default: the package's)")]
-_ENGINES = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
-_PRECISIONS = "; ".join(f"{b.name}: {', '.join(b.precisions)} (default {b.default_precision})"
-                        for b in BACKENDS.values())
+AtolOption = Annotated[Optional[float], typer.Option(
+    help="Absolute parity tolerance against the reference. (default: the task's, per "
+    "precision)")]
+RtolOption = Annotated[Optional[float], typer.Option(
+    help="Parity tolerance relative to max|reference|. (default: the task's, per precision)")]
+MinTop1Option = Annotated[Optional[float], typer.Option(
+    help="Lipreading: least top-1 agreement with the reference. (default: the task's, per "
+    "precision)")]
+MaxStoiDropOption = Annotated[Optional[float], typer.Option(
+    help="Lip-to-speech: largest STOI loss against the reference. (default: the task's, per "
+    "precision)")]
+SplitOption = Annotated[Optional[str], typer.Option(
+    help="Split protocol: lrw; GRID overlap, unseen, four, sN. (default: the corpus')")]
+PartOption = Annotated[str, typer.Option(help="Part of the corpus: train, val or test.")]
+MaxClipsOption = Annotated[int, typer.Option(help="Score at most N clips (0: all).")]
+JsonOption = Annotated[Optional[Path], typer.Option(
+    "--json", help="Write the results as JSON to this file.")]
+WorkersOption = Annotated[int, typer.Option(help="Parallel worker processes.")]
+CorpusArgument = Annotated[Path, typer.Argument(help="A prepared corpus (lipx data prepare).")]
 
 
 def _gates() -> str:
@@ -236,7 +267,7 @@ def data_synth(
         help="Random seed: same seed, same corpus [0].")] = None,
     image_size: Annotated[Optional[str], typer.Option(
         help="Frame size N or WxH [GRID 360x288, LRW 256].")] = None,
-    workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    workers: WorkersOption = 1,
     streams: Annotated[Optional[int], typer.Option(
         help="Streams layouts: number of streams [10].")] = None,
     per_stream: Annotated[Optional[int], typer.Option(
@@ -291,7 +322,7 @@ def data_prepare(
     src: Annotated[Path, typer.Argument(help="Root of the corpus (GRID: sN/video/*.mpg; LRW: "
                                         "WORD/{train,val,test}/*.mp4).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the prepared corpus.")],
-    workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    workers: WorkersOption = 1,
     splits: Annotated[Optional[Path], typer.Option(
         help="GRID: folder with split lists (overlap_train.txt, train_4.txt, unseen_splits.txt, "
         "...); without it the documented rules are used.")] = None,
@@ -330,7 +361,7 @@ def data_prepare(
 @app.command()
 def train(
     task: Annotated[str, typer.Argument(help="lipreading or lip2speech.")],
-    data: Annotated[Path, typer.Argument(help="A prepared corpus (lipx data prepare).")],
+    data: CorpusArgument,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: last/best checkpoints, "
                                       "config.yaml, TensorBoard logs.")],
     config: Annotated[Optional[Path], typer.Option(
@@ -340,9 +371,8 @@ def train(
         "[default: small]")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Optimiser steps. [default: 2000]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Clips per step per process.")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Split protocol (lrw; GRID overlap, unseen, "
-                                                 "four, sN).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
+    split: SplitOption = None,
+    device: TorchDeviceOption = None,
     amp: Annotated[Optional[str], typer.Option(
         help="Mixed precision on CUDA: none, bf16, fp16.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.lipx.")] = False,
@@ -386,59 +416,26 @@ def train(
 
 @app.command("eval")
 def eval_(
-    checkpoint: Annotated[Path, typer.Argument(
-        help="A lipx checkpoint; with --stream, a model package.")],
-    data: Annotated[Path, typer.Argument(
-        help="A prepared corpus; with --stream, a set of test streams "
-        "(lipx data synth OUT --layout lrw-streams|grid-streams).")],
-    split: Annotated[str, typer.Option(
-        help="Split protocol; empty picks the corpus default.")] = "",
-    part: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    checkpoint: Annotated[Path, typer.Argument(help="A lipx checkpoint.")],
+    data: CorpusArgument,
+    split: SplitOption = None,
+    part: PartOption = "test",
     tta: Annotated[bool, typer.Option(help="Horizontal-flip test-time augmentation.")] = True,
-    max_clips: Annotated[int, typer.Option(
-        help="Score at most N clips (streams with --stream; 0: all).")] = 0,
+    max_clips: MaxClipsOption = 0,
     wav_dir: Annotated[Optional[Path], typer.Option(help="Write generated speech here.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option(
-        "--json", help="Write results as JSON.")] = None,
-    device: Annotated[str, typer.Option(
-        help="auto, cpu, cuda, cuda:N (with --stream: the engine's device).")] = "auto",
-    stream: Annotated[bool, typer.Option(
-        "--stream", help="Run the streaming runtime over continuous streams and score it: "
-        "WER (S/D/I), false words per minute of non-speech, emission latency; or streamed "
-        "against offline STOI/ESTOI/PESQ; plus the cache's exactness.")] = False,
-    engine: Annotated[Engine, typer.Option(
-        help="--stream: the engine to run on.")] = Engine.onnx,  # type: ignore[attr-defined]
-    window: WindowOption = None,
-    stride: StrideOption = None,
-    threshold: ThresholdOption = None,
-    agreement: AgreementOption = None,
-    lookahead: LookaheadOption = None,
-    sweep: Annotated[Optional[list[str]], typer.Option(
-        help="--stream: vary an option, NAME=V1,V2 (window, stride, lookahead, threshold, "
-        "agreement, min_gap, pad, crossfade, gl_iters); repeatable (all combinations). Writes "
-        "sweep.json and sweep.png (quality against latency) to --out. Lipreading replays the "
-        "recorded windows for threshold, agreement and min_gap: seconds per setting.")] = None,
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="--stream --sweep: folder for sweep.json and sweep.png.")] = None,
+    json_out: JsonOption = None,
+    device: TorchDeviceOption = None,
 ) -> None:
-    """Evaluate a checkpoint (word accuracy, or STOI/ESTOI/PESQ and spectrogram L1), or with
-    --stream a package as a stream over held-out continuous streams."""
-    if stream:
-        _eval_stream(checkpoint, data, max_clips, json_out, device, engine.value, window, stride,
-                     threshold, agreement, lookahead, sweep or [], out)
-        return
-    if sweep or out:
-        from lipx.errors import InputError
-
-        raise InputError("--sweep and --out are for --stream")
+    """Evaluate a checkpoint on a prepared corpus: word accuracy, or STOI/ESTOI/PESQ and
+    spectrogram L1 (lipx eval-stream scores a package as a stream)."""
     require("train", "lipx eval")
     import json
 
     from lipx.train.evaluate import EvalOptions, evaluate
 
     started = time.perf_counter()
-    opts = EvalOptions(checkpoint, data, split=split, part=part, tta=tta, max_clips=max_clips,
-                       wav_dir=wav_dir, device=device)
+    opts = EvalOptions(checkpoint, data, split=split or "", part=part, tta=tta,
+                       max_clips=max_clips, wav_dir=wav_dir, device=device or "auto")
     with _progress("eval", None) as advance:
         result = evaluate(opts, progress=lambda n, total: advance(n, {}, total))
     _print_eval(result)
@@ -447,34 +444,54 @@ def eval_(
     done(f"{result.task}, {result.clips} clips", started)
 
 
-def _eval_stream(package: Path, data: Path, max_streams: int, json_out: Optional[Path],
-                 device: str, engine: str, window: Optional[int], stride: Optional[int],
-                 threshold: Optional[float], agreement: Optional[int],
-                 lookahead: Optional[int], sweep: list[str],
-                 out: Optional[Path]) -> None:
-    """``lipx eval --stream``: one setting printed, or a sweep written."""
+@app.command("eval-stream")
+def eval_stream(
+    package: Annotated[Path, typer.Argument(help="A model package (lipx export).")],
+    streams: Annotated[Path, typer.Argument(
+        help="A set of continuous test streams (lipx data synth OUT --layout "
+        "lrw-streams|grid-streams).")],
+    engine: EngineOption = Engine.onnx,  # type: ignore[attr-defined]
+    device: EngineDeviceOption = None,
+    precision: PrecisionOption = None,
+    window: WindowOption = None,
+    stride: StrideOption = None,
+    threshold: ThresholdOption = None,
+    agreement: AgreementOption = None,
+    lookahead: LookaheadOption = None,
+    max_streams: Annotated[int, typer.Option(help="Score at most N streams (0: all).")] = 0,
+    json_out: JsonOption = None,
+    sweep: Annotated[Optional[list[str]], typer.Option(
+        help="Vary an option, NAME=V1,V2 (window, stride, lookahead, threshold, agreement, "
+        "min_gap, pad, crossfade, gl_iters); repeatable (all combinations). Writes sweep.json "
+        "and sweep.png (quality against latency) to --out. Lipreading replays the recorded "
+        "windows for threshold, agreement and min_gap: seconds per setting.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="--sweep: folder for sweep.json and sweep.png.")] = None,
+) -> None:
+    """Run the streaming runtime over continuous streams and score it: WER (S/D/I), false words
+    per minute of non-speech, emission latency; or streamed against offline STOI/ESTOI/PESQ;
+    plus the cache's exactness. One setting is printed, a --sweep written."""
     import json
 
-    from rich.table import Table
-
     from lipx.errors import InputError
+    from lipx.runtime import stream_eval as se
     from lipx.runtime.stream import StreamOptions
-    from lipx.train import stream_eval as se
 
     started = time.perf_counter()
-    grid = se.parse_sweep(sweep)
+    grid = se.parse_sweep(sweep or [])
     if grid and out is None:
         raise InputError("--sweep needs --out DIR for sweep.json and sweep.png")
-    stream = StreamOptions(engine=engine, device=None if device == "auto" else device,
-                           window=window, stride=stride, threshold=threshold,
-                           agreement=agreement, lookahead=lookahead)
-    opts = se.StreamEvalOptions(package, data, stream, max_streams=max_streams)
+    stream = StreamOptions(engine=engine.value, device=device,
+                           precision=precision.value if precision else None, window=window,
+                           stride=stride, threshold=threshold, agreement=agreement,
+                           lookahead=lookahead)
+    opts = se.StreamEvalOptions(package, streams, stream, max_streams=max_streams)
     loaded = se.load_set(opts)  # bad input fails before any progress bar
     if grid:
+        assert out is not None
         with _progress("sweep", None) as advance:
             reports, skipped = se.sweep(opts, grid, lambda n, total, combo: advance(n, {}, total),
                                         loaded)
-        assert out is not None
         files = se.write_sweep(reports, out)
         for line in skipped:
             console.print(f"[yellow]skipped {line}[/yellow]")
@@ -483,16 +500,22 @@ def _eval_stream(package: Path, data: Path, max_streams: int, json_out: Optional
                   f"{se.latency_of(r)[0]} {se.latency_of(r)[1]:.2f} s")
         done(f"{len(reports)} settings -> {', '.join(map(str, files))}", started)
         return
-    with _progress("eval --stream", None) as advance:
+    with _progress("eval-stream", None) as advance:
         report = se.evaluate_streams(opts, lambda n, total: advance(n, {}, total), loaded)
-    table = Table(title=f"{report.task} streams: {package}", show_header=False)
-    for name, value in se.table_rows(report):
-        table.add_row(name, value)
-    Console().print(table)
+    _print_rows(f"{report.task} streams: {package}", se.table_rows(report))
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     name, value = report.quality()
     done(f"{report.task}, {report.streams} streams, {name} {value:.3f}", started)
+
+
+def _print_rows(title: str, rows) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
 
 
 def _print_eval(result) -> None:
@@ -560,15 +583,9 @@ def stream(
         help="webcam, webcam:N, a video file, an rtsp/http URL, lavfi:GRAPH "
         "or a folder of images.")],
     model: Annotated[Path, typer.Option("--model", "-m", help="Model package (lipx export).")],
-    engine: Annotated[Engine, typer.Option(
-        help=f"Engine to run on. {_ENGINES}.")] = Engine.onnx,  # type: ignore[attr-defined]
-    backend: Annotated[Optional[Engine], typer.Option(
-        "--backend", hidden=True, help="Deprecated spelling of --engine.")] = None,
-    device: Annotated[Optional[str], typer.Option(
-        help="onnx: cpu, cuda or tensorrt; trt: cuda. "
-        "(default: cpu for onnx, cuda for trt)")] = None,
-    precision: Annotated[Optional[str], typer.Option(
-        help="onnx: which exported graphs to run (fp32, fp16, int8). (default: fp32)")] = None,
+    engine: EngineOption = Engine.onnx,  # type: ignore[attr-defined]
+    device: EngineDeviceOption = None,
+    precision: PrecisionOption = None,
     crop: Annotated[str, typer.Option(
         help="lrw: frames are aligned 256x256 faces; auto: track the face in any video.")] = "lrw",
     window: WindowOption = None,
@@ -606,24 +623,23 @@ def stream(
 ) -> None:
     """Run a model package on a camera, file or network stream: words as they are read
     (lipreading) or generated speech (lip-to-speech), with per-stage latency at the end."""
-    from lipx.package import Manifest
+    from lipx.package import Package
     from lipx.runtime.stream import Outputs, StreamOptions, make_sinks
     from lipx.runtime.stream import stream as run_stream
+    from lipx.runtime.tasks import stream_task
 
     started = time.perf_counter()
-    if backend is not None:
-        console.print("[yellow]--backend is deprecated: use --engine[/yellow]")
-        engine = backend
-    opts = StreamOptions(engine=engine.value, device=device, precision=precision, crop=crop,
+    opts = StreamOptions(engine=engine.value, device=device,
+                         precision=precision.value if precision else None, crop=crop,
                          window=window, stride=stride, chunk=chunk, threshold=threshold,
                          agreement=agreement, lookahead=lookahead, cache=not no_cache,
                          realtime=realtime, reconnect=reconnect, max_frames=max_frames,
                          pipeline=pipeline)
     outputs = Outputs(jsonl=jsonl, wav=wav, srt=srt, vtt=vtt, save=save, play=play)
-    manifest = Manifest.read(model)  # once: the sinks and the stream share it
-    sinks = make_sinks(manifest, opts, outputs, console=_ClearingLines(sys.stdout))
-    result = run_stream(model, source, opts, sinks,
-                        on_status=_status if console.is_terminal else None, manifest=manifest)
+    package = Package.open(model)  # once: the sinks and the stream share it
+    sinks = make_sinks(package.manifest, opts, outputs, console=_ClearingLines(sys.stdout))
+    result = run_stream(package, source, opts, sinks,
+                        on_status=_status if console.is_terminal else None)
     if console.is_terminal:
         _status("")
     console.print(result.format_table())
@@ -632,8 +648,7 @@ def stream(
         console.print(f"frames without a face: {run.frames_without_face}")
     if stats:
         result.save(stats)
-    made = (f"{run.words} word{'s' * (run.words != 1)}" if run.task == "lipreading"
-            else f"{run.audio_s:.1f} s of speech")
+    made = stream_task(run.task).made(run)
     stopped = "interrupted, " if run.interrupted else ""
     done(f"{stopped}{run.task} on {run.engine}/{run.device}: "
          f"{result.frames_out} frames, {made}; compute p50 {result.compute.p50_ms:.1f} ms, "
@@ -647,23 +662,16 @@ def stream(
 def export(
     checkpoint: Annotated[Path, typer.Argument(
         help="lipx checkpoint to export (lipx convert makes one from an original).")],
-    output: Annotated[Path, typer.Option(
-        "--output", "-o", help="Package directory to write; its parent must exist. "
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Package directory to write; its parent must exist. "
         "Written atomically.")],
-    engine: Annotated[Engine, typer.Option(
-        help=f"Engine to build for. {_ENGINES}.")] = Engine.onnx,  # type: ignore[attr-defined]
-    precision: Annotated[Optional[Precision], typer.Option(
-        help=f"Numeric precision per engine: {_PRECISIONS}.")] = None,
+    engine: EngineOption = Engine.onnx,  # type: ignore[attr-defined]
+    precision: PrecisionOption = None,
     format: Annotated[Format, typer.Option(
         "--format", help="package, or triton to add a Triton model repository (triton/)."
     )] = Format.package,  # type: ignore[attr-defined]
-    window: Annotated[Optional[int], typer.Option(
-        help="Frames per backend window (default: the task's: "
-        f"{', '.join(f'{t.default_window} {t.task}' for t in SPECS.values())}).")] = None,
-    stride: Annotated[Optional[int], typer.Option(
-        help="Frames between backend runs when streaming "
-        f"(default: {', '.join(f'window/{t.stride_fraction} {t.task}' for t in SPECS.values())})."
-    )] = None,
+    window: WindowOption = None,
+    stride: StrideOption = None,
     max_batch: Annotated[int, typer.Option(
         help="Largest batch of the TensorRT profiles and Triton.")] = 8,
     opset: Annotated[int, typer.Option(help="ONNX opset (dynamo exporter, >= 18).")] = 18,
@@ -686,25 +694,22 @@ def export(
     parity: Annotated[bool, typer.Option(
         "--parity/--no-parity", help="Check every artifact against PyTorch; "
         "out of tolerance fails the export.")] = True,
-    atol: Annotated[Optional[float], typer.Option(
-        help="Absolute parity tolerance of the --precision artifacts (default: the task's for "
-        "that precision; the one used is recorded in the manifest).")] = None,
-    rtol: Annotated[Optional[float], typer.Option(
-        help="Their tolerance relative to max|reference| (default: the task's).")] = None,
-    min_top1: Annotated[Optional[float], typer.Option(
-        help="Their least top-1 agreement, lipreading (default: the task's).")] = None,
+    atol: AtolOption = None,
+    rtol: RtolOption = None,
+    min_top1: MinTop1Option = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace an existing non-empty output directory.")] = False,
 ) -> None:
     """Export a checkpoint to a model package: ONNX graphs (whole model, streaming front-end and
     backend), optional TensorRT plans (strongly typed; TensorRT-RTX builds them without a GPU),
-    parity report and manifest.json."""
+    parity report and manifest.json. The tolerance options replace those of the --precision
+    artifacts; the ones used are recorded in the manifest."""
     require("export", "lipx export")
     from lipx.export.api import ExportOptions, export_package
 
     started = time.perf_counter()
     opts = ExportOptions(
-        output=output, engine=engine.value, precision=precision.value if precision else None,
+        output=out, engine=engine.value, precision=precision.value if precision else None,
         format=format.value, window=window, stride=stride, max_batch=max_batch, opset=opset,
         workspace_mb=workspace_mb, parity=parity, atol=atol, rtol=rtol, min_top1=min_top1,
         force=force, trt_flavour=trt_flavour, profiles=tuple(profile or ()),
@@ -729,17 +734,26 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         raise InputError(f"{option} takes comma-separated integers, got {text!r}") from None
 
 
+def _names(values: list[str], option: str) -> tuple[str, ...]:
+    """A repeatable option's values; a comma inside one is refused with the way to say it."""
+    from lipx.errors import InputError
+
+    for value in values:
+        if "," in value:
+            again = " ".join(f"{option} {v.strip()}" for v in value.split(",") if v.strip())
+            raise InputError(f"{option} takes one name per use, got {value!r}; repeat it: {again}")
+    return tuple(values)
+
+
 @app.command()
 def bench(
     target: Annotated[Path, typer.Argument(
         help="A model package (lipx export) or a lipx checkpoint (exported first).")],
-    engine: Annotated[str, typer.Option(
-        help="Comma-separated engines (default: all): an engine (torch, onnx, trt: all its rows) "
-        "or a row: torch, torch-compile, onnx-cpu-fp32, onnx-cpu-int8, onnx-cuda-fp32, "
-        "onnx-cuda-fp16, onnx-tensorrt-fp32, trt-fp16, trt-fp32. "
-        "Absent ones are listed as skipped.")] = "",
-    engines: Annotated[Optional[str], typer.Option(
-        "--engines", hidden=True, help="Deprecated spelling of --engine.")] = None,
+    engine: Annotated[Optional[list[str]], typer.Option(
+        help="An engine (torch, onnx, trt: all its rows) or one row: torch, torch-compile, "
+        "onnx-cpu-fp32, onnx-cpu-int8, onnx-cuda-fp32, onnx-cuda-fp16, onnx-tensorrt-fp32, "
+        "trt-fp16, trt-fp32; repeatable. (default: all; absent ones are listed as skipped)")
+    ] = None,
     batch_sizes: Annotated[str, typer.Option(
         help="Whole-model batch sizes for throughput.")] = "1,4,8",
     budget_s: Annotated[float, typer.Option(help="Seconds of timed runs per engine.")] = 5.0,
@@ -750,22 +764,16 @@ def bench(
         "(without it parity is against onnxruntime CPU fp32).")] = None,
     data: Annotated[Optional[Path], typer.Option(
         help="Prepared corpus for parity and accuracy (default: random inputs).")] = None,
-    split: Annotated[str, typer.Option(
-        help="Split protocol of --data (default: the corpus').")] = "",
-    part: Annotated[str, typer.Option(help="Part of --data: train, val or test.")] = "test",
-    max_clips: Annotated[int, typer.Option(
-        help="Clips of --data (0: all), or random clips (0: 8).")] = 0,
+    split: SplitOption = None,
+    part: PartOption = "test",
+    max_clips: MaxClipsOption = 0,
     gate: Annotated[bool, typer.Option(
         "--gate", help="Exit 1 when an engine is outside tolerance or failed (the package's "
         f"tolerances per precision, from its task spec: {_gates()}).")] = False,
-    atol: Annotated[Optional[float], typer.Option(
-        help="Absolute tolerance for every engine.")] = None,
-    rtol: Annotated[Optional[float], typer.Option(
-        help="Tolerance relative to max|reference|.")] = None,
-    min_top1: Annotated[Optional[float], typer.Option(
-        help="Least top-1 agreement (lipreading).")] = None,
-    max_stoi_drop: Annotated[Optional[float], typer.Option(
-        help="Largest STOI loss (lip-to-speech).")] = None,
+    atol: AtolOption = None,
+    rtol: RtolOption = None,
+    min_top1: MinTop1Option = None,
+    max_stoi_drop: MaxStoiDropOption = None,
     compile_timeout_s: Annotated[float, typer.Option(
         help="Seconds torch.compile may spend compiling (0: skip it).")] = 120.0,
     threads: Annotated[Optional[int], typer.Option(
@@ -773,25 +781,23 @@ def bench(
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Write bench.json, bench.md and plots here "
         "(and the exported package).")] = None,
-    device: Annotated[str, typer.Option(
-        help="Device of the PyTorch rows: auto, cpu, cuda, cuda:N.")] = "auto",
+    device: TorchDeviceOption = None,
 ) -> None:
-    """Benchmark every available engine x precision: latency, throughput, streams, parity."""
+    """Benchmark every available engine x precision: latency, throughput, streams, parity.
+    --data and the tolerance options apply to every engine (--max-clips: clips of --data, or
+    of random inputs, 8 when 0); --device is the PyTorch rows'."""
     from lipx.benchmarks.api import BenchOptions
     from lipx.benchmarks.api import bench as run_bench
     from lipx.benchmarks.report import notes, table, write_report
 
     started = time.perf_counter()
-    if engines is not None:
-        console.print("[yellow]--engines is deprecated: use --engine[/yellow]")
-        engine = engines
     opts = BenchOptions(
-        engines=tuple(e.strip() for e in engine.split(",") if e.strip()),
+        engines=_names(engine or [], "--engine"),
         batch_sizes=_ints(batch_sizes, "--batch-sizes"), budget_s=budget_s, window=window,
-        stride=stride, checkpoint=checkpoint, data=data, split=split, part=part,
+        stride=stride, checkpoint=checkpoint, data=data, split=split or "", part=part,
         max_clips=max_clips,
         atol=atol, rtol=rtol, min_top1=min_top1, max_stoi_drop=max_stoi_drop, out=out,
-        device=device, compile_timeout_s=compile_timeout_s, threads=threads,
+        device=device or "auto", compile_timeout_s=compile_timeout_s, threads=threads,
     )
     report = run_bench(target, opts, progress=lambda m: console.print(f"[dim]{m}[/dim]"))
     Console(width=200).print(table(report))

@@ -56,10 +56,10 @@ lipx slim "$DIR/lip2speech/best.lipx" -o "$DIR/lip2speech.lipx" --half
 
 step "streams: export, then score the held-out test streams (package defaults)"
 lipx export "$DIR/lipreading.lipx" -o "$DIR/lipreading-pkg"
-lipx eval "$DIR/lipreading-pkg" "$DIR/lrw-streams-test" --stream \
+lipx eval-stream "$DIR/lipreading-pkg" "$DIR/lrw-streams-test" \
     --json "$DIR/lipreading-streams-test.json"
 lipx export "$DIR/lip2speech.lipx" -o "$DIR/lip2speech-pkg"
-lipx eval "$DIR/lip2speech-pkg" "$DIR/grid-streams-test" --stream \
+lipx eval-stream "$DIR/lip2speech-pkg" "$DIR/grid-streams-test" \
     --json "$DIR/lip2speech-streams-test.json"
 printf '\nTo ship them: cp %s/lipreading.lipx %s/lip2speech.lipx lipx/assets/checkpoints/\n' \
     "$DIR" "$DIR"
