@@ -14,7 +14,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipx-installed
 PYTEST_ARGS ?= -q
 
-.PHONY: install test lint demo test-latest pins clean
+.PHONY: install test test-fast lint demo test-latest pins clean
 
 $(STAMP): pyproject.toml $(PINS)
 	python3 -m venv $(VENV)
@@ -26,6 +26,10 @@ install: $(STAMP)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast lane (under 2 minutes on the 2-core machine): the tests not marked slow.
+test-fast: install
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .
