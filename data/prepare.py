@@ -39,7 +39,7 @@ import numpy as np
 
 from lipx import __version__
 from lipx import video as vid
-from lipx.audio import NoAudioError, fit_length, highpass, load_audio
+from lipx.audio import SAMPLE_RATE, NoAudioError, fit_length, highpass, load_audio
 from lipx.data import prepare_format as fmt
 from lipx.data.formats import grid_paths, read_align, read_lrw_info
 from lipx.errors import InputError
@@ -54,7 +54,6 @@ MIN_FRAMES = {"grid": 25, "lrw": 29}
 VIDEO_SUFFIXES = (".mpg", ".mpeg", ".mp4")
 LANDMARK_DIRS = ("{s}/landmark", "{s}/landmarks", "landmark/{s}", "landmarks/{s}")
 """Where a GRID video's landmark file NAME.txt is looked for, relative to SRC, in this order."""
-SAMPLE_RATE = 16000
 _SPEAKER = re.compile(r"s\d+")
 _SPEC = VideoSpec()
 
@@ -435,7 +434,7 @@ def _finish(opts: PrepareOptions, jobs: list[ClipJob], results: list[ClipResult]
     fmt.write_json_atomic(opts.out / "index.jsonl", records, lines=True)
     fmt.write_json_atomic(opts.out / "corpus.json", {
         "format": fmt.FORMAT, "version": fmt.VERSION, "layout": opts.layout, "fps": spec.fps,
-        "sample_rate": 16000, "box": list(spec.box), "margin": opts.margin,
+        "sample_rate": SAMPLE_RATE, "box": list(spec.box), "margin": opts.margin,
         "labels": _labels(opts) if opts.layout == "lrw" else [],
         "clips": len(records), "splits": split_sources, "lipx_version": __version__,
         **({"synth": synth} if (synth := _synth_options(opts.src)) else {})})

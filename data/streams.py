@@ -36,13 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lipx.audio import highpass
+from lipx.audio import SAMPLE_RATE, highpass
 from lipx.data import formats, lexicon, synth
 from lipx.data.formats import STILL, TimedWord
 from lipx.data.prepare_format import speaker_parts
 from lipx.data.render import Placement, render_frames
 from lipx.data.synth import FPS, SynthOptions, make_speaker
-from lipx.data.voice import SAMPLE_RATE, synthesize
+from lipx.data.voice import synthesize
 from lipx.errors import InputError
 from lipx.landmarks import align_face
 

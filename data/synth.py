@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from lipx.audio import SAMPLE_RATE
 from lipx.data import formats, lexicon
 from lipx.data.render import Appearance, Placement, render_frames
-from lipx.data.voice import SAMPLE_RATE, Voice, synthesize
+from lipx.data.voice import Voice, synthesize
 from lipx.errors import InputError
 from lipx.files import atomic_write
 from lipx.landmarks import format_landmarks

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lipx.audio import SAMPLE_RATE
 from lipx.data.lexicon import CH, Tracks
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 _HOP = 64
 _WIN = 256
 _NFFT = 1024
@@ -74,7 +74,7 @@ def synthesize(tracks: Tracks, voice: Voice, t0: float, n_samples: int,
     """Speech for ``n_samples`` samples at 16 kHz starting at time ``t0`` of the trajectory.
 
     Args:
-        tracks: the articulation trajectory (it must cover [t0, t0 + n_samples / 16000]).
+        tracks: the articulation trajectory (it must cover [t0, t0 + n_samples / SAMPLE_RATE]).
         voice: the speaker's voice.
         t0: start time (seconds).
         n_samples: output length.

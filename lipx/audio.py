@@ -29,6 +29,8 @@ from lipx.errors import InputError
 
 log = logging.getLogger(__name__)
 
+SAMPLE_RATE = 16000
+"""Audio rate of lipx (Hz): what audio is loaded and resampled to, what lip-to-speech generates."""
 LOG_FLOOR = 1e-5
 """Magnitude floor of the ln-mel; ln(1e-5) maps to -1 (silence) after normalisation."""
 _LN_FLOOR = float(np.log(LOG_FLOOR))
@@ -45,7 +47,7 @@ class AudioSpec:
     Defaults are VCA-GAN's (GRID). :meth:`lipreading` gives the lipreading model's audio branch.
     """
 
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     n_fft: int = 640
     hop: int = 160
     win: int = 640
@@ -92,7 +94,7 @@ class NoAudioError(InputError):
     """A media file has no audio stream."""
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode the first audio stream of any file PyAV reads (wav, flac, mp4, mpg) to mono.
 
     Resampling and the down-mix to mono are ffmpeg's (libswresample defaults).

@@ -275,14 +275,14 @@ def score_words(read: list[str], truth: list[str]) -> dict[str, float]:
 
 
 def _stream_speech(package: Path, video: TestVideo, out: Path, say: Say) -> dict[str, float]:
-    from lipx.audio import load_audio
+    from lipx.audio import SAMPLE_RATE, load_audio
     from lipx.runtime.metrics import speech_scores
     from lipx.runtime.stream import Outputs
 
     say(f"   lip-to-speech {video.video.name} (says: {' '.join(video.words)}):")
     wav = out / "speech.wav"
     _stream(package, video, Outputs(wav=wav, save=out / "lip2speech.mp4"), say)
-    generated, sr = load_audio(wav), 16000
+    generated, sr = load_audio(wav), SAMPLE_RATE
     if video.speech is None:
         raise InputError(f"{video.video}: no reference speech to score the generated speech")
     reference = load_audio(video.speech)

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lipx.audio import SAMPLE_RATE
 from lipx.runtime.roi import RoiResult
 from lipx.runtime.sources import Frame
-
-SAMPLE_RATE = 16000
-"""Default rate of generated speech (Hz)."""
 
 ClockOffset = Callable[[float, bool], float]
 """``offset(t, end)``: seconds the source's clock is ahead of the frames' arrival count at

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import resample_poly
 
+from lipx.audio import SAMPLE_RATE
+
 log = logging.getLogger(__name__)
 
 
@@ -118,7 +120,7 @@ def _envelope(x: np.ndarray, hop: int) -> np.ndarray:
     return np.sqrt((x[:frames * hop].reshape(frames, hop).astype(np.float64) ** 2).mean(1))
 
 
-def speech_scores(reference: np.ndarray, estimate: np.ndarray, sr: int = 16000,
+def speech_scores(reference: np.ndarray, estimate: np.ndarray, sr: int = SAMPLE_RATE,
                   with_pesq: bool = True) -> dict[str, float]:
     """STOI and ESTOI at ``sr`` (pystoi) and narrow-band PESQ at 8 kHz, as the original.
 
@@ -136,7 +138,7 @@ def speech_scores(reference: np.ndarray, estimate: np.ndarray, sr: int = 16000,
     return scores
 
 
-def pesq_nb(reference: np.ndarray, estimate: np.ndarray, sr: int = 16000) -> float:
+def pesq_nb(reference: np.ndarray, estimate: np.ndarray, sr: int = SAMPLE_RATE) -> float:
     """Narrow-band PESQ after resampling both signals to 8 kHz; NaN where PESQ cannot score,
     or when the ``pesq`` package is not installed (it comes with ``lipx[train]``; it compiles
     from source, so the runtime install leaves it out)."""

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from lipx.audio import SAMPLE_RATE
 from lipx.errors import InputError
-from lipx.runtime.events import SAMPLE_RATE, AudioChunk, FrameEvent, WordEvent
+from lipx.runtime.events import AudioChunk, FrameEvent, WordEvent
 from lipx.runtime.sinks import AudioTimeline, Sink
 
 if TYPE_CHECKING:

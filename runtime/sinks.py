@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
+from lipx.audio import SAMPLE_RATE
 from lipx.errors import BackendUnavailableError, InputError, LipxError
-from lipx.runtime.events import SAMPLE_RATE, AudioChunk, Event, FrameEvent, WordEvent
+from lipx.runtime.events import AudioChunk, Event, FrameEvent, WordEvent
 
 if TYPE_CHECKING:
     import sounddevice
