@@ -4,7 +4,9 @@
 :class:`Comparison` of :class:`~lipx.package.ParityRecord` rows that go straight into the
 manifest; :func:`validate_parity` turns a failed comparison into ``ShapeMismatch`` or
 ``ToleranceExceeded``. The exporter (:func:`lipx.export.parity.check_artifacts`) and ``lipx
-bench`` both use it. Numpy only: a bench of a package runs without torch.
+bench`` both use it. Numpy only: a bench of a package runs without torch. It is part of the
+ground, below the runtime: it asks of an engine only what :class:`ParityRunner` says, which
+:class:`lipx.runtime.runner.Runner` (and the PyTorch reference runner) provide.
 """
 
 from __future__ import annotations
@@ -12,14 +14,29 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 
 import numpy as np
 
 from lipx.errors import ShapeMismatch, ToleranceExceeded
 from lipx.package import OutputParity, ParityRecord
-from lipx.runtime.runner import Runner
 from lipx.tasks import Tolerance
+
+
+class ParityRunner(Protocol):
+    """What :func:`compare` needs of an engine (a :class:`lipx.runtime.runner.Runner` is one):
+    a context manager that activates it, and inference on a dict of arrays."""
+
+    @property
+    def is_active(self) -> bool: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None, /) -> None: ...
+
+    def infer(self, feeds: Mapping[str, np.ndarray], /) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +84,7 @@ class _Tally:
 
 
 def compare(
-    runners: Mapping[str, Runner], feeds: Sequence[Mapping[str, np.ndarray]], reference: str,
+    runners: Mapping[str, ParityRunner], feeds: Sequence[Mapping[str, np.ndarray]], reference: str,
     tolerance: Tolerance, top1_output: str | None = None,
 ) -> Comparison:
     """Run every runner on every feed and compare each with ``runners[reference]``.
@@ -177,7 +194,7 @@ def _case(feed: Mapping[str, np.ndarray]) -> tuple[int, int]:
     return int(first.shape[0]), int(first.shape[time_axis]) if first.ndim > time_axis else 0
 
 
-def _engine(runner: Runner) -> str:
+def _engine(runner: ParityRunner) -> str:
     providers = getattr(runner, "providers", None)
     if providers:
         return f"onnxruntime {providers[0]}"
