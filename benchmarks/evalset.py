@@ -66,11 +66,11 @@ def data_set(target: Target, sched: Schedule, data: Path, split: str, part: str,
     """The first ``max_clips`` clips (0: all) of ``part`` of ``split`` in the corpus ``data``."""
     from torch.utils.data import Subset
 
+    from lipx.data.prepare_format import default_split
     from lipx.train import datasets as ds
-    from lipx.train.run import _default_split
 
     m = target.manifest
-    protocol = split or _default_split(m.task, Path(data))
+    protocol = split or default_split(m.task, Path(data))
     if m.task == "lipreading":
         items = ds.LipreadingDataset(data, part, protocol=protocol, augment=False,
                                      video_spec=m.video, audio_spec=m.audio)

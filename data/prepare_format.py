@@ -163,6 +163,26 @@ def select(records: Iterable[dict], protocol: str, part: str) -> list[dict]:
     return [r for r in records if part in r["splits"].get(protocol, ())]
 
 
+def default_split(task: str, root: str | Path) -> str:
+    """The split protocol a task's training, evaluation and benchmark use on the prepared corpus
+    ``root`` when none is given: ``lrw`` for lipreading; for lip-to-speech the first of
+    ``unseen``, ``overlap``, ``four`` the corpus has, else its first protocol.
+
+    Raises:
+        InputError: ``root`` is not a prepared corpus, or (lip-to-speech) has no protocols.
+    """
+    _, records = read_corpus(root)
+    protocols = sorted({p for r in records for p in r["splits"]})
+    if task == "lipreading":
+        return "lrw"
+    for choice in ("unseen", "overlap", "four"):
+        if choice in protocols:
+            return choice
+    if not protocols:
+        raise InputError(f"{root} has no split protocols")
+    return protocols[0]
+
+
 # --- split rules ----------------------------------------------------------------------------
 
 

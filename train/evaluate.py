@@ -75,10 +75,10 @@ class EvalResult:
 def _loader(ckpt, opts: EvalOptions):
     from torch.utils.data import DataLoader, Subset
 
+    from lipx.data.prepare_format import default_split
     from lipx.train import datasets as ds
-    from lipx.train.run import _default_split
 
-    split = opts.split or _default_split(ckpt.task, Path(opts.data))
+    split = opts.split or default_split(ckpt.task, Path(opts.data))
     if ckpt.task == "lipreading":
         data = ds.LipreadingDataset(opts.data, opts.part, protocol=split, augment=False,
                                     video_spec=ckpt.video)

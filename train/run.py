@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from lipx.audio import AudioSpec
-from lipx.data.prepare_format import read_corpus
+from lipx.data.prepare_format import default_split
 from lipx.errors import InputError
 from lipx.models.registry import get_family, preset_config
 from lipx.tasks import CONTEXT, NO_WORD
@@ -41,19 +41,6 @@ class TrainResult:
     metric: str
     seconds: float
     history: list[dict[str, float]]
-
-
-def _default_split(task: str, data: Path) -> str:
-    corpus, records = read_corpus(data)
-    protocols = sorted({p for r in records for p in r["splits"]})
-    if task == "lipreading":
-        return "lrw"
-    for choice in ("unseen", "overlap", "four"):
-        if choice in protocols:
-            return choice
-    if not protocols:
-        raise InputError(f"{data} has no split protocols")
-    return protocols[0]
 
 
 def _datasets(cfg: TrainConfig, split: str):
@@ -196,7 +183,7 @@ def train(cfg: TrainConfig, resume: bool = False,
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed + info.rank)
-        split = cfg.split or _default_split(cfg.task, Path(cfg.data))
+        split = cfg.split or default_split(cfg.task, Path(cfg.data))
         cfg = dataclasses.replace(cfg, split=split)
         train_set, val_set, collate = _datasets(cfg, split)
         labels = list(getattr(train_set, "labels", []))  # a Mixed set's include NO_WORD
