@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from lipx.errors import InputError
+from lipx.export.build import BUILDERS
 from lipx.package import MANIFEST_NAME, GraphInfo, Manifest
 from lipx.runtime.package_runners import BuildOptions, PackageArtifacts
 from lipx.tasks import Schedule
@@ -57,7 +58,8 @@ class Target:
         """The package's artifacts; what it lacks is made into the work folder with
         ``options`` (the first call's: one bench run builds every artifact the same way)."""
         if self._artifacts is None:
-            self._artifacts = PackageArtifacts(self.package, self.manifest, self.workdir, options)
+            self._artifacts = PackageArtifacts(self.package, self.manifest, self.workdir, options,
+                                               BUILDERS)
         return self._artifacts
 
     def schedule(self, window: int | None, stride: int | None) -> Schedule:

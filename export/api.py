@@ -34,6 +34,7 @@ from torch import nn
 from lipx import __version__
 from lipx.audio import AudioSpec
 from lipx.errors import BackendUnavailableError, InputError, ManifestError, check_tolerances
+from lipx.export.build import BUILDERS
 from lipx.export.onnx_export import OnnxFromTorch, export_graphs
 from lipx.export.parity import check_artifacts
 from lipx.export.spec import ExportSpec, export_spec
@@ -374,7 +375,7 @@ def _build(manifest: Manifest, engine: str, precision: str, spec: ExportSpec,
     (and the fp16 graphs a strongly typed TensorRT build made on the way)."""
     options = BuildOptions(opts.max_batch, opts.max_frames, opts.workspace_mb, opts.cache_dir,
                            opts.trt_flavour, opts.trt_targets, opts.profile_ranges)
-    artifacts = PackageArtifacts(work, manifest, work, options)
+    artifacts = PackageArtifacts(work, manifest, work, options, BUILDERS)
     for role in spec.graphs:
         artifacts.get(engine, role, precision)
     made = [entry for _, entry in artifacts.built.values()]

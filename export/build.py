@@ -1,9 +1,9 @@
 """Make the artifact an engine needs from a package's float32 ONNX graph.
 
-The backend table names one builder per engine (:attr:`BackendInfo.builder`), and
-:class:`~lipx.runtime.package_runners.PackageArtifacts` calls it when a package lacks an
-artifact, for ``lipx export`` (into the package being written) and ``lipx bench`` (into its work
-folder) alike::
+:data:`BUILDERS` has one builder per engine of the backend table; ``lipx export`` (into the
+package being written) and ``lipx bench`` (into its work folder) hand them to
+:class:`~lipx.runtime.package_runners.PackageArtifacts`, which calls one when a package lacks an
+artifact::
 
     builder(artifacts, role, precision, path) -> the new manifest entry
 
@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lipx.errors import BackendUnavailableError, BuildFailed, InputError, first_line
-from lipx.export.precision import Fp32Rule
 from lipx.files import file_sha256
 from lipx.package import EngineInfo, GraphInfo, package_file
 
 if TYPE_CHECKING:
-    from lipx.runtime.package_runners import PackageArtifacts
+    from lipx.runtime.package_runners import Builder, PackageArtifacts
 
 
 def onnx_graph(artifacts: PackageArtifacts, role: str, precision: str, path: Path) -> GraphInfo:
     """Convert the package's float32 ``role`` graph to ``precision`` (fp16, int8) at ``path``."""
+    from lipx.export.precision import Fp32Rule
     from lipx.export.quantize import CONVERTERS
 
     manifest = artifacts.manifest
@@ -54,6 +54,7 @@ def tensorrt_plan(artifacts: PackageArtifacts, role: str, precision: str,
     the whole model ``min_frames`` .. ``max_frames``, each overridable (``--profile``). An fp16
     plan is built from the fp16 graph, which ``artifacts`` converts when the package lacks it.
     """
+    from lipx.export.precision import Fp32Rule
     from lipx.export.trt import (
         BuildSettings,
         apply_overrides,
@@ -80,3 +81,8 @@ def tensorrt_plan(artifacts: PackageArtifacts, role: str, precision: str,
     except Exception as e:  # TensorRT parser/builder errors
         raise BuildFailed(f"building the {precision} plan of {graph.file} failed: "
                           f"{first_line(e)}") from e
+
+
+BUILDERS: dict[str, Builder] = {"onnx": onnx_graph, "trt": tensorrt_plan}
+"""The builder of each engine of :data:`~lipx.runtime.backends.BACKENDS`. Importing this module
+needs neither onnx nor TensorRT: each builder imports what it uses when called."""

@@ -3,8 +3,9 @@
 One row per backend drives the CLI choices (``--engine``, ``--precision``), option validation,
 the artifact a package needs for it (an ONNX graph or a TensorRT plan) and the step that makes
 one, the runner that loads it, and the benchmark loop; nothing else branches on backend names
-(:mod:`lipx.runtime.package_runners` is the factory built on it). Torch-free: runner classes and
-builders are imported only when asked for.
+(:mod:`lipx.runtime.package_runners` is the factory built on it). Torch-free: runner classes are
+imported only when asked for. The builders that make a backend's artifacts belong to export
+(:data:`lipx.export.build.BUILDERS`), which hands them to the factory: the runtime names none.
 
 TensorRT comes in two flavours (:data:`TRT_FLAVOURS`), both behind the ``trt`` row: full TensorRT
 (``tensorrt``; datacenter and desktop GPUs; a plan is built on a GPU of the architecture it runs
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +47,6 @@ class BackendInfo:
     extra: str
     """pip extra that installs them."""
     description: str
-    builder: str
-    """``module:function`` that makes this backend's artifact of a graph
-    (:mod:`lipx.export.build`), imported on demand."""
     build_needs: tuple[str, ...]
     """Python modules the builder needs (besides :attr:`modules`)."""
     build_extra: str
@@ -88,16 +85,14 @@ class BackendInfo:
             return f"{role}{self.suffix}"
         return f"{role}.{precision}{self.suffix}"
 
-    def builder_function(self) -> Callable[..., Any]:
-        """The builder; BackendUnavailableError naming the extra when its modules are missing
+    def check_build_needs(self) -> None:
+        """BackendUnavailableError naming the extra when the modules its builder needs are missing
         (the engine's own library is checked by the builder, which says what it needs)."""
         missing = [m for m in self.build_needs if importlib.util.find_spec(m) is None]
         if missing:
             raise BackendUnavailableError(
                 f"building {self.name} artifacts needs {', '.join(missing)}: "
                 f"pip install 'lipx[{self.build_extra}]'")
-        module, _, function = self.builder.partition(":")
-        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
     def runner_class(self) -> type[Runner]:
         """The Runner class; BackendUnavailableError when its dependencies are missing."""
@@ -122,8 +117,7 @@ BACKENDS: dict[str, BackendInfo] = {
             modules=("onnxruntime",), extra="cpu",
             description="ONNX graphs run by onnxruntime (CPU, CUDA or TensorRT provider); fp16 "
             "is for GPUs, int8 (dynamic quantisation) for CPUs",
-            builder="lipx.export.build:onnx_graph", build_needs=("onnx",), build_extra="export",
-            triton_backend="onnxruntime",
+            build_needs=("onnx",), build_extra="export", triton_backend="onnxruntime",
         ),
         BackendInfo(
             name="trt", suffix=".plan", needs_gpu=True, precisions=("fp16", "fp32"),
@@ -131,8 +125,7 @@ BACKENDS: dict[str, BackendInfo] = {
             modules=(), extra="gpu",
             description="TensorRT plans (full TensorRT, built on a GPU of the architecture they "
             "run on, or TensorRT-RTX, built anywhere for RTX GPUs), strongly typed",
-            builder="lipx.export.build:tensorrt_plan", build_needs=("onnx",),
-            build_extra="export", triton_backend="tensorrt", plans=True,
+            build_needs=("onnx",), build_extra="export", triton_backend="tensorrt", plans=True,
             flavours=("tensorrt", "rtx"),
         ),
     )

@@ -7,15 +7,16 @@ The backend table (:data:`~lipx.runtime.backends.BACKENDS`) decides which runner
 precisions and artifacts exist; this module maps a package's artifacts (ONNX graphs, TensorRT
 plans) onto them. :class:`PackageArtifacts` finds the artifact an engine needs in the package
 (checked by :func:`~lipx.package.package_file` before anything loads it) or, given a work
-folder, makes it there with the backend's builder (``lipx export`` and ``lipx bench`` both build
-through it). Unknown engines, devices or precisions are InputErrors listing what is available.
-Torch-free (builders import what they need when called).
+folder, makes it there with the builder it was handed for the engine (``lipx export`` and ``lipx
+bench`` both build through it, with :data:`lipx.export.build.BUILDERS`). Unknown engines, devices
+or precisions are InputErrors listing what is available. Torch-free, and it names no builder:
+the runtime sits below export.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from lipx.runtime.runner import Runner
 log = logging.getLogger(__name__)
 
 Artifact = GraphInfo | EngineInfo
+
+Builder = Callable[["PackageArtifacts", str, str, Path], Artifact]
+"""``builder(artifacts, role, precision, path)`` makes ``role``'s artifact at ``precision`` at
+``path`` and returns its manifest entry (:data:`lipx.export.build.BUILDERS`: one per engine)."""
 
 
 def resolve_backend(engine: str, device: str | None, precision: str | None) -> tuple[
@@ -77,12 +82,17 @@ class PackageArtifacts:
         manifest: its manifest.
         workdir: where missing artifacts are made (None: a missing one is a ManifestError).
         options: how to make them.
+        builders: engine -> its :data:`Builder` (export and bench hand in
+            :data:`lipx.export.build.BUILDERS`); without one, a missing artifact of that engine
+            is a ManifestError.
     """
 
     def __init__(self, package_dir: str | Path, manifest: Manifest,
-                 workdir: Path | None = None, options: BuildOptions | None = None) -> None:
+                 workdir: Path | None = None, options: BuildOptions | None = None,
+                 builders: Mapping[str, Builder] | None = None) -> None:
         self.package_dir, self.manifest = Path(package_dir), manifest
         self.workdir, self.options = workdir, options or BuildOptions()
+        self.builders = dict(builders or {})
         self.built: dict[tuple[str, str, str], tuple[Path, Artifact]] = {}
         """(engine, role, precision) -> what was made into the work folder, in build order."""
         self._checked: dict[str, Path] = {}
@@ -117,9 +127,10 @@ class PackageArtifacts:
         precision = precision or info.default_precision
         key = (engine, role, precision)
         if key not in self.built:
-            if self.workdir is None:
+            build = self.builders.get(engine)
+            if self.workdir is None or build is None:
                 raise ManifestError(self._missing(info, role, precision))
-            build = info.builder_function()
+            info.check_build_needs()
             path = self.workdir / info.artifact_file(role, precision)
             self.built[key] = (path, build(self, role, precision, path))
         return self.built[key]

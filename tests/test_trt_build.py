@@ -1,6 +1,6 @@
 """Real TensorRT plans, built with the TensorRT-RTX wheels (``pip install 'lipx[rtx]'``), which
 need no GPU to build: a toy graph, then the ``tiny`` presets of both tasks, fp32 and fp16, the
-whole model and the streaming split, through the builder the backend table names. What the
+whole model and the streaming split, through export's builders (BUILDERS). What the
 manifest records of each plan, the plan cache, the profile overrides, and the checks that refuse
 a plan for another flavour, version or GPU before it loads.
 
@@ -15,6 +15,7 @@ import pytest
 
 from lipx.errors import BackendUnavailableError, InputError
 from lipx.export import trt as lx_trt
+from lipx.export.build import BUILDERS
 from lipx.export.trt import RTX_PORTABLE, BuildSettings, build_engine, profile_for
 from lipx.package import ROLES, GraphInfo, Manifest, PlanTarget, TensorInfo
 from lipx.runtime.package_runners import BuildOptions, PackageArtifacts
@@ -87,7 +88,7 @@ def test_tiny_presets_build_real_plans(packages, tmp_path, task, precision):
     low = max(5, manifest.spec.min_frames)
     options = BuildOptions(max_batch=2, cache_dir=tmp_path / "cache", trt_flavour="rtx",
                            profiles=(("model.frames", (low, 9, 24)),))
-    artifacts = PackageArtifacts(pkg, manifest, tmp_path, options)
+    artifacts = PackageArtifacts(pkg, manifest, tmp_path, options, BUILDERS)
     engines = {role: artifacts.get("trt", role, precision) for role in ROLES}
     for role, (path, e) in engines.items():
         suffix = ".fp16.onnx" if precision == "fp16" else ".onnx"
