@@ -64,7 +64,9 @@ def count_work(target: Target, plan: Sequence[Measurement]) -> Work:
         return Work(note=f"FLOPs not counted: {missing}")
     from lipx.benchmarks.target import feed_shapes
 
-    flops, by_op, uncounted = {}, {}, set()
+    flops: dict[str, int] = {}
+    by_op: dict[str, dict[str, int]] = {}
+    uncounted: set[str] = set()
     counted: dict[tuple[str, int, int], fl.FlopCount] = {}
     for m in plan:
         key = (m.role, m.batch, m.frames)

@@ -205,17 +205,18 @@ def _torch_engine(spec: EngineSpec, target: Target, compile_limit_s: float) -> L
     from lipx.export.spec import export_spec
     from lipx.export.torch_runner import TorchRunner
 
-    graphs = export_spec(target.task, target.model).graphs
+    model = target.model
+    if model is None:  # unavailable() says so before any engine is loaded
+        raise InputError(f"{spec.key}: no checkpoint for the PyTorch reference (--checkpoint)")
+    graphs = export_spec(target.task, model).graphs
     runners: dict[str, Runner] = {}
     clock = CompileClock(compile_limit_s) if spec.compiled else None
     for role in ROLES:
-        module = graphs[role].wrap(target.model).eval()
-        if clock is not None:
-            module = torch.compile(module)
-        runner = TorchRunner(module, target.manifest.graph(role), spec.device,
-                             f"{spec.key} {role}")
+        module = graphs[role].wrap(model).eval()
+        runner = TorchRunner(torch.compile(module) if clock is not None else module,
+                             target.manifest.graph(role), spec.device, f"{spec.key} {role}")
         runners[role] = CompileTimed(runner, clock) if clock is not None else runner
-    weights = sum(t.numel() * t.element_size() for t in target.model.state_dict().values())
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     sync = torch.cuda.synchronize if spec.device.startswith("cuda") else None
     return LoadedEngine(spec, runners, size_mb=weights / 1e6, sync=sync, clock=clock)
 

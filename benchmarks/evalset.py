@@ -71,6 +71,7 @@ def data_set(target: Target, sched: Schedule, data: Path, split: str, part: str,
 
     m = target.manifest
     protocol = split or default_split(m.task, Path(data))
+    items: ds.LipreadingDataset | ds.LipToSpeechDataset
     if m.task == "lipreading":
         items = ds.LipreadingDataset(data, part, protocol=protocol, augment=False,
                                      video_spec=m.video, audio_spec=m.audio)
@@ -79,7 +80,7 @@ def data_set(target: Target, sched: Schedule, data: Path, split: str, part: str,
                                       augment=False, video_spec=m.video, audio_spec=m.audio)
     chosen = Subset(items, range(min(max_clips, len(items)) if max_clips else len(items)))
     where = f"{len(chosen)} clips of {data} ({protocol}/{part})"
-    if m.task == "lipreading":
+    if isinstance(items, ds.LipreadingDataset):
         return _lipreading(target, chosen, _label_map(items.labels, m.vocabulary), where)
     return _lip2speech(target, chosen, where)
 

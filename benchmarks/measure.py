@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from lipx.benchmarks import parity as par
 from lipx.benchmarks.engines import (
@@ -191,8 +192,8 @@ def time_engine(engine: LoadedEngine, target: Target, sched: Schedule,
         budget = Budget(settings.budget_s * item.share, settings.min_runs, warmup=settings.warmup)
         try:
             runner.validate_feeds(feeds)
-            out[item.name] = time_calls(lambda r=runner, f=feeds: r.infer(f, check=False),
-                                        budget, engine.sync, lambda r=runner: stage_seconds(r))
+            out[item.name] = time_calls(partial(runner.infer, feeds, check=False), budget,
+                                        engine.sync, partial(stage_seconds, runner))
         except Exception:
             if not item.optional:
                 raise

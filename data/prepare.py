@@ -251,9 +251,10 @@ def _grid_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
     region = np.stack([align_face(frame, p, origin=origin, out_size=side)
                        for frame, p in zip(frames, points)])
     wav = highpass(_audio(job, len(frames)), SAMPLE_RATE)
-    words = [[w.start, w.end, w.word] for w in read_align(job.align)] if job.align else []
+    aligned = read_align(job.align) if job.align else []
+    words = [[w.start, w.end, w.word] for w in aligned]
     return region, fit_length(wav, len(frames) * 640), {
-        "speaker": job.speaker, "text": " ".join(w[2] for w in words), "words": words}
+        "speaker": job.speaker, "text": " ".join(w.word for w in aligned), "words": words}
 
 
 def _lrw_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:

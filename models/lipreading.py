@@ -297,9 +297,10 @@ def _count(keys: Any, prefix: str) -> int:
 def _config_from_original(groups: dict[str, dict[str, Any]]) -> LipreadingConfig:
     """Infer the architecture from the original groups' tensor shapes (radius: the original 16)."""
     v_keys = groups["v_front_state_dict"]
-    widths = tuple(_shape(groups, "v_front_state_dict", f"resnet.layer{i}.0.conv1.weight")[0]
-                   for i in range(1, 5))
-    blocks = tuple(_count(v_keys, f"resnet.layer{i}.") for i in range(1, 5))
+    w = [_shape(groups, "v_front_state_dict", f"resnet.layer{i}.0.conv1.weight")[0]
+         for i in range(1, 5)]
+    b = [_count(v_keys, f"resnet.layer{i}.") for i in range(1, 5)]
+    widths, blocks = (w[0], w[1], w[2], w[3]), (b[0], b[1], b[2], b[3])
     cfg = LipreadingConfig(
         frontend=FrontendConfig(widths=widths, blocks=blocks, pool="topleft3"),
         audio=_audio_from_original(groups, widths[-1]),

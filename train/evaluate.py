@@ -79,6 +79,7 @@ def _loader(ckpt, opts: EvalOptions):
     from lipx.train import datasets as ds
 
     split = opts.split or default_split(ckpt.task, Path(opts.data))
+    data: ds.PreparedDataset | Subset[Any]
     if ckpt.task == "lipreading":
         data = ds.LipreadingDataset(opts.data, opts.part, protocol=split, augment=False,
                                     video_spec=ckpt.video)
