@@ -31,9 +31,12 @@ test: install
 test-fast: install
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
 
+# ruff; mypy over the whole program (pyproject: files = ["lipx"], the lipx/ links to the folders);
+# lint-imports: the layers contract in pyproject (the ground, the runtime without torch, ...).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 demo: install
 	$(VENV)/bin/lipx demo
