@@ -32,6 +32,7 @@ from lipx.benchmarks.parity import Parity
 from lipx.benchmarks.parity import to_dict as parity_dict
 from lipx.errors import ParityError
 from lipx.runtime.stats import LatencyStats
+from lipx.video import FPS
 
 STATUSES = ("ok", "skipped", "export-failed", "parity-failed", "failed")
 """``export-failed``: its artifact could not be built or loaded; ``parity-failed``: it ran but is
@@ -78,7 +79,7 @@ class EngineRow:
     warmup_ms: dict[str, list[float]] = field(default_factory=dict)
     window_frames: int = 0
     stride_frames: int = 0
-    fps: float = 25.0
+    fps: float = FPS
     tiny_call: LatencyStats | None = None
     """The smallest call: the backend on its fewest frames, batch 1 (per-call overhead)."""
     flops: dict[str, int] = field(default_factory=dict)

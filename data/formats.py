@@ -41,10 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from lipx import video
 from lipx.files import atomic_write
 
-FPS = 25
-"""Video frames per second of GRID and LRW."""
+FPS = round(video.FPS)
+"""Video frames per second of GRID and LRW (lipx's rate, :data:`lipx.video.FPS`), an int so
+alignment units and sample counts stay integers."""
 UNITS_PER_FRAME = 1000
 """GRID alignment time units per video frame."""
 UNITS_PER_SECOND = FPS * UNITS_PER_FRAME

@@ -197,7 +197,8 @@ def _decode(job: ClipJob) -> np.ndarray:
         raise _Unusable("too_short", f"{len(frames)} frames, need at least {job.min_frames}")
     resampled = vid.resample_frames(times, frames, _SPEC.fps)
     if len(resampled) < job.min_frames:
-        raise _Unusable("too_short", f"{len(resampled)} frames at 25 fps, need {job.min_frames}")
+        raise _Unusable("too_short", f"{len(resampled)} frames at {_SPEC.fps:g} fps, "
+                                     f"need {job.min_frames}")
     return resampled
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from lipx.video import FPS
+
 log = logging.getLogger(__name__)
 
 LRW_SIZE = 256
@@ -303,7 +305,7 @@ def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.concatenate([a[:, :2] @ b[:, :2], (a[:, :2] @ b[:, 2] + a[:, 2])[:, None]], 1)
 
 
-def head_motion(rng: np.random.Generator, n_frames: int, fps: float = 25.0) -> np.ndarray:
+def head_motion(rng: np.random.Generator, n_frames: int, fps: float = FPS) -> np.ndarray:
     """Smooth small head motion: (T, 2, 3) similarity matrices in canonical coordinates.
 
     Rotation within about +-2 degrees, scale +-2 %, translation +-3 px, as sums of slow sinusoids.
@@ -322,7 +324,7 @@ def head_motion(rng: np.random.Generator, n_frames: int, fps: float = 25.0) -> n
                                  (FACE_X + dx[i], 150.0 + dy[i])) for i in range(n_frames)])
 
 
-def blinks(rng: np.random.Generator, n_frames: int, fps: float = 25.0) -> np.ndarray:
+def blinks(rng: np.random.Generator, n_frames: int, fps: float = FPS) -> np.ndarray:
     """Eyelid closure per frame (T,) in [0, 1]: a blink every few seconds, three frames long."""
     closure = np.zeros(n_frames)
     t = float(rng.exponential(3.0)) * fps

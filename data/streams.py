@@ -38,10 +38,10 @@ import numpy as np
 
 from lipx.audio import SAMPLE_RATE, highpass
 from lipx.data import formats, lexicon, synth
-from lipx.data.formats import STILL, TimedWord
+from lipx.data.formats import FPS, STILL, TimedWord
 from lipx.data.prepare_format import speaker_parts
 from lipx.data.render import Placement, render_frames
-from lipx.data.synth import FPS, SynthOptions, make_speaker
+from lipx.data.synth import SynthOptions, make_speaker
 from lipx.data.voice import synthesize
 from lipx.errors import InputError
 from lipx.landmarks import align_face

@@ -42,6 +42,7 @@ import numpy as np
 
 from lipx.audio import SAMPLE_RATE
 from lipx.data import formats, lexicon
+from lipx.data.formats import FPS
 from lipx.data.render import Appearance, Placement, render_frames
 from lipx.data.voice import Voice, synthesize
 from lipx.errors import InputError
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FPS = 25
 GRID_FRAMES = 75
 LRW_FRAMES = 29
 LAYOUTS = ("grid", "lrw")

@@ -31,12 +31,16 @@ from lipx.errors import InputError
 
 log = logging.getLogger(__name__)
 
+FPS = 25.0
+"""Frame rate of lipx (frames per second): GRID's and LRW's, what the models are trained at and
+what sources are resampled to; the default wherever a frame rate is not given."""
+
 
 @dataclass(frozen=True)
 class VideoSpec:
     """How frames are turned into model input; stored in checkpoints and manifests."""
 
-    fps: float = 25.0
+    fps: float = FPS
     """Frame rate the model was trained at."""
     face_size: int = 256
     """Side of the aligned face frame the mouth box is cut from (LRW geometry)."""
@@ -79,7 +83,7 @@ def iter_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
             if not container.streams.video:
                 raise InputError(f"{path}: no video stream; expected a video file")
             stream = container.streams.video[0]
-            rate = float(stream.average_rate or 25.0)
+            rate = float(stream.average_rate or FPS)
             start = None
             for i, frame in enumerate(container.decode(stream)):
                 t = frame.time if frame.time is not None else i / rate
@@ -129,7 +133,7 @@ def resample_frames(times: list[float] | np.ndarray, frames: list[np.ndarray],
     return np.stack([frames[i] for i in idx])
 
 
-def read_video(path: str | Path, fps: float = 25.0) -> np.ndarray:
+def read_video(path: str | Path, fps: float = FPS) -> np.ndarray:
     """Decode a whole video to RGB frames resampled to ``fps`` (by timestamps).
 
     Returns:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lipx.errors import InputError
+from lipx.video import FPS
 
 if TYPE_CHECKING:
     import av
@@ -45,7 +46,7 @@ class AVFrames:
         for frame in self.container.decode(self.stream):
             t = frame.time
             if t is None:  # no timestamps: count frames at the declared rate
-                t = self._n / (self.fps or 25.0)
+                t = self._n / (self.fps or FPS)
             self._n += 1
             yield float(t), frame.to_ndarray(format="rgb24")
 

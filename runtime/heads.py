@@ -23,6 +23,7 @@ from lipx.errors import InputError
 from lipx.runtime.events import AudioChunk, Result, WordEvent
 from lipx.runtime.griffin_lim import StreamingGriffinLim
 from lipx.tasks import NO_WORD
+from lipx.video import FPS
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class WordHead:
     audio_s = 0.0
     """A word head makes no audio."""
 
-    def __init__(self, vocabulary: list[str], fps: float = 25.0, threshold: float = 0.5,
+    def __init__(self, vocabulary: list[str], fps: float = FPS, threshold: float = 0.5,
                  agreement: int = 2, min_gap_s: float = 0.0, span: str = "intersection",
                  ignore: tuple[str, ...] = (), emit_partial_on_flush: bool = True, *,
                  window: int = 1, stride: int = 1, max_run_s: float = 0.8) -> None:
@@ -325,7 +326,7 @@ class SpeechHead:
     words = 0
     """A speech head makes no words."""
 
-    def __init__(self, spec: AudioSpec, fps: float = 25.0, window: int = 40, stride: int = 8,
+    def __init__(self, spec: AudioSpec, fps: float = FPS, window: int = 40, stride: int = 8,
                  lookahead: int = 4, crossfade: int = 2, gl_iters: int = 16,
                  gl_momentum: float = 0.99, seed: int | None = 0, record: bool = False) -> None:
         per_frame = spec.samples_per_video_frame()

@@ -29,6 +29,7 @@ from lipx.audio import SAMPLE_RATE
 from lipx.errors import InputError
 from lipx.runtime.events import AudioChunk, FrameEvent, WordEvent
 from lipx.runtime.sinks import AudioTimeline, Sink
+from lipx.video import FPS
 
 if TYPE_CHECKING:
     from av.audio.stream import AudioStream
@@ -89,7 +90,7 @@ class AnnotatedVideoSink(Sink):
     def __init__(
         self,
         path: str | os.PathLike[str],
-        fps: float = 25.0,
+        fps: float = FPS,
         *,
         audio: bool = True,
         sample_rate: int = SAMPLE_RATE,

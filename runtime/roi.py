@@ -37,6 +37,7 @@ import numpy as np
 
 from lipx.errors import InputError
 from lipx.runtime.haar import HaarFaceDetector, import_cv2
+from lipx.video import FPS
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class FaceTracker(MouthROI):
         self,
         detector: Detector | None = None,
         *,
-        fps: float = 25.0,
+        fps: float = FPS,
         detect_every: int = 1,
         track: bool = True,
         hold_frames: int = 12,
@@ -307,7 +308,7 @@ class FaceTracker(MouthROI):
         return RoiResult(face, box, True, held)
 
 
-def make_roi(crop: str, fps: float = 25.0, **kwargs: object) -> MouthROI:
+def make_roi(crop: str, fps: float = FPS, **kwargs: object) -> MouthROI:
     """The ROI for a ``--crop`` choice: ``lrw`` (fixed box) or ``auto`` (face tracker).
 
     ``auto`` tracks: a full-frame detection every ``TRACK_DETECT_EVERY`` frames (and whenever

@@ -46,6 +46,7 @@ from lipx.runtime.decode import (
 )
 from lipx.runtime.live import LiveReader, Pacer, Reconnecting
 from lipx.runtime.resample import RawFrames, Resampler
+from lipx.video import FPS
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ def _broken(info: SourceInfo, decoded: int, error: Exception, reconnect: int) ->
 
 def open_source(
     spec: str,
-    fps: float = 25.0,
+    fps: float = FPS,
     realtime: bool = False,
     reconnect: int = 0,
     *,

@@ -30,6 +30,7 @@ import numpy as np
 
 from lipx.files import atomic_write
 from lipx.tasks import CONTEXT
+from lipx.video import FPS
 
 STAGES = ("decode", "crop", "frontend", "backend", "head", "sinks")
 ENGINE_STAGES = ("frontend", "backend")
@@ -221,7 +222,7 @@ class StageTimer:
     def __init__(
         self,
         stages: Sequence[str] = STAGES,
-        fps: float = 25.0,
+        fps: float = FPS,
         window: int = 100,
         wait_stages: Sequence[str] = (),
     ):

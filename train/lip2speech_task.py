@@ -19,6 +19,7 @@ from torch import nn
 
 from lipx import audio as laudio
 from lipx.models.checkpoint import Checkpoint
+from lipx.runtime.metrics import mean_scores, speech_scores
 from lipx.train.config import TrainConfig
 from lipx.train.distributed import DistInfo
 from lipx.train.lipreading_task import clip_and_step, make_optimizer
@@ -31,7 +32,6 @@ from lipx.train.losses import (
     sync_generator_term,
     sync_infonce,
 )
-from lipx.runtime.metrics import mean_scores, speech_scores
 
 if TYPE_CHECKING:
     from lipx.models.discriminator import SyncDiscriminator
@@ -181,7 +181,7 @@ class Lip2SpeechTask:
                                             context=self.context)
             l1.append(float(F.l1_loss(pred_mel, mel)))
             for i in range(video.shape[0]):
-                n = int(batch["lengths"][i]) * self.audio_spec.sample_rate // 25
+                n = int(batch["lengths"][i]) * self.audio_spec.samples_per_video_frame()
                 wav = laudio.spectrogram_to_wav(pred_lin[i, 0, :, : 4 * int(batch["lengths"][i])]
                                                 .float().cpu().numpy(), self.audio_spec, n_iter=30)
                 ref = batch["wav"][i, :n].numpy()
