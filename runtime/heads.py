@@ -22,7 +22,7 @@ from lipx.audio import AudioSpec
 from lipx.errors import InputError
 from lipx.runtime.events import AudioChunk, Result, WordEvent
 from lipx.runtime.griffin_lim import StreamingGriffinLim
-from lipx.tasks import NO_WORD
+from lipx.tasks import NO_WORD, Schedule
 from lipx.video import FPS
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,9 @@ class WordHead:
             reached ``agreement`` because the stream ended (a stream shorter than ``agreement``
             windows would otherwise never produce a word).
         window: frames per window of the stream's schedule, and
-        stride: frames between its windows; both only for the latency the head reports
-            (:attr:`lookahead_frames`, :attr:`delay_frames`).
+        stride: frames between its windows (a :class:`~lipx.tasks.Schedule`); both for the
+            latency the head reports (:attr:`lookahead_frames`, :attr:`delay_frames`) and the
+            longest speech run.
     """
 
     min_window = 1
@@ -137,7 +138,7 @@ class WordHead:
     def __init__(self, vocabulary: list[str], fps: float = FPS, threshold: float = 0.5,
                  agreement: int = 2, min_gap_s: float = 0.0, span: str = "intersection",
                  ignore: tuple[str, ...] = (), emit_partial_on_flush: bool = True, *,
-                 window: int = 1, stride: int = 1, max_run_s: float = 0.8) -> None:
+                 window: int, stride: int, max_run_s: float = 0.8) -> None:
         if not vocabulary:
             raise InputError("WordHead needs a non-empty vocabulary (the model's class labels)")
         if fps <= 0:
@@ -150,8 +151,7 @@ class WordHead:
             raise InputError(f"min_gap_s must be >= 0 seconds, got {min_gap_s}")
         if max_run_s <= 0:
             raise InputError(f"max_run_s must be > 0 seconds, got {max_run_s}")
-        if window < 1 or stride < 1:
-            raise InputError(f"window and stride must be >= 1 frame, got {window}, {stride}")
+        Schedule(window, stride)
         self.no_word = vocabulary.index(NO_WORD) if NO_WORD in vocabulary else None
         if span not in SPANS:
             raise InputError(f"unknown word span {span!r}; choose from: {', '.join(SPANS)}")
@@ -310,8 +310,9 @@ class SpeechHead:
         spec: the model's audio parameters (sample rate, STFT, pre-emphasis).
         fps: video frame rate; ``spec.sample_rate / fps`` must equal ``spec.hop *
             spec.mel_frames_per_video_frame``.
-        window: video frames per backend window (W).
-        stride: video frames between windows.
+        window: video frames per backend window (W), and
+        stride: video frames between windows: the stream's :class:`~lipx.tasks.Schedule`
+            (the task's default is in :data:`lipx.tasks.SPECS`).
         lookahead: frames at the end of each window kept only as right context (and crossfade
             source); must leave room for the stride: ``stride <= window - lookahead``.
         crossfade: frames blended at each join, ``<= lookahead`` (0 disables).
@@ -326,16 +327,17 @@ class SpeechHead:
     words = 0
     """A speech head makes no words."""
 
-    def __init__(self, spec: AudioSpec, fps: float = FPS, window: int = 40, stride: int = 8,
-                 lookahead: int = 4, crossfade: int = 2, gl_iters: int = 16,
-                 gl_momentum: float = 0.99, seed: int | None = 0, record: bool = False) -> None:
+    def __init__(self, spec: AudioSpec, fps: float, window: int, stride: int, lookahead: int = 4,
+                 crossfade: int = 2, gl_iters: int = 16, gl_momentum: float = 0.99,
+                 seed: int | None = 0, record: bool = False) -> None:
         per_frame = spec.samples_per_video_frame()
         if abs(spec.sample_rate / fps - per_frame) > 1e-6:
             raise InputError(f"{spec.sample_rate} Hz at {fps} fps is not {per_frame} samples per "
                              "frame (hop x spectrogram frames per video frame); check the fps")
+        Schedule(window, stride)
         if not 0 <= lookahead < window:
             raise InputError(f"lookahead must be in [0, window={window}), got {lookahead}")
-        if not 1 <= stride <= window - lookahead:
+        if stride > window - lookahead:
             raise InputError(f"stride must be in [1, window - lookahead = {window - lookahead}] "
                              f"so consecutive windows' new parts meet, got {stride}")
         if not 0 <= crossfade <= lookahead:

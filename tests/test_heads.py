@@ -11,10 +11,18 @@ from lipx.audio import AudioSpec
 from lipx.errors import InputError
 from lipx.runtime.heads import Head, SpeechHead, WordHead
 from lipx.tasks import NO_WORD
+from lipx.video import FPS
 
 SPEC = AudioSpec()
 W, STRIDE, LOOKAHEAD = 40, 8, 4
 PER_FRAME = SPEC.samples_per_video_frame()
+WORDS_SCHEDULE = {"window": 29, "stride": 4}
+"""The schedule the word-head tests' windows follow (:func:`feed`'s)."""
+
+
+def speech_head(**kwargs) -> SpeechHead:
+    """A speech head at 25 fps on the schedule of :func:`windows` (``W``, ``STRIDE``)."""
+    return SpeechHead(SPEC, **{"fps": FPS, "window": W, "stride": STRIDE, **kwargs})
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +60,7 @@ def spectral_convergence(linear: np.ndarray, wav: np.ndarray) -> float:
 
 @pytest.mark.parametrize("start", [0, 5])
 def test_chunks_tile_the_timeline(linear, start):
-    chunks = run(SpeechHead(SPEC), windows(linear, start))
+    chunks = run(speech_head(), windows(linear, start))
     assert len(chunks) == len(windows(linear, start)) + 1  # one per push, one at flush
     assert chunks[0].start_s == pytest.approx(start / 25.0)
     for a, b in zip(chunks[:-1], chunks[1:], strict=True):
@@ -65,9 +73,9 @@ def test_chunks_tile_the_timeline(linear, start):
 def test_stitched_spectrogram_matches_whole_clip(linear):
     """Tolerance: whole-clip Griffin-Lim at the same iteration count, plus a 10 % margin."""
     whole = spectral_convergence(linear, A.spectrogram_to_wav(linear, SPEC, n_iter=16))
-    plain = spectral_convergence(linear, audio(run(SpeechHead(SPEC, gl_momentum=0.0),
+    plain = spectral_convergence(linear, audio(run(speech_head(gl_momentum=0.0),
                                                    windows(linear))))
-    fast = spectral_convergence(linear, audio(run(SpeechHead(SPEC), windows(linear))))
+    fast = spectral_convergence(linear, audio(run(speech_head(), windows(linear))))
     # measured: whole clip 0.199; stitched 0.194 (plain GL), 0.122 (default, fast GL);
     # over 5 voices x 2 seeds the plain/whole ratio was 0.89-1.00 and fast/whole 0.57-0.67
     assert plain < 1.1 * whole
@@ -94,7 +102,7 @@ def join_jumps(chunks: list) -> tuple[float, float, float]:
 
 
 def test_no_click_at_the_joins(linear, monkeypatch):
-    near, elsewhere, local = join_jumps(run(SpeechHead(SPEC), windows(linear)))
+    near, elsewhere, local = join_jumps(run(speech_head(), windows(linear)))
     # measured: 0.15 near the joins, 0.58 elsewhere; local ratio 0.69 (<= 0.96 over 10 runs)
     assert near <= elsewhere
     assert local < 1.5
@@ -107,13 +115,13 @@ def test_no_click_at_the_joins(linear, monkeypatch):
         return chunk(self, wav)
 
     monkeypatch.setattr(SpeechHead, "_chunk", restart_filter)
-    assert join_jumps(run(SpeechHead(SPEC), windows(linear)))[2] > 1.5
+    assert join_jumps(run(speech_head(), windows(linear)))[2] > 1.5
 
 
 def test_crossfade_blends_disagreeing_windows(monkeypatch):
     """Window k predicts gain g_k everywhere: the stitched magnitude ramps from g_{k-1} to g_k."""
     gains = [1.0, 3.0, 2.0]
-    head = SpeechHead(SPEC, crossfade=2, record=True)
+    head = speech_head(crossfade=2, record=True)
     fed: list[np.ndarray] = []
     process = head._gl.process
     monkeypatch.setattr(head._gl, "process", lambda m, future=None: (fed.append(m.copy()),
@@ -138,7 +146,7 @@ def test_crossfade_blends_disagreeing_windows(monkeypatch):
 
 
 def test_algorithmic_latency_is_the_worst_emission_delay(linear):
-    head = SpeechHead(SPEC)
+    head = speech_head()
     emitted_at = {}  # video frame -> the frame whose arrival triggered the push covering it
     end = 0
     for s, w in windows(linear):
@@ -152,12 +160,12 @@ def test_algorithmic_latency_is_the_worst_emission_delay(linear):
 def test_negative_magnitudes_are_clamped(linear):
     noisy = [(s, w - 0.05 * (w < 0.01)) for s, w in windows(linear)]  # postnet-like negatives
     clamped = [(s, np.maximum(w, 0.0)) for s, w in noisy]
-    np.testing.assert_array_equal(audio(run(SpeechHead(SPEC), noisy)),
-                                  audio(run(SpeechHead(SPEC), clamped)))
+    np.testing.assert_array_equal(audio(run(speech_head(), noisy)),
+                                  audio(run(speech_head(), clamped)))
 
 
 def test_flush_resets_and_a_new_stream_starts_afresh(linear):
-    head = SpeechHead(SPEC)
+    head = speech_head()
     assert head.flush() == []
     first = audio(run(head, windows(linear)))
     second = run(head, windows(linear))
@@ -167,7 +175,7 @@ def test_flush_resets_and_a_new_stream_starts_afresh(linear):
 
 def test_windows_further_apart_leave_no_hole_in_the_timeline(linear, caplog):
     wins = windows(linear)
-    chunks = run(SpeechHead(SPEC), [wins[0], wins[5]])  # frames 36-39 fall in no new part
+    chunks = run(speech_head(), [wins[0], wins[5]])  # frames 36-39 fall in no new part
     assert "fall between windows" in caplog.text
     for a, b in zip(chunks[:-1], chunks[1:], strict=True):
         assert round(a.end_s * 16000) == round(b.start_s * 16000)
@@ -177,14 +185,15 @@ def test_windows_further_apart_leave_no_hole_in_the_timeline(linear, caplog):
 @pytest.mark.parametrize("kwargs, message", [
     ({"stride": 37}, "stride"), ({"lookahead": 40}, "lookahead"),
     ({"crossfade": 5}, "crossfade"), ({"fps": 30.0}, "fps"),
+    ({"stride": 41}, r"--stride 41 is larger than the window \(40 frames\)"),
 ])
 def test_bad_configuration_is_refused(kwargs, message):
     with pytest.raises(InputError, match=message):
-        SpeechHead(SPEC, **kwargs)
+        speech_head(**kwargs)
 
 
 def test_bad_window_shape_is_refused():
-    head = SpeechHead(SPEC)
+    head = speech_head()
     with pytest.raises(InputError, match=r"\(321, 4\*W\)"):
         head.push(np.ones((80, 160)), 0)
     with pytest.raises(InputError, match="lookahead"):
@@ -213,7 +222,7 @@ def feed(head: WordHead, sequence: list[tuple[str, float]], window: int = 29,
 
 
 def test_agreement_threshold_and_no_repeat_while_the_word_persists():
-    head = WordHead(VOCAB, threshold=0.5, agreement=2)
+    head = WordHead(VOCAB, threshold=0.5, agreement=2, **WORDS_SCHEDULE)
     events = feed(head, [("bin", 0.9), ("bin", 0.4), ("bin", 0.8), ("bin", 0.7), ("bin", 0.9),
                          ("bin", 0.95)])
     assert [e.word for e in events] == ["bin"]  # window 1 is below threshold: agreement restarts
@@ -223,47 +232,48 @@ def test_agreement_threshold_and_no_repeat_while_the_word_persists():
 
 
 def test_reemitted_after_a_different_word_or_a_low_confidence_gap():
-    head = WordHead(VOCAB, agreement=2)
+    head = WordHead(VOCAB, agreement=2, **WORDS_SCHEDULE)
     seq = [("bin", 0.9)] * 3 + [("lay", 0.9)] * 2 + [("bin", 0.9)] * 2 + [("bin", 0.2)] \
         + [("bin", 0.9)] * 2
     assert [e.word for e in feed(head, seq)] == ["bin", "lay", "bin", "bin"]
 
 
 def test_agreement_one_and_union_spans():
-    head = WordHead(VOCAB, agreement=1, span="union", fps=10.0)
+    head = WordHead(VOCAB, agreement=1, span="union", fps=10.0, window=10, stride=5)
     events = feed(head, [("set", 0.6), ("place", 0.7)], window=10, stride=5)
     assert [(e.word, e.start_s, e.end_s) for e in events] == [("set", 0.0, 1.0),
                                                              ("place", 0.5, 1.5)]
-    head = WordHead(VOCAB, agreement=3, span="union")
+    head = WordHead(VOCAB, agreement=3, span="union", **WORDS_SCHEDULE)
     (e,) = feed(head, [("lay", 0.9)] * 3)
     assert (e.start_s, e.end_s) == pytest.approx((0.0, 37 / 25))
 
 
 def test_flush_emits_a_word_cut_short_by_the_end_of_the_stream():
-    head = WordHead(VOCAB, agreement=3)
+    head = WordHead(VOCAB, agreement=3, **WORDS_SCHEDULE)
     assert feed(head, [("place", 0.8), ("place", 0.6)]) == []
     (e,) = head.flush()
     assert e.word == "place" and e.confidence == pytest.approx(0.7)
     assert head.flush() == []  # nothing pending twice
-    strict = WordHead(VOCAB, agreement=3, emit_partial_on_flush=False)
+    strict = WordHead(VOCAB, agreement=3, emit_partial_on_flush=False, **WORDS_SCHEDULE)
     feed(strict, [("place", 0.8)])
     assert strict.flush() == []
-    done = WordHead(VOCAB, agreement=1)
+    done = WordHead(VOCAB, agreement=1, **WORDS_SCHEDULE)
     feed(done, [("place", 0.8)])
     assert done.flush() == []  # already emitted
 
 
 def test_min_gap_and_ignored_labels():
     seq = [("bin", 0.9)] * 2 + [("bin", 0.3)] + [("bin", 0.9)] * 2
-    assert len(feed(WordHead(VOCAB, min_gap_s=0.0), seq)) == 2
-    assert len(feed(WordHead(VOCAB, min_gap_s=0.5), seq)) == 1  # the dip does not re-emit
-    head = WordHead(VOCAB, agreement=1, ignore=("set",))
+    assert len(feed(WordHead(VOCAB, min_gap_s=0.0, **WORDS_SCHEDULE), seq)) == 2
+    # the dip does not re-emit:
+    assert len(feed(WordHead(VOCAB, min_gap_s=0.5, **WORDS_SCHEDULE), seq)) == 1
+    head = WordHead(VOCAB, agreement=1, ignore=("set",), **WORDS_SCHEDULE)
     assert [e.word for e in feed(head, [("set", 0.9), ("bin", 0.9), ("set", 0.9),
                                          ("bin", 0.9)])] == ["bin", "bin"]
 
 
 def test_word_head_refuses_bad_input():
-    head = WordHead(VOCAB)
+    head = WordHead(VOCAB, **WORDS_SCHEDULE)
     with pytest.raises(InputError, match="expected 4 logits"):
         head.push(np.zeros(5), 0, 29)
     with pytest.raises(InputError, match="empty window"):
@@ -271,7 +281,7 @@ def test_word_head_refuses_bad_input():
     for kwargs in ({"threshold": 1.5}, {"agreement": 0}, {"span": "middle"},
                    {"ignore": ("sil",)}, {"min_gap_s": -1.0}):
         with pytest.raises(InputError):
-            WordHead(VOCAB, **kwargs)
+            WordHead(VOCAB, **kwargs, **WORDS_SCHEDULE)
     assert head.push(logits_for("bin", 0.9)[None], 0, 29) == []  # (1, K) accepted
 
 
@@ -280,7 +290,7 @@ def test_word_head_refuses_bad_input():
 
 def test_both_heads_are_one_head_to_the_loop(linear):
     """One push signature, the latency each reports, and what each has made."""
-    speech: Head = SpeechHead(SPEC)
+    speech: Head = speech_head()
     words: Head = WordHead(VOCAB, agreement=2, window=29, stride=4)
     assert (speech.min_window, words.min_window) == (LOOKAHEAD + 1, 1)
     assert speech.lookahead_frames == LOOKAHEAD + 1  # look-ahead + the overlap-add tail
@@ -295,7 +305,7 @@ def test_both_heads_are_one_head_to_the_loop(linear):
     words.flush()
     assert (words.words, words.audio_s) == (1, 0.0)
     with pytest.raises(InputError, match="has 39 frames but its spectrogram 40"):
-        SpeechHead(SPEC).push(windows(linear)[0][1], 0, W - 1)
+        speech_head().push(windows(linear)[0][1], 0, W - 1)
 
 
 

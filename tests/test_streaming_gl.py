@@ -42,7 +42,8 @@ def _stream(gl: StreamingGriffinLim, linear: np.ndarray, bounds: list[int],
 
 
 def _head_bounds(n_frames: int) -> list[int]:
-    """Block bounds as SpeechHead cuts them at its defaults: 36 video frames, then 8 at a time."""
+    """Block bounds as SpeechHead cuts them on window 40, stride 8, look-ahead 4 (test_heads'
+    schedule): 36 video frames, then 8 at a time."""
     return [0, 144] + list(range(176, n_frames, 32)) + [n_frames]
 
 
