@@ -27,7 +27,7 @@ import numpy as np
 
 from lipx.benchmarks.target import Target
 from lipx.errors import BackendUnavailableError, InputError, LipxError, did_you_mean
-from lipx.package import ROLES, EngineInfo
+from lipx.package import ROLES, EngineInfo, Package
 from lipx.runtime.backends import BACKENDS
 from lipx.runtime.package_runners import BuildOptions, open_runners
 from lipx.runtime.runner import Runner
@@ -226,8 +226,8 @@ def _package_engine(spec: EngineSpec, target: Target, threads: int | None, max_b
     """The runners of a backend row through the engine factory; artifacts the package lacks
     (int8/fp16 graphs, TensorRT plans) are made into the work folder."""
     artifacts = target.artifacts(BuildOptions(max_batch=max_batch, max_frames=max_frames))
-    runners = open_runners(target.package, target.manifest, ROLES, spec.backend, spec.device,
-                           spec.precision, threads, artifacts=artifacts)
+    runners = open_runners(Package(target.package, target.manifest), ROLES, spec.backend,
+                           spec.device, spec.precision, threads, artifacts=artifacts)
     files = [artifacts.get(spec.backend, role, spec.precision)[0] for role in ROLES]
     return LoadedEngine.of_files(spec, runners, files)
 

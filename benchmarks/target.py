@@ -26,7 +26,7 @@ import numpy as np
 
 from lipx.errors import InputError
 from lipx.export.build import BUILDERS
-from lipx.package import MANIFEST_NAME, GraphInfo, Manifest
+from lipx.package import MANIFEST_NAME, GraphInfo, Manifest, Package
 from lipx.runtime.package_runners import BuildOptions, PackageArtifacts
 from lipx.tasks import Schedule
 
@@ -58,8 +58,8 @@ class Target:
         """The package's artifacts; what it lacks is made into the work folder with
         ``options`` (the first call's: one bench run builds every artifact the same way)."""
         if self._artifacts is None:
-            self._artifacts = PackageArtifacts(self.package, self.manifest, self.workdir, options,
-                                               BUILDERS)
+            self._artifacts = PackageArtifacts(Package(self.package, self.manifest), self.workdir,
+                                               options, BUILDERS)
         return self._artifacts
 
     def schedule(self, window: int | None, stride: int | None) -> Schedule:
@@ -128,7 +128,8 @@ def _reference_model(checkpoint: Path, manifest: Manifest) -> Any:
     from lipx.models.checkpoint import build_model, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    if ckpt.task != manifest.task:
+    exported = manifest.task
+    if exported != ckpt.task:
         raise InputError(f"--checkpoint {checkpoint} is a {ckpt.task} model but the package is "
                          f"{manifest.task}; pass the checkpoint the package was exported from")
     digest = file_sha256(Path(checkpoint))

@@ -39,7 +39,7 @@ from lipx.export.onnx_export import OnnxFromTorch, export_graphs
 from lipx.export.parity import check_artifacts
 from lipx.export.spec import ExportSpec, export_spec
 from lipx.files import file_sha256
-from lipx.package import EngineInfo, GraphInfo, Manifest
+from lipx.package import EngineInfo, GraphInfo, Manifest, Package
 from lipx.parity import validate_parity
 from lipx.runtime.backends import BACKENDS, FORMATS, get_backend
 from lipx.runtime.package_runners import BuildOptions, PackageArtifacts, open_runners
@@ -151,14 +151,11 @@ class ExportOptions:
             if value is not None and value < least:
                 raise InputError(f"--{name.replace('_', '-')} must be >= {least}, got {value}")
 
-        positive("window", self.window)
-        positive("stride", self.stride)
+        Schedule.check(self.window, self.stride)  # fail before loading the checkpoint
         positive("max_batch", self.max_batch)
         positive("max_frames", self.max_frames)
         positive("workspace_mb", self.workspace_mb, 64)
         positive("jobs", self.jobs)
-        if self.window and self.stride:
-            Schedule(self.window, self.stride)  # fail before loading the checkpoint
         if self.window and self.max_frames and self.max_frames < self.window:
             raise InputError(f"max_frames {self.max_frames} is below --window {self.window}")
         if self.opset not in OPSETS:
@@ -375,7 +372,7 @@ def _build(manifest: Manifest, engine: str, precision: str, spec: ExportSpec,
     (and the fp16 graphs a strongly typed TensorRT build made on the way)."""
     options = BuildOptions(opts.max_batch, opts.max_frames, opts.workspace_mb, opts.cache_dir,
                            opts.trt_flavour, opts.trt_targets, opts.profile_ranges)
-    artifacts = PackageArtifacts(work, manifest, work, options, BUILDERS)
+    artifacts = PackageArtifacts(Package(work, manifest), work, options, BUILDERS)
     for role in spec.graphs:
         artifacts.get(engine, role, precision)
     made = [entry for _, entry in artifacts.built.values()]
@@ -407,7 +404,7 @@ def _checked(manifest: Manifest, source: ExportSource, spec: ExportSpec, engine:
     """``manifest`` with the parity of ``engine``'s ``precision`` artifacts against PyTorch
     (onnxruntime CPU for graphs); raises ParityError when out of tolerance."""
     roles = tuple(spec.graphs)
-    runners = open_runners(work, manifest, roles, engine, precision=precision)
+    runners = open_runners(Package(work, manifest), roles, engine, precision=precision)
     reference = {g.role: g for g in manifest.graphs if g.precision == "fp32"}
     result = check_artifacts(source.model, spec, reference, runners,
                              opts.tolerance(spec, precision), sched.window, sched.stride,

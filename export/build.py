@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from lipx.errors import BackendUnavailableError, BuildFailed, InputError, first_line
 from lipx.files import file_sha256
-from lipx.package import EngineInfo, GraphInfo, package_file
+from lipx.package import EngineInfo, GraphInfo
 
 if TYPE_CHECKING:
     from lipx.runtime.package_runners import Builder, PackageArtifacts
@@ -35,7 +35,7 @@ def onnx_graph(artifacts: PackageArtifacts, role: str, precision: str, path: Pat
     manifest = artifacts.manifest
     fp32 = manifest.graph(role)
     rule = Fp32Rule.with_patterns(manifest.spec.fp32_patterns)
-    src = package_file(artifacts.package_dir, fp32)
+    src = artifacts.package.file(fp32)
     try:
         info = CONVERTERS[precision](fp32, src, path, rule)
     except BackendUnavailableError:

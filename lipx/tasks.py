@@ -73,12 +73,22 @@ class Schedule:
     """Frames between successive backend runs (and per front-end chunk when exporting)."""
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.stride < 1:
-            raise InputError(f"--window and --stride must be >= 1, got {self.window} and "
-                             f"{self.stride}")
-        if self.stride > self.window:
-            raise InputError(f"--stride {self.stride} is larger than the window ({self.window} "
-                             f"frames): frames would be skipped; use a stride <= the window")
+        self.check(self.window, self.stride)
+
+    @staticmethod
+    def check(window: int | None, stride: int | None) -> None:
+        """The schedule's rule, also on a window or a stride alone (a command's options, where a
+        package gives the other): each is at least 1, and the stride at most the window.
+
+        Raises:
+            InputError: a size below 1, or a stride larger than the window.
+        """
+        for name, value in (("window", window), ("stride", stride)):
+            if value is not None and value < 1:
+                raise InputError(f"--{name} must be >= 1, got {value}")
+        if window is not None and stride is not None and stride > window:
+            raise InputError(f"--stride {stride} is larger than the window ({window} frames): "
+                             f"frames would be skipped; use a stride <= the window")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

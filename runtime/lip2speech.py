@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from lipx.runtime.heads import Head, SpeechHead
 from lipx.runtime.metrics import mean_scores, speech_scores
 from lipx.runtime.package_runners import engine_feeds
 from lipx.runtime.runner import Runner
-from lipx.runtime.sinks import LiveAudio, Sink, WavSink
+from lipx.runtime.sinks import LiveAudio, Sink, TextOut, WavSink
 from lipx.runtime.task import (
     Capture,
     HeadOptions,
@@ -128,6 +128,8 @@ class Lip2Speech(StreamTask):
     quality_metric = ("stream_stoi", "stream_stoi")
     latency_name = "audio latency p95"
     emission_label = "audio emitted after its frame"
+    bench_metric = "stoi"
+    bench_names = ("STOI", "STOI vs reference")
 
     def check(self, manifest: Manifest) -> None:
         audio_spec(manifest)
@@ -140,7 +142,7 @@ class Lip2Speech(StreamTask):
                           record=record)
 
     def sinks(self, manifest: Manifest, request: OutputRequest,
-              console: TextIO | None = None) -> list[Sink]:
+              console: TextOut | None = None) -> list[Sink]:
         rate = audio_spec(manifest).sample_rate
         return ([WavSink(request.wav, rate)] if request.wav else []) + (
             [LiveAudio(rate)] if request.play else [])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from lipx.runtime.events import WordEvent
 from lipx.runtime.heads import Head, WordHead
 from lipx.runtime.metrics import word_errors
 from lipx.runtime.runner import Runner
-from lipx.runtime.sinks import ConsoleWords, Sink, SubtitleSink
+from lipx.runtime.sinks import ConsoleWords, Sink, SubtitleSink, TextOut
 from lipx.runtime.task import (
     Capture,
     HeadOptions,
@@ -142,6 +142,8 @@ class Lipreading(StreamTask):
     quality_metric = ("wer", "wer")
     latency_name = "emission p95"
     emission_label = "words emitted after their end"
+    bench_metric = "accuracy"
+    bench_names = ("accuracy", "top-1 agreement")
 
     def check(self, manifest: Manifest) -> None:
         if not manifest.vocabulary:
@@ -157,7 +159,7 @@ class Lipreading(StreamTask):
                         stride=schedule.stride)
 
     def sinks(self, manifest: Manifest, request: OutputRequest,
-              console: TextIO | None = None) -> list[Sink]:
+              console: TextOut | None = None) -> list[Sink]:
         sinks: list[Sink] = []
         if request.words and request.jsonl != "-":
             sinks.append(ConsoleWords(console))
@@ -168,6 +170,13 @@ class Lipreading(StreamTask):
 
     def scorer(self, manifest: Manifest) -> WordTally:
         return WordTally(vocabulary=set(manifest.vocabulary or ()))
+
+    def bench_value(self, metrics: Mapping[str, float], reference: bool, has_data: bool,
+                    top1_agreement: float | None) -> float | None:
+        """Accuracy with data, else the top-1 agreement with the reference (1 for itself)."""
+        if self.bench_metric in metrics:
+            return metrics[self.bench_metric]
+        return 1.0 if reference else top1_agreement
 
     def table_rows(self, scores: Mapping[str, float], latency: Mapping[str, float]
                    ) -> list[tuple[str, str]]:

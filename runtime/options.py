@@ -106,8 +106,8 @@ class StreamOptions:
         resolve_backend(self.engine, self.device, self.precision)
         if self.crop not in CROPS:
             raise InputError(f"unknown --crop {self.crop!r}; choose from: {', '.join(CROPS)}")
-        for name in ("window", "stride", "chunk", "agreement", "gl_iters", "max_frames",
-                     "threads", "blas_threads"):
+        Schedule.check(self.window, self.stride)
+        for name in ("chunk", "agreement", "gl_iters", "max_frames", "threads", "blas_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -116,8 +116,6 @@ class StreamOptions:
                 raise InputError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise InputError(f"--threshold must be in [0, 1], got {self.threshold}")
-        if self.window and self.stride:
-            Schedule(self.window, self.stride)
         if self.window and self.chunk > self.window:
             raise InputError(f"--chunk {self.chunk} is larger than --window {self.window}")
         if not self.cache and self.chunk != 1:

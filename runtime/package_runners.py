@@ -1,12 +1,11 @@
 """The engine factory: a model package + an engine name -> runners.
 
-    manifest = Manifest.read("pkg")
-    runners = open_runners("pkg", manifest, ("frontend", "backend"), engine="onnx", device="cpu")
+    runners = open_runners(Package.open("pkg"), ("frontend", "backend"), engine="onnx")
 
 The backend table (:data:`~lipx.runtime.backends.BACKENDS`) decides which runner class, devices,
 precisions and artifacts exist; this module maps a package's artifacts (ONNX graphs, TensorRT
 plans) onto them. :class:`PackageArtifacts` finds the artifact an engine needs in the package
-(checked by :func:`~lipx.package.package_file` before anything loads it) or, given a work
+(checked by :meth:`~lipx.package.Package.file` before anything loads it) or, given a work
 folder, makes it there with the builder it was handed for the engine (``lipx export`` and ``lipx
 bench`` both build through it, with :data:`lipx.export.build.BUILDERS`). Unknown engines, devices
 or precisions are InputErrors listing what is available. Torch-free, and it names no builder:
@@ -20,8 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from lipx.errors import InputError, ManifestError, did_you_mean
-from lipx.package import EngineInfo, GraphInfo, Manifest, package_file
+from lipx.package import EngineInfo, GraphInfo, Manifest, Package
 from lipx.runtime.backends import BACKENDS, BackendInfo
 from lipx.runtime.runner import Runner
 
@@ -78,8 +79,7 @@ class PackageArtifacts:
     """A package's artifacts for every engine: its own, or ones made into ``workdir``.
 
     Args:
-        package_dir: the package (or, during an export, the folder being written).
-        manifest: its manifest.
+        package: the package (or, during an export, the folder being written and its manifest).
         workdir: where missing artifacts are made (None: a missing one is a ManifestError).
         options: how to make them.
         builders: engine -> its :data:`Builder` (export and bench hand in
@@ -87,16 +87,16 @@ class PackageArtifacts:
             is a ManifestError.
     """
 
-    def __init__(self, package_dir: str | Path, manifest: Manifest,
-                 workdir: Path | None = None, options: BuildOptions | None = None,
+    def __init__(self, package: Package, workdir: Path | None = None,
+                 options: BuildOptions | None = None,
                  builders: Mapping[str, Builder] | None = None) -> None:
-        self.package_dir, self.manifest = Path(package_dir), manifest
+        self.package, self.manifest = package, package.manifest
         self.workdir, self.options = workdir, options or BuildOptions()
         self.builders = dict(builders or {})
         self.built: dict[tuple[str, str, str], tuple[Path, Artifact]] = {}
         """(engine, role, precision) -> what was made into the work folder, in build order."""
         self._checked: dict[str, Path] = {}
-        """The package's own files that passed :func:`package_file`, by name."""
+        """The package's own files that passed :meth:`Package.file`, by name."""
 
     def find(self, info: BackendInfo, role: str, precision: str | None) -> Artifact | None:
         """The package's own artifact of ``role`` for ``info`` (None when it has none).
@@ -122,7 +122,7 @@ class PackageArtifacts:
         found = self.find(info, role, precision)
         if found is not None:  # each file is checked (hashed) once per PackageArtifacts
             if found.file not in self._checked:
-                self._checked[found.file] = package_file(self.package_dir, found)
+                self._checked[found.file] = self.package.file(found)
             return self._checked[found.file], found
         precision = precision or info.default_precision
         key = (engine, role, precision)
@@ -146,8 +146,7 @@ class PackageArtifacts:
 
 
 def open_runners(
-    package_dir: str | Path,
-    manifest: Manifest,
+    package: Package,
     roles: Sequence[str],
     engine: str = "onnx",
     device: str | None = None,
@@ -159,8 +158,7 @@ def open_runners(
     """Unopened runners of ``roles`` (``model``, ``frontend``, ``backend``) of a package.
 
     Args:
-        package_dir: the package directory.
-        manifest: its manifest.
+        package: the package.
         roles: which graphs to open.
         engine: ``onnx`` or ``trt`` (see ``BACKENDS``).
         device: onnx: ``cpu``, ``cuda`` or ``tensorrt``; trt: ``cuda``.
@@ -176,11 +174,11 @@ def open_runners(
     """
     info, device = resolve_backend(engine, device, precision)
     runner_class = info.runner_class()
-    artifacts = artifacts or PackageArtifacts(package_dir, manifest)
+    artifacts = artifacts or PackageArtifacts(package)
     runners: dict[str, Runner] = {}
     for role in roles:
         path, entry = artifacts.get(engine, role, precision)
-        runners[role] = runner_class.for_artifact(path, entry, manifest, name=entry.file,
+        runners[role] = runner_class.for_artifact(path, entry, package.manifest, name=entry.file,
                                                   device=device, threads=threads,
                                                   cuda_graph=cuda_graph)
     return runners
@@ -204,3 +202,16 @@ def check_profiles(manifest: Manifest, window: int, chunk: int) -> None:
             raise InputError(f"{what} gives {value} frames but {engine.file} was built for "
                              f"{low}..{high}; use a smaller value or rebuild the plans with "
                              f"`lipx export --engine trt --window/--stride`")
+
+
+def engine_feeds(graph: GraphInfo, data: np.ndarray, frames: int) -> dict[str, np.ndarray]:
+    """Inputs of ``graph``: ``data`` (batch first) as its first input (features or frames), zeros
+    for the others at the same batch (the generator's noise, (B, N, rows, ``frames``): zero in
+    inference)."""
+    batch = len(data)
+    feeds = {graph.inputs[0].name: np.ascontiguousarray(data, dtype=np.float32)}
+    for t in graph.inputs[1:]:
+        shape = tuple(batch if d == "batch" else frames if isinstance(d, str) else d
+                      for d in t.shape)
+        feeds[t.name] = np.zeros(shape, dtype=t.dtype)
+    return feeds

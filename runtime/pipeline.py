@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -219,7 +219,7 @@ def _groups(shapes: Sequence[tuple[int, ...]]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _engine_fields(options: EngineOptions) -> dict[str, object]:
+def _engine_fields(options: EngineOptions) -> dict[str, Any]:
     import dataclasses
 
     return dataclasses.asdict(options)

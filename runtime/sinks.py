@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 import numpy as np
 
@@ -126,10 +126,18 @@ class SinkGroup(Sink):
             raise errors[0]
 
 
+class TextOut(Protocol):
+    """Where printed words go: a text stream, or anything with ``write`` and ``flush``."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
 class ConsoleWords(Sink):
     """Prints each word as it is read (``stream``: stdout by default)."""
 
-    def __init__(self, stream: TextIO | None = None, timestamps: bool = True):
+    def __init__(self, stream: TextOut | None = None, timestamps: bool = True):
         super().__init__()
         self.stream, self.timestamps = stream, timestamps
 

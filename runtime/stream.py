@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from lipx.errors import InputError
 from lipx.package import Manifest, Package
@@ -35,7 +34,7 @@ from lipx.runtime.mp4 import AnnotatedVideoSink
 from lipx.runtime.options import CROPS, EngineOptions, StreamOptions
 from lipx.runtime.pipeline import Pipeline, check_stream
 from lipx.runtime.session import Session, WindowHook
-from lipx.runtime.sinks import JsonLines, Sink, SinkGroup
+from lipx.runtime.sinks import JsonLines, Sink, SinkGroup, TextOut
 from lipx.runtime.sources import Source, open_source
 from lipx.runtime.stats import StreamStats
 from lipx.runtime.task import OutputRequest
@@ -68,7 +67,7 @@ class Outputs:
 
 
 def make_sinks(manifest: Manifest, opts: StreamOptions, outputs: Outputs,
-               console: TextIO | None = None) -> list[Sink]:
+               console: TextOut | None = None) -> list[Sink]:
     """The sinks for ``outputs``; InputError for an output the package's task cannot make.
 
     Args:
@@ -83,7 +82,7 @@ def make_sinks(manifest: Manifest, opts: StreamOptions, outputs: Outputs,
         raise InputError(f"{wrong[0]} needs a {need} model; {manifest.model_name} is a "
                          f"{manifest.task} package")
     audio = bool(unit.video_overlay(manifest)["audio"])
-    sinks = [JsonLines(outputs.jsonl, audio=audio)] if outputs.jsonl else []
+    sinks: list[Sink] = [JsonLines(outputs.jsonl, audio=audio)] if outputs.jsonl else []
     sinks += unit.sinks(manifest, request, console)
     if outputs.save:
         sched = opts.schedule(manifest)

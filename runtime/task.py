@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from lipx.package import Manifest
 from lipx.runtime.events import AudioChunk, WordEvent
 from lipx.runtime.heads import Head
 from lipx.runtime.runner import Runner
-from lipx.runtime.sinks import Sink
+from lipx.runtime.sinks import Sink, TextOut
 from lipx.runtime.window import Window
 from lipx.tasks import Schedule
 
@@ -166,6 +166,12 @@ class StreamTask(ABC):
     """What the measured latency of a stream evaluation is (the sweep plot's axis)."""
     emission_label: ClassVar[str] = "results emitted after their end"
     """What a stream's measured emission latency is (its stats table)."""
+    bench_metric: ClassVar[str] = ""
+    """The key of the headline among an engine's parity metrics in ``lipx bench`` (empty:
+    none)."""
+    bench_names: ClassVar[tuple[str, str]] = ("metric", "metric vs reference")
+    """How ``lipx bench`` names its metric column: with ``--data``, and without (measured
+    against the reference engine)."""
 
     def head_options(self, manifest: Manifest, **given: float | None) -> HeadOptions:
         """The head's options: each given (not None) value, else the package's default."""
@@ -185,7 +191,7 @@ class StreamTask(ABC):
                 if given and name not in self.outputs]
 
     def sinks(self, manifest: Manifest, request: OutputRequest,
-              console: TextIO | None = None) -> list[Sink]:
+              console: TextOut | None = None) -> list[Sink]:
         """The task's own sinks for ``request`` (JSON lines and the annotated video are shared)."""
         return []
 
@@ -205,3 +211,25 @@ class StreamTask(ABC):
                    ) -> list[tuple[str, str]]:
         """The rows of a stream evaluation's printed table that are this task's."""
         return [(k, f"{v:.4g}") for k, v in scores.items()]
+
+    def bench_name(self, has_data: bool) -> str:
+        """The name of ``lipx bench``'s metric column (:attr:`bench_names`)."""
+        return self.bench_names[0] if has_data else self.bench_names[1]
+
+    def bench_value(self, metrics: Mapping[str, float], reference: bool, has_data: bool,
+                    top1_agreement: float | None) -> float | None:
+        """An engine's value in ``lipx bench``'s metric column.
+
+        Args:
+            metrics: its parity metrics.
+            reference: whether it is the reference engine.
+            has_data: whether parity ran on a corpus (``--data``) rather than random inputs.
+            top1_agreement: its top-1 agreement with the reference (classifiers).
+
+        Returns:
+            The :attr:`bench_metric` where measured, else 1 for the reference without data
+            (measured against itself), else None.
+        """
+        if self.bench_metric in metrics:
+            return metrics[self.bench_metric]
+        return 1.0 if reference and not has_data else None

@@ -9,8 +9,8 @@ import pytest
 
 from lipx.data.formats import TimedWord
 from lipx.runtime.events import WordEvent
-from lipx.runtime.stream import StreamOptions
 from lipx.runtime.lipreading import WordTally
+from lipx.runtime.stream import StreamOptions
 from lipx.runtime.stream_eval import StreamEvalOptions, evaluate_streams, parse_sweep
 
 

@@ -17,7 +17,7 @@ from lipx.errors import BackendUnavailableError, InputError
 from lipx.export import trt as lx_trt
 from lipx.export.build import BUILDERS
 from lipx.export.trt import RTX_PORTABLE, BuildSettings, build_engine, profile_for
-from lipx.package import ROLES, GraphInfo, Manifest, PlanTarget, TensorInfo
+from lipx.package import ROLES, GraphInfo, Manifest, Package, PlanTarget, TensorInfo
 from lipx.runtime.package_runners import BuildOptions, PackageArtifacts
 
 rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed: "
@@ -88,7 +88,7 @@ def test_tiny_presets_build_real_plans(packages, tmp_path, task, precision):
     low = max(5, manifest.spec.min_frames)
     options = BuildOptions(max_batch=2, cache_dir=tmp_path / "cache", trt_flavour="rtx",
                            profiles=(("model.frames", (low, 9, 24)),))
-    artifacts = PackageArtifacts(pkg, manifest, tmp_path, options, BUILDERS)
+    artifacts = PackageArtifacts(Package(pkg, manifest), tmp_path, options, BUILDERS)
     engines = {role: artifacts.get("trt", role, precision) for role in ROLES}
     for role, (path, e) in engines.items():
         suffix = ".fp16.onnx" if precision == "fp16" else ".onnx"
