@@ -106,12 +106,7 @@ class BenchOptions:
             raise InputError("compile timeout and warm-up must be >= 0, min runs >= 1")
 
     def _check_schedule(self) -> None:
-        for name in ("window", "stride"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InputError(f"--{name} must be >= 1, got {value}")
-        if self.window and self.stride:
-            Schedule(self.window, self.stride)
+        Schedule.check(self.window, self.stride)
 
     def _check_data(self) -> None:
         if self.data is None and self.split:

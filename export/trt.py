@@ -43,6 +43,7 @@ from lipx.export.precision import Fp32Rule
 from lipx.files import atomic_write, file_sha256  # noqa: F401  (file_sha256 re-exported)
 from lipx.package import EngineInfo, GraphInfo, PlanTarget, ShapeRange
 from lipx.runtime.backends import TrtFlavour, import_trt, pick_flavour
+from lipx.tasks import CONTEXT, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def default_cache_dir() -> Path:
 
 
 def derive_dims(role: str, window: int, stride: int, max_batch: int, min_frames: int,
-                max_frames: int, context: int = 2) -> dict[str, DimRange]:
+                max_frames: int, context: int = CONTEXT) -> dict[str, DimRange]:
     """(min, opt, max) of each dynamic dim of a graph, from the streaming schedule.
 
     * frontend ``chunk``: 1 .. ``window`` frames plus context, optimal at ``stride`` (steady
@@ -128,8 +129,13 @@ def derive_dims(role: str, window: int, stride: int, max_batch: int, min_frames:
     * backend ``frames``: ``min_frames`` .. ``window``, optimal at ``window``; batch optimal at 1.
     * model ``frames``: ``min_frames`` .. ``max_frames``, optimal at ``window``; batch optimal at
       ``max_batch`` (batch use).
+
+    Raises:
+        InputError: the window and stride break the :class:`~lipx.tasks.Schedule` rule.
+        ValueError: the window is outside ``min_frames .. max_frames``, or no batch.
     """
-    if not 1 <= stride <= window <= max_frames or min_frames > window or max_batch < 1:
+    Schedule.check(window, stride)
+    if window > max_frames or min_frames > window or max_batch < 1:
         raise ValueError(f"inconsistent schedule: window {window}, stride {stride}, "
                          f"min {min_frames}, max {max_frames}, batch {max_batch}")
     c2 = 2 * context

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lipx.errors import InputError
-from lipx.tasks import CONTEXT
+from lipx.tasks import CONTEXT, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,7 @@ class WindowPlan:
     """
 
     def __init__(self, window: int, stride: int):
-        if window < 1 or not 1 <= stride <= window:
-            raise InputError(f"need window >= 1 and 1 <= stride <= window, got window {window}, "
-                             f"stride {stride}")
+        Schedule.check(window, stride)
         self.window, self.stride = window, stride
         self.last_end: int | None = None
         """End of the last window handed out (None before the first)."""

@@ -122,6 +122,22 @@ def test_the_task_spec_travels_in_the_manifest():
         back.spec.schedule(2, 1)
 
 
+@pytest.mark.parametrize("window, stride, message", [
+    (0, None, r"--window must be >= 1, got 0"), (None, 0, r"--stride must be >= 1, got 0"),
+    (8, 9, r"--stride 9 is larger than the window \(8 frames\)"),
+])
+def test_the_schedule_rule_holds_for_a_window_or_a_stride_alone(window, stride, message):
+    """Options give one or both (a package gives the other); a Schedule checks the same rule."""
+    with pytest.raises(InputError, match=message):
+        Schedule.check(window, stride)
+    if window is not None and stride is not None:
+        with pytest.raises(InputError, match=message):
+            Schedule(window, stride)
+    Schedule.check(None, None)
+    Schedule.check(8, None)
+    Schedule.check(8, 8)
+
+
 def test_unknown_task_and_bad_files(tmp_path):
     with pytest.raises(ManifestError, match="unknown task 'lipread'.*lipreading"):
         make_manifest(spec=dataclasses.replace(task_spec("lipreading"), task="lipread"))

@@ -47,8 +47,10 @@ def test_profiles_follow_the_streaming_schedule():
     assert back == {"batch": (1, 1, 4), "frames": (1, 40, 40)}
     whole = derive_dims("model", window=29, stride=7, max_batch=8, min_frames=3, max_frames=87)
     assert whole == {"batch": (1, 8, 8), "frames": (3, 29, 87)}
-    with pytest.raises(ValueError, match="inconsistent"):
+    with pytest.raises(InputError, match="larger than the window"):
         derive_dims("backend", window=10, stride=20, max_batch=1, min_frames=1, max_frames=30)
+    with pytest.raises(ValueError, match="inconsistent"):
+        derive_dims("backend", window=40, stride=20, max_batch=1, min_frames=1, max_frames=30)
 
 
 def test_profile_shapes_substitute_symbolic_dims_and_keep_fixed_ones():

@@ -66,7 +66,7 @@ def test_plan_runs_every_stride_once_the_window_is_full_and_covers_the_tail():
     assert WindowPlan(9, 3).final_end(0) is None
     short = WindowPlan(9, 3)
     assert short.ends(0, 5) == [] and short.final_end(5) == 5 and short.bounds(5) == (0, 5)
-    with pytest.raises(InputError, match="stride <= window"):
+    with pytest.raises(InputError, match="larger than the window"):
         WindowPlan(4, 5)
 
 
