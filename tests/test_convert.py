@@ -36,6 +36,7 @@ def _outputs(model, name: str, ref: dict[str, np.ndarray]) -> dict[str, torch.Te
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
+@pytest.mark.slow
 def test_converted_reference_weights_reproduce_golden_outputs(name, originals, tmp_path, run_cli):
     out = tmp_path / f"{name}.lipx"
     code, _, err = run_cli("convert", originals[name], "--from", FORMATS[name], "-o", out)
@@ -51,6 +52,7 @@ def test_converted_reference_weights_reproduce_golden_outputs(name, originals, t
         assert err_max < 1e-4, f"{name}/{key}: max abs error {err_max:.2e}"
 
 
+@pytest.mark.slow
 def test_dataparallel_prefixes_and_format_detection(originals, tmp_path):
     dp = save_original("mvm_gru", tmp_path / "dp.pth", data_parallel=True)
     from_dp = convert_original(dp)  # no --from: the layout is detected from the groups

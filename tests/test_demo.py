@@ -37,6 +37,7 @@ def test_missing_checkpoints_get_one_line(run_cli, tmp_path):
 
 @pytest.mark.skipif(not (CHECKPOINTS / "lipreading.lipx").is_file(),
                     reason="the shipped checkpoints are missing")
+@pytest.mark.slow
 def test_demo_reads_words_and_speaks_then_reuses(run_cli, tmp_path):
     out = tmp_path / "demo"
     code, stdout, err = run_cli("demo", out, "--words", "4", "--bench-s", "0.2")

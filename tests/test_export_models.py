@@ -21,6 +21,7 @@ def _run(path, feeds):
 
 
 @pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.slow
 def test_exported_reference_weights_reproduce_golden(name, tmp_path, run_cli):
     src = save_original(name, tmp_path / f"{name}.pth")
     ckpt, pkg = tmp_path / "model.lipx", tmp_path / "pkg"

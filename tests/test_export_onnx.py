@@ -100,6 +100,7 @@ class DataDependent(nn.Module):
         return features
 
 
+@pytest.mark.slow
 def test_failed_export_is_one_clear_error(tmp_path):
     loader = OnnxFromTorch(DataDependent(), SPEC, (2, 7), {"batch": 1, "frames": 1})
     with pytest.raises(ExportFailed, match="torch.onnx.export .dynamo, opset 18. failed for "

@@ -59,6 +59,7 @@ def lip2speech_pkg(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_cli_export_writes_a_complete_package(lipreading_pkg):
     out, output = lipreading_pkg
     assert "PASSED" in output and "lipreading package" in output and "parity passed" in output
@@ -78,6 +79,7 @@ def test_cli_export_writes_a_complete_package(lipreading_pkg):
         assert g.sha256 == file_sha256(out / g.file) and g.opset == 18
 
 
+@pytest.mark.slow
 def test_parity_is_recorded_for_every_artifact_and_the_split(lipreading_pkg):
     m = Manifest.read(lipreading_pkg[0])
     by_name = {r.artifact: r for r in m.parity}
@@ -122,6 +124,7 @@ def test_a_model_for_streams_is_exported_with_its_own_stream_defaults():
     assert streams.head_options(threshold=0.9)["threshold"] == 0.9  # a stream's option wins
 
 
+@pytest.mark.slow
 def test_exported_graphs_match_pytorch_and_each_other(lipreading_pkg):
     out = lipreading_pkg[0]
     video = np.random.default_rng(3).standard_normal((2, 1, 17, 112, 112), dtype=np.float32)
@@ -136,6 +139,7 @@ def test_exported_graphs_match_pytorch_and_each_other(lipreading_pkg):
                                        atol=1e-5)
 
 
+@pytest.mark.slow
 def test_triton_repository_matches_the_manifest(lipreading_pkg):
     out = lipreading_pkg[0]
     m = Manifest.read(out)
@@ -147,6 +151,7 @@ def test_triton_repository_matches_the_manifest(lipreading_pkg):
         out / "model.int8.onnx").read_bytes()
 
 
+@pytest.mark.slow
 def test_lip2speech_package(lip2speech_pkg):
     m = Manifest.read(lip2speech_pkg)
     assert m.schedule.window == 16 and m.schedule.stride == 2 and m.vocabulary is None  # 16 // 6
@@ -232,6 +237,7 @@ def test_model_specific_errors(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_export_examples_exceed_a_model_minimum_above_eight_frames(tmp_path):
     # examples are at most EXAMPLE_FRAMES long, but never at or below the model's minimum
     source = ExportSource(ToyLipreading(ToyConfig(min_frames=10)), "lipreading", "toy", "toy",
@@ -252,6 +258,7 @@ def fake_onnx_stage(package: Path):
     return stage
 
 
+@pytest.mark.slow
 def test_failure_leaves_nothing_half_written(tmp_path, monkeypatch, lipreading_pkg):
     def failing_stage(source, spec, sched, opts, work, say):
         (work / "model.onnx").write_bytes(b"half")
@@ -263,6 +270,7 @@ def test_failure_leaves_nothing_half_written(tmp_path, monkeypatch, lipreading_p
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_force_replaces_an_existing_package(tmp_path, monkeypatch, lipreading_pkg):
     monkeypatch.setattr(api, "_onnx_package", fake_onnx_stage(lipreading_pkg[0]))
     out = tmp_path / "pkg"
@@ -273,6 +281,7 @@ def test_force_replaces_an_existing_package(tmp_path, monkeypatch, lipreading_pk
     assert [p.name for p in tmp_path.iterdir()] == ["pkg"]
 
 
+@pytest.mark.slow
 def test_trt_without_tensorrt_still_writes_the_onnx_package(tmp_path, monkeypatch, capsys,
                                                              lipreading_pkg):
     monkeypatch.setattr(api, "_onnx_package", fake_onnx_stage(lipreading_pkg[0]))
@@ -292,6 +301,7 @@ def test_trt_without_tensorrt_still_writes_the_onnx_package(tmp_path, monkeypatc
         export_model(lipreading_source(), ExportOptions(output=tmp_path / "again", engine="trt"))
 
 
+@pytest.mark.slow
 def test_cli_export_builds_real_tensorrt_rtx_plans(tmp_path, monkeypatch, capsys):
     """TensorRT-RTX builds without a GPU: real fp16 plans from the fp16 graphs, whose onnxruntime
     parity is recorded; the plans' own parity needs a GPU and is not (nor claimed)."""
