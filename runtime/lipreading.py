@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lipx.data.formats import SILENCE, STILL, read_segments
 from lipx.errors import ManifestError
 from lipx.package import Manifest
 from lipx.runtime.events import WordEvent
@@ -34,8 +35,9 @@ from lipx.tasks import Schedule
 if TYPE_CHECKING:
     from lipx.runtime.stats import StreamRun
 
-NON_SPEECH = {"sil": "silence", "sp": "silence", "still": "still face"}
-"""Align labels of non-speech, and the kind each is reported as."""
+NON_SPEECH_KINDS = {**dict.fromkeys(SILENCE, "silence"), STILL: "still face"}
+"""Each align label of non-speech (:data:`lipx.data.formats.NON_SPEECH`) and the kind it is
+reported as."""
 PAIR_SLACK_S = 0.5
 """An emitted word is aligned to a spoken one (right or substituted) only if their spans,
 widened by this on each side, overlap; otherwise it is an insertion and the other a deletion."""
@@ -64,17 +66,15 @@ class WordTally(StreamScorer):
     insertions: int = 0
     emitted: int = 0
     false_words: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        set(NON_SPEECH.values()), 0))
+        set(NON_SPEECH_KINDS.values()), 0))
     non_speech_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        set(NON_SPEECH.values()), 0.0))
+        set(NON_SPEECH_KINDS.values()), 0.0))
     waits_s: list[float] = field(default_factory=list)
     offsets_s: list[float] = field(default_factory=list)
     """For each word read right: the centre of its emitted span minus the centre of the word
     in the video (negative: reported early)."""
 
     def add(self, item: StreamItem, capture: Capture, engines: Mapping[str, Runner]) -> None:
-        from lipx.data.formats import read_segments
-
         self.add_words(read_segments(item.align), capture.words)
 
     def add_words(self, segments: Sequence[Any], words: list[WordEvent]) -> None:
@@ -91,7 +91,8 @@ class WordTally(StreamScorer):
         self.deletions += e.deletions
         self.insertions += e.insertions
         self.emitted += len(words)
-        quiet = [(NON_SPEECH[s.word], s.start, s.end) for s in segments if s.word in NON_SPEECH]
+        quiet = [(NON_SPEECH_KINDS[s.word], s.start, s.end) for s in segments
+                 if s.word in NON_SPEECH_KINDS]
         for kind, start, end in quiet:
             self.non_speech_s[kind] += end - start
         for i, j in e.pairs:

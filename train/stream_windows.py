@@ -46,9 +46,8 @@ from torch.utils.data import Dataset
 
 from lipx import audio as aud
 from lipx.audio import AudioSpec
-from lipx.data.formats import read_segments
+from lipx.data.formats import NON_SPEECH, read_segments
 from lipx.errors import InputError
-from lipx.runtime.lipreading import NON_SPEECH
 from lipx.runtime.stream_eval import read_stream_set
 from lipx.tasks import NO_WORD
 from lipx.train import augment as aug
