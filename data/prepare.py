@@ -56,6 +56,8 @@ LANDMARK_DIRS = ("{s}/landmark", "{s}/landmarks", "landmark/{s}", "landmarks/{s}
 """Where a GRID video's landmark file NAME.txt is looked for, relative to SRC, in this order."""
 _SPEAKER = re.compile(r"s\d+")
 _SPEC = VideoSpec()
+_SAMPLES_PER_FRAME = round(SAMPLE_RATE / _SPEC.fps)
+"""Audio samples per video frame (640): a clip's audio is cut to this many per frame."""
 
 Progress = Callable[[int, int], None]
 """progress(done, total), called after every clip."""
@@ -254,7 +256,7 @@ def _grid_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
     wav = highpass(_audio(job, len(frames)), SAMPLE_RATE)
     aligned = read_align(job.align) if job.align else []
     words = [[w.start, w.end, w.word] for w in aligned]
-    return region, fit_length(wav, len(frames) * 640), {
+    return region, fit_length(wav, len(frames) * _SAMPLES_PER_FRAME), {
         "speaker": job.speaker, "text": " ".join(w.word for w in aligned), "words": words}
 
 
@@ -264,7 +266,7 @@ def _lrw_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
         raise _Unusable("bad_size", f"frames are {frames.shape[2]}x{frames.shape[1]}, LRW faces "
                         f"are {_SPEC.face_size}x{_SPEC.face_size}")
     region = vid.mouth_region(frames, _SPEC, job.margin)
-    wav = fit_length(_audio(job, len(frames)), len(frames) * 640, centre=True)
+    wav = fit_length(_audio(job, len(frames)), len(frames) * _SAMPLES_PER_FRAME, centre=True)
     meta: dict[str, Any] = {"text": job.word, "word": job.word, "label": job.label}
     if job.info is not None:
         meta["duration"] = read_lrw_info(job.info).duration
