@@ -38,8 +38,10 @@ FORMAT_VERSION = 1
 
 
 def default_audio_spec(task: str) -> AudioSpec:
-    """The audio analysis a task's model is trained with."""
-    return AudioSpec.lipreading() if task == "lipreading" else AudioSpec()
+    """The audio analysis a task's model is trained with (its family's; the default analysis for
+    a task without a family)."""
+    family = families().get(task)
+    return family.audio_spec() if family else AudioSpec()
 
 
 @dataclass

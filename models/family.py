@@ -1,8 +1,8 @@
 """A model family: what the checkpoint, converter, exporter and CLI need to know about one task.
 
 Each task (``lipreading``, ``lip2speech``) registers one :class:`Family` in
-:mod:`lipx.models.registry`. Nothing else in lipx branches on the task name: it looks the family
-up and uses these fields.
+:mod:`lipx.models.registry`. Nothing in the models layer branches on the task name: it looks the
+family up and uses these fields (the other layers ask their own task units).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from torch import nn
+
+from lipx.audio import AudioSpec
 
 
 class ModelConfig(Protocol):
@@ -57,3 +59,12 @@ class Family:
     """Training-only modules stored beside the model (e.g. VCA-GAN's discriminators)."""
     originals: tuple[OriginalFormat, ...] = ()
     """Released-checkpoint layouts that ``lipx convert`` reads."""
+    audio_spec: Callable[[], AudioSpec] = AudioSpec
+    """The audio analysis the task's models are trained with (a checkpoint's default)."""
+    backends: tuple[str, ...] = ()
+    """The backends a config may choose between (``lipx train --set backend=``); empty: no
+    choice."""
+    min_window: int = 1
+    """Fewest frames a training window may have."""
+    min_window_reason: str = ""
+    """Why the windows need :attr:`min_window` frames (for the error that says so)."""

@@ -19,7 +19,7 @@ from torch import nn
 
 from lipx.errors import CheckpointError, InputError
 from lipx.models.audio_front import AudioFrontConfig
-from lipx.models.discriminator import build_discriminators
+from lipx.models.discriminator import MIN_DISCRIMINATOR_FRAMES, build_discriminators
 from lipx.models.family import Family, OriginalFormat
 from lipx.models.frontend import FrontendConfig, VisualFrontend
 from lipx.models.generator import Generator
@@ -370,6 +370,8 @@ FAMILY = Family(
     build=build,
     presets=PRESETS,
     build_aux=build_aux,
+    min_window=MIN_DISCRIMINATOR_FRAMES,
+    min_window_reason="the discriminators pool time by 4 down to 5 steps",
     originals=(
         OriginalFormat(
             name="vca-gan-original",

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lipx.audio import AudioSpec
 from lipx.errors import CheckpointError, InputError
 from lipx.models.audio_front import AudioFrontConfig, AudioFrontend
 from lipx.models.family import Family, OriginalFormat
@@ -348,6 +349,8 @@ FAMILY = Family(
     config_from_dict=LipreadingConfig.from_dict,
     build=LipreadingModel,
     presets=PRESETS,
+    audio_spec=AudioSpec.lipreading,
+    backends=BACKENDS,
     originals=(
         OriginalFormat(
             name="lipreading-original",
