@@ -2,7 +2,8 @@
 
 Defaults are the papers' (SGD with Nesterov for lipreading, Adam with amsgrad 1e-4 for VCA-GAN);
 ``None`` fields take the task's default in :func:`task_defaults`. Precedence: defaults < file <
-``--set key=value`` overrides < explicit CLI options.
+``--set key=value`` overrides < explicit CLI options. What differs between tasks is asked of the
+task's training unit (:mod:`lipx.train.tasks`) and model family (:mod:`lipx.models.registry`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 import yaml
 
 from lipx.errors import InputError, did_you_mean
-
-TASKS = ("lipreading", "lip2speech")
+from lipx.models.registry import get_family
+from lipx.train.tasks import trainers, training_task
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,7 @@ class TrainConfig:
     context words, the hardest negatives); the others are drawn anywhere."""
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise InputError(f"unknown task {self.task!r}{did_you_mean(self.task, TASKS)}")
+        unit = training_task(self.task)
         if self.minutes < 0:
             raise InputError(f"minutes must be >= 0, got {self.minutes}")
         for name in ("steps", "batch_size"):
@@ -124,13 +124,12 @@ class TrainConfig:
             raise InputError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
         if self.optimizer not in (None, "sgd", "adam", "adamw"):
             raise InputError(f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}")
-        if self.backend not in (None, "gru", "mstcn"):
-            raise InputError(f"backend must be gru or mstcn, got {self.backend!r}")
-        if self.backend is not None and self.task != "lipreading":
-            raise InputError("--backend applies to lipreading only")
-        if self.val_streams and self.task != "lipreading":
-            raise InputError("val_streams applies to lipreading only (lip-to-speech validates "
-                             "on the corpus' clips; score streams with lipx eval --stream)")
+        if self.backend is not None:
+            _check_backend(self.task, self.backend)
+        if self.val_streams and not unit.validates_streams:
+            streaming = " and ".join(n for n, u in trainers().items() if u.validates_streams)
+            raise InputError(f"val_streams applies to {streaming} only ({self.task} validates "
+                             f"on the corpus' clips; score its streams with lipx eval-stream)")
         if self.val_streams and not self.streams:
             raise InputError("val_streams needs streams (a model trained with the no-word class)")
         if not 0.0 < self.stream_share < 1.0:
@@ -142,9 +141,10 @@ class TrainConfig:
                              f"and {self.stream_margin}")
         if self.window is not None and self.window < 1:
             raise InputError(f"window must be >= 1, got {self.window}")
-        if self.task == "lip2speech" and self.window is not None and self.window < 20:
-            raise InputError(f"lip2speech windows need >= 20 frames (the discriminators pool time "
-                             f"by 4 down to 5 steps), got {self.window}")
+        family = get_family(self.task)
+        if self.window is not None and self.window < family.min_window:
+            raise InputError(f"{self.task} windows need >= {family.min_window} frames "
+                             f"({family.min_window_reason}), got {self.window}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -176,10 +176,21 @@ class TrainConfig:
 
 
 def task_defaults(task: str) -> dict[str, Any]:
-    """The papers' settings where the config leaves a field ``None``."""
-    if task == "lipreading":
-        return {"optimizer": "sgd", "lr": 0.1, "window": 29, "lr_milestones": ()}
-    return {"optimizer": "adam", "lr": 1e-4, "window": 40, "lr_milestones": ()}
+    """The papers' settings where the config leaves a field ``None`` (the task's training
+    unit's :attr:`~lipx.train.task.TrainTask.defaults`)."""
+    return dict(training_task(task).defaults)
+
+
+def _check_backend(task: str, backend: str) -> None:
+    """Raise InputError unless ``backend`` is one of the backends ``task``'s model family
+    offers (naming every family's choices, or the tasks that have one)."""
+    offered = {name: get_family(name).backends for name in trainers()}
+    choices = list(dict.fromkeys(b for backends in offered.values() for b in backends))
+    if backend not in choices:
+        raise InputError(f"backend must be {' or '.join(choices)}, got {backend!r}")
+    if backend not in offered[task]:
+        having = " and ".join(name for name, backends in offered.items() if backends)
+        raise InputError(f"--backend applies to {having} only")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

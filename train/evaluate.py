@@ -1,5 +1,6 @@
 """``lipx eval``: score a checkpoint on a prepared split, as the papers' test scripts do.
 
+The scoring is the task's, its training unit's ``evaluate`` (:mod:`lipx.train.tasks`).
 Lipreading: top-1/top-5 and per-word accuracy and the most frequent confusions, with the
 original's flip test-time augmentation (logits of the clip and its mirror image summed).
 Lip-to-speech: whole clips, flip TTA (mels averaged before the postnet), Griffin-Lim from the
@@ -15,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from lipx import audio as laudio
 from lipx.errors import InputError
 from lipx.models.checkpoint import build_model, load_checkpoint
+from lipx.train.tasks import training_task
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,10 @@ def _loader(ckpt, opts: EvalOptions):
     from lipx.train import datasets as ds
 
     split = opts.split or default_split(ckpt.task, Path(opts.data))
-    data: ds.PreparedDataset | Subset[Any]
-    if ckpt.task == "lipreading":
-        data = ds.LipreadingDataset(opts.data, opts.part, protocol=split, augment=False,
-                                    video_spec=ckpt.video)
-    else:
-        data = ds.LipToSpeechDataset(opts.data, opts.part, protocol=split, window=None,
-                                     augment=False, video_spec=ckpt.video, audio_spec=ckpt.audio)
+    unit = training_task(ckpt.task)
+    data: ds.PreparedDataset | Subset[Any] = unit.clips(
+        opts.data, opts.part, split, window=unit.score_frames, video_spec=ckpt.video,
+        audio_spec=ckpt.audio)
     if opts.max_clips:
         data = Subset(data, range(min(opts.max_clips, len(data))))
     return data, DataLoader(data, opts.batch_size, collate_fn=ds.collate)
@@ -99,65 +96,7 @@ def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = No
     device = resolve_device(opts.device)
     model = build_model(ckpt).to(device)
     data, loader = _loader(ckpt, opts)
-    run = _lipreading if ckpt.task == "lipreading" else _lip2speech
     with torch.no_grad():
-        return run(model, ckpt, loader, len(data), opts, device, progress)
+        return training_task(ckpt.task).evaluate(model, ckpt, loader, len(data), opts, device,
+                                                 progress)
 
-
-def _lipreading(model, ckpt, loader, total, opts, device, progress) -> EvalResult:
-    from lipx.train.lipreading_task import confusion_summary
-    from lipx.train.metrics import topk_correct
-
-    vocab = ckpt.vocabulary or [str(i) for i in range(ckpt.config.num_classes)]
-    logits_all, labels_all = [], []
-    for batch in loader:
-        video = batch["video"].to(device)
-        logits = model(video)
-        if opts.tta:
-            logits = logits + model(video.flip(-1))
-        logits_all.append(logits.float().cpu().numpy())
-        labels_all.append(batch["label"].numpy())
-        if progress:
-            progress(sum(len(x) for x in labels_all), total)
-    logits, labels = np.concatenate(logits_all), np.concatenate(labels_all)
-    top1 = topk_correct(logits, labels, 1)
-    per_word = {vocab[c]: float(top1[labels == c].mean()) for c in np.unique(labels)}
-    return EvalResult(
-        "lipreading", len(labels),
-        {"top1": float(top1.mean()), "top5": float(topk_correct(logits, labels, 5).mean())},
-        per_word=dict(sorted(per_word.items())),
-        confusions=confusion_summary(labels, logits.argmax(1), vocab))
-
-
-def _lip2speech(model, ckpt, loader, total, opts, device, progress) -> EvalResult:
-    import soundfile as sf
-
-    from lipx.train.lip2speech_task import synthesize
-    from lipx.train.metrics import mean_scores, speech_scores
-
-    spec = ckpt.audio
-    rows, wavs, done = [], [], 0
-    if opts.wav_dir:
-        Path(opts.wav_dir).mkdir(parents=True, exist_ok=True)
-    for batch in loader:
-        lengths = batch["lengths"]
-        mel, linear = synthesize(model, batch["video"].to(device), lengths.to(device), opts.tta)
-        for i, n_frames in enumerate(lengths.tolist()):
-            frames = 4 * n_frames
-            lin = np.maximum(linear[i, 0, :, :frames].float().cpu().numpy(), 0.0)
-            n = n_frames * spec.samples_per_video_frame()
-            wav = laudio.spectrogram_to_wav(lin, spec, opts.griffin_lim_iters, length=n)
-            ref = batch["wav"][i, :n].numpy()
-            row = speech_scores(ref, wav, spec.sample_rate)
-            row["mel_l1"] = float((mel[i, 0, :, :frames] - batch["mel"][i, 0, :, :frames]
-                                   .to(device)).abs().mean())
-            row["linear_l1"] = float(np.abs(lin - batch["linear"][i, 0, :, :frames].numpy()).mean())
-            rows.append(row)
-            if opts.wav_dir:
-                path = Path(opts.wav_dir) / (str(batch["id"][i]).replace("/", "_") + ".wav")
-                sf.write(path, wav, spec.sample_rate)
-                wavs.append(str(path))
-        done += len(lengths)
-        if progress:
-            progress(done, total)
-    return EvalResult("lip2speech", len(rows), mean_scores(rows), wavs=wavs)

@@ -5,11 +5,16 @@ real and the detached generated mels with R1 and the sync InfoNCE; then the gene
 sentence encoder, generator, postnet) is updated on the adversarial, sync and reconstruction terms.
 As in the original, the sync InfoNCE of the discriminator step also sends its gradient into the
 visual front-end, which the generator optimiser applies together with the generator step's.
+
+:class:`Lip2SpeechTask` is also lip-to-speech's training unit (:class:`~lipx.train.task.
+TrainTask`): sentence windows, stream windows with the stream's speech as the target, the
+discriminators beside the model, and STOI, ESTOI, PESQ and L1 in ``lipx eval``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -19,6 +24,7 @@ from torch import nn
 
 from lipx import audio as laudio
 from lipx.models.checkpoint import Checkpoint
+from lipx.models.registry import get_family
 from lipx.runtime.metrics import mean_scores, speech_scores
 from lipx.train.config import TrainConfig
 from lipx.train.distributed import DistInfo
@@ -32,10 +38,16 @@ from lipx.train.losses import (
     sync_generator_term,
     sync_infonce,
 )
+from lipx.train.task import TrainTask
+from lipx.video import VideoSpec
 
 if TYPE_CHECKING:
+    from torch.utils.data import DataLoader, Dataset
+
     from lipx.models.discriminator import SyncDiscriminator
     from lipx.models.lip2speech import Lip2SpeechModel
+    from lipx.train.datasets import LipToSpeechDataset, PreparedDataset
+    from lipx.train.evaluate import EvalOptions, EvalResult
 
 
 def mel_scales(mel: torch.Tensor) -> list[torch.Tensor]:
@@ -85,9 +97,11 @@ class _Generate(nn.Module):
         return feats, self.model.decode(feats, noise, lengths)
 
 
-class Lip2SpeechTask:
+class Lip2SpeechTask(TrainTask):
     """VCA-GAN's objective; validated by STOI of Griffin-Lim speech from the postnet."""
 
+    name = "lip2speech"
+    defaults = {"optimizer": "adam", "lr": 1e-4, "window": 40, "lr_milestones": ()}
     metric = "stoi"
 
     def __init__(self, model: Lip2SpeechModel, discriminators: nn.ModuleDict, cfg: TrainConfig,
@@ -204,3 +218,72 @@ class Lip2SpeechTask:
         for name in ("mel", "target"):
             img = (self._last[name][0].float() + 1) / 2  # (1, 80, L) in [0, 1]
             writer.add_image(f"mel/{name}", img.flip(1).clamp(0, 1), step)
+
+    # --- the training unit -----------------------------------------------------------------
+
+    @classmethod
+    def clips(cls, root: str | Path, part: str, protocol: str, *, window: int | None,
+              augment: bool = False, **options: Any) -> LipToSpeechDataset:
+        from lipx.train.datasets import LipToSpeechDataset
+
+        return LipToSpeechDataset(root, part, protocol=protocol, window=window, augment=augment,
+                                  **options)
+
+    @classmethod
+    def with_streams(cls, cfg: TrainConfig, train: PreparedDataset, val: PreparedDataset,
+                     size: int, **windows: Any) -> tuple[Dataset, Dataset]:
+        """The training clips mixed with windows of the training streams (the stream's speech
+        as the target); validation stays on the corpus' clips."""
+        from lipx.train.datasets import Mixed
+        from lipx.train.stream_windows import SpeechWindows
+
+        speech = SpeechWindows(cfg.streams, size, augment=cfg.augment, seed=cfg.seed, **windows)
+        return Mixed(train, speech, []), val
+
+    @classmethod
+    def create(cls, model: nn.Module, config: Any, cfg: TrainConfig, info: DistInfo,
+               labels: list[str]) -> Lip2SpeechTask:
+        """The objective, with the family's discriminators built beside the model."""
+        aux = get_family(cls.name).build_aux(config)["discriminators"]
+        return cls(cast("Lip2SpeechModel", model), cast(nn.ModuleDict, aux), cfg, info,
+                   cfg.preset, VideoSpec(), laudio.AudioSpec())
+
+    @classmethod
+    def evaluate(cls, model: nn.Module, ckpt: Checkpoint, loader: DataLoader, total: int,
+                 opts: EvalOptions, device: torch.device,
+                 progress: Callable[[int, int], None] | None) -> EvalResult:
+        """Whole clips, flip TTA (mels averaged before the postnet), Griffin-Lim from the
+        postnet's linear spectrogram, then STOI, ESTOI, narrow-band PESQ and mel/linear L1
+        against the reference; the generated WAVs too with ``opts.wav_dir``."""
+        import soundfile as sf
+
+        from lipx.train.evaluate import EvalResult
+
+        spec = ckpt.audio or laudio.AudioSpec()
+        rows, wavs, done = [], [], 0
+        if opts.wav_dir:
+            Path(opts.wav_dir).mkdir(parents=True, exist_ok=True)
+        for batch in loader:
+            lengths = batch["lengths"]
+            mel, linear = synthesize(cast("Lip2SpeechModel", model), batch["video"].to(device),
+                                     lengths.to(device), opts.tta)
+            for i, n_frames in enumerate(lengths.tolist()):
+                frames = 4 * n_frames
+                lin = np.maximum(linear[i, 0, :, :frames].float().cpu().numpy(), 0.0)
+                n = n_frames * spec.samples_per_video_frame()
+                wav = laudio.spectrogram_to_wav(lin, spec, opts.griffin_lim_iters, length=n)
+                ref = batch["wav"][i, :n].numpy()
+                row = speech_scores(ref, wav, spec.sample_rate)
+                row["mel_l1"] = float((mel[i, 0, :, :frames] - batch["mel"][i, 0, :, :frames]
+                                       .to(device)).abs().mean())
+                row["linear_l1"] = float(np.abs(lin - batch["linear"][i, 0, :, :frames].numpy())
+                                         .mean())
+                rows.append(row)
+                if opts.wav_dir:
+                    path = Path(opts.wav_dir) / (str(batch["id"][i]).replace("/", "_") + ".wav")
+                    sf.write(path, wav, spec.sample_rate)
+                    wavs.append(str(path))
+            done += len(lengths)
+            if progress:
+                progress(done, total)
+        return EvalResult(cls.name, len(rows), mean_scores(rows), wavs=wavs)

@@ -1,22 +1,37 @@
-"""Training the lipreading (memory) model: one SGD step on the original four-term objective."""
+"""Training the lipreading (memory) model: one SGD step on the original four-term objective.
+
+:class:`LipreadingTask` is also lipreading's training unit (:class:`~lipx.train.task.TrainTask`):
+word clips, stream windows with the no-word class, the backend and memory options, and word
+accuracy in ``lipx eval``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
+from lipx.errors import InputError
 from lipx.models.checkpoint import Checkpoint
+from lipx.runtime.metrics import topk_correct
+from lipx.tasks import NO_WORD
 from lipx.train.config import TrainConfig
 from lipx.train.distributed import DistInfo, average_gradients
 from lipx.train.losses import lipreading_loss
-from lipx.runtime.metrics import topk_correct
+from lipx.train.task import TrainTask
+from lipx.video import VideoSpec
 
 if TYPE_CHECKING:
+    from torch.utils.data import DataLoader, Dataset
+
     from lipx.models.lipreading import LipreadingModel
+    from lipx.train.datasets import LipreadingDataset, PreparedDataset
+    from lipx.train.evaluate import EvalOptions, EvalResult
 
 
 class _TrainForward(nn.Module):
@@ -62,9 +77,14 @@ def clip_and_step(loss: torch.Tensor, params, opt: torch.optim.Optimizer, cfg: T
     return float(norm)
 
 
-class LipreadingTask:
+class LipreadingTask(TrainTask):
     """The memory model's objective; validated by word accuracy on the inference path."""
 
+    name = "lipreading"
+    defaults = {"optimizer": "sgd", "lr": 0.1, "window": 29, "lr_milestones": ()}
+    validates_streams = True
+    score_frames = 29
+    """LRW's word clips."""
     metric = "accuracy"
 
     def __init__(self, model: LipreadingModel, cfg: TrainConfig, info: DistInfo, preset: str,
@@ -84,7 +104,7 @@ class LipreadingTask:
             ids = [info.device.index] if info.device.type == "cuda" else None
             forward = nn.parallel.DistributedDataParallel(forward, device_ids=ids)
         self.forward = forward
-        self.modules = {"model": self.model}
+        self.modules: dict[str, nn.Module] = {"model": self.model}
         self.optimizers = {"model": make_optimizer(self.model.parameters(), cfg)}
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=cfg.amp == "fp16" and info.device.type == "cuda")
@@ -141,6 +161,95 @@ class LipreadingTask:
 
     def log_media(self, writer: Any, step: int) -> None:
         """Lipreading logs scalars only."""
+
+    # --- the training unit -----------------------------------------------------------------
+
+    @classmethod
+    def clips(cls, root: str | Path, part: str, protocol: str, *, window: int | None,
+              augment: bool = False, **options: Any) -> LipreadingDataset:
+        from lipx.train.datasets import LipreadingDataset
+
+        return LipreadingDataset(root, part, protocol=protocol, augment=augment, frames=window,
+                                 **options)
+
+    @classmethod
+    def with_streams(cls, cfg: TrainConfig, train: PreparedDataset, val: PreparedDataset,
+                     size: int, **windows: Any) -> tuple[Dataset, Dataset]:
+        """The clips relabelled to the vocabulary plus :data:`~lipx.tasks.NO_WORD`, mixed with
+        labelled windows of the training streams; validation's with those of ``val_streams``
+        (when given)."""
+        from lipx.train.datasets import Mixed
+        from lipx.train.stream_windows import StreamWindows
+
+        labels = [*cast("LipreadingDataset", train).labels, NO_WORD]
+        windows = {**windows, "centre": cfg.stream_centre, "margin": cfg.stream_margin,
+                   "hard": cfg.stream_hard}
+        train_windows = StreamWindows(cfg.streams, labels, size, augment=cfg.augment,
+                                      seed=cfg.seed, **windows)
+        mixed_train = Mixed(train, train_windows, labels)
+        if not cfg.val_streams:
+            return mixed_train, Mixed(val, None, labels)
+        val_windows = StreamWindows(cfg.val_streams, labels, max(len(val), 200), augment=False,
+                                    seed=cfg.seed + 1, **windows)
+        return mixed_train, Mixed(val, val_windows, labels)
+
+    @classmethod
+    def model_config(cls, cfg: TrainConfig, config: Any, classes: int | None) -> Any:
+        """The vocabulary's classes, and the backend and memory options where set."""
+        changes: dict[str, Any] = {"num_classes": classes}
+        if cfg.backend:
+            changes["backend"] = cfg.backend
+        if cfg.slots:
+            changes["memory_slots"] = cfg.slots
+        if cfg.radius:
+            changes["memory_radius"] = cfg.radius
+        return dataclasses.replace(config, **changes)
+
+    @classmethod
+    def create(cls, model: nn.Module, config: Any, cfg: TrainConfig, info: DistInfo,
+               labels: list[str]) -> LipreadingTask:
+        return cls(cast("LipreadingModel", model), cfg, info, cfg.preset, labels, VideoSpec())
+
+    @classmethod
+    def check_init(cls, ckpt: Checkpoint, path: str, labels: list[str]) -> None:
+        """Also: the checkpoint reads this corpus' words (or all but the no-word class, which
+        the new model gains)."""
+        super().check_init(ckpt, path, labels)
+        old = list(ckpt.vocabulary or [])
+        gains_no_word = labels[-1:] == [NO_WORD] and old == labels[:-1]
+        if old != labels and not gains_no_word:
+            raise InputError(f"init checkpoint {path} reads other words "
+                             f"({', '.join(old[:4])}, ...) than this corpus "
+                             f"({', '.join(labels[:4])}, ...)")
+
+    @classmethod
+    def evaluate(cls, model: nn.Module, ckpt: Checkpoint, loader: DataLoader, total: int,
+                 opts: EvalOptions, device: torch.device,
+                 progress: Callable[[int, int], None] | None) -> EvalResult:
+        """Top-1 and top-5, per-word accuracy and the most frequent confusions, with the
+        original's flip test-time augmentation (logits of the clip and its mirror image
+        summed)."""
+        from lipx.train.evaluate import EvalResult
+
+        vocab = ckpt.vocabulary or [str(i) for i in range(ckpt.config.num_classes)]
+        logits_all, labels_all = [], []
+        for batch in loader:
+            video = batch["video"].to(device)
+            logits = model(video)
+            if opts.tta:
+                logits = logits + model(video.flip(-1))
+            logits_all.append(logits.float().cpu().numpy())
+            labels_all.append(batch["label"].numpy())
+            if progress:
+                progress(sum(len(x) for x in labels_all), total)
+        logits, labels = np.concatenate(logits_all), np.concatenate(labels_all)
+        top1 = topk_correct(logits, labels, 1)
+        per_word = {vocab[c]: float(top1[labels == c].mean()) for c in np.unique(labels)}
+        return EvalResult(
+            cls.name, len(labels),
+            {"top1": float(top1.mean()), "top5": float(topk_correct(logits, labels, 5).mean())},
+            per_word=dict(sorted(per_word.items())),
+            confusions=confusion_summary(labels, logits.argmax(1), vocab))
 
 
 def confusion_summary(labels: np.ndarray, preds: np.ndarray, vocabulary: list[str],

@@ -8,25 +8,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
 import torch
 import yaml
 
-from lipx.audio import AudioSpec
 from lipx.data.prepare_format import default_split
 from lipx.errors import InputError
 from lipx.models.registry import get_family, preset_config
-from lipx.tasks import CONTEXT, NO_WORD
+from lipx.tasks import CONTEXT
 from lipx.train.config import TrainConfig
 from lipx.train.distributed import DistInfo, setup, teardown
 from lipx.train.loop import Progress, Trainer
 from lipx.train.state import seed_everything
-from lipx.video import VideoSpec
-
-if TYPE_CHECKING:
-    from lipx.models.lip2speech import Lip2SpeechModel
-    from lipx.models.lipreading import LipreadingModel
+from lipx.train.task import TrainTask
+from lipx.train.tasks import training_task
 
 log = logging.getLogger(__name__)
 
@@ -44,79 +39,39 @@ class TrainResult:
 
 
 def _datasets(cfg: TrainConfig, split: str):
+    """The training and validation sets of ``cfg`` on ``split``, and their collate function."""
     from lipx.train import datasets as ds
 
-    kw = {"protocol": split, "seed": cfg.seed, "context": CONTEXT if cfg.streams else 0}
-    if cfg.task == "lipreading":
-        kw["frames"] = cfg.window
-        train = ds.LipreadingDataset(cfg.data, "train", augment=cfg.augment, **kw)
-        val = ds.LipreadingDataset(cfg.data, "val", augment=False, **kw)
-    else:
-        train = ds.LipToSpeechDataset(cfg.data, "train", augment=cfg.augment, window=cfg.window,
-                                      **kw)
-        val = ds.LipToSpeechDataset(cfg.data, "val", augment=False, window=cfg.window, **kw)
+    unit = training_task(cfg.task)
+    kw = {"seed": cfg.seed, "context": CONTEXT if cfg.streams else 0, "window": cfg.window}
+    train = unit.clips(cfg.data, "train", split, augment=cfg.augment, **kw)
+    val = unit.clips(cfg.data, "val", split, augment=False, **kw)
     if not cfg.erase:
         train.video_augment = dataclasses.replace(train.video_augment, erase_size=0)
     if cfg.streams:
-        return (*_with_streams(cfg, train, val), ds.collate)
+        return (*_with_streams(cfg, unit, train, val), ds.collate)
     return train, val, ds.collate
 
 
-def _with_streams(cfg: TrainConfig, train, val):
-    """The clip sets mixed with stream windows (``cfg.streams``, ``cfg.val_streams``)."""
-    from lipx.train.datasets import Mixed
-    from lipx.train.stream_windows import SpeechWindows, StreamWindows
-
+def _with_streams(cfg: TrainConfig, unit: type[TrainTask], train, val):
+    """The clip sets mixed with stream windows (``cfg.streams``, ``cfg.val_streams``): a share
+    ``cfg.stream_share`` of the training items, cut as the clips are."""
     share = cfg.stream_share
     size = max(1, round(len(train) * share / (1 - share)))
-    common = {"frames": cfg.window, "prepared_margin": train.margin,
-              "video_augment": train.video_augment, "context": CONTEXT}
-    if cfg.task == "lip2speech":
-        speech = SpeechWindows(cfg.streams, size, augment=cfg.augment, seed=cfg.seed, **common)
-        return Mixed(train, speech, []), val
-    labels = [*train.labels, NO_WORD]
-    windows = {**common, "centre": cfg.stream_centre, "margin": cfg.stream_margin,
-               "hard": cfg.stream_hard}
-    train_windows = StreamWindows(cfg.streams, labels, size, augment=cfg.augment,
-                                  seed=cfg.seed, **windows)
-    mixed_train = Mixed(train, train_windows, labels)
-    if not cfg.val_streams:
-        return mixed_train, Mixed(val, None, labels)
-    val_windows = StreamWindows(cfg.val_streams, labels, max(len(val), 200), augment=False,
-                                seed=cfg.seed + 1, **windows)
-    return mixed_train, Mixed(val, val_windows, labels)
-
-
-def _model_config(cfg: TrainConfig, num_classes: int | None):
-    config = preset_config(cfg.task, cfg.preset)
-    if cfg.task == "lipreading":
-        changes = {"num_classes": num_classes}
-        if cfg.backend:
-            changes["backend"] = cfg.backend
-        if cfg.slots:
-            changes["memory_slots"] = cfg.slots
-        if cfg.radius:
-            changes["memory_radius"] = cfg.radius
-        config = dataclasses.replace(config, **changes)
-    return config
+    return unit.with_streams(cfg, train, val, size, frames=cfg.window,
+                             prepared_margin=train.margin, video_augment=train.video_augment,
+                             context=CONTEXT)
 
 
 def _task(cfg: TrainConfig, info: DistInfo, labels: list[str]):
-    family = get_family(cfg.task)
-    config = _model_config(cfg, len(labels) or None)
-    model = family.build(config)
+    """The objective of ``cfg.task`` on a model of ``cfg.preset`` (from ``cfg.init``'s weights
+    when given) for the vocabulary ``labels``."""
+    unit = training_task(cfg.task)
+    config = unit.model_config(cfg, preset_config(cfg.task, cfg.preset), len(labels) or None)
+    model = get_family(cfg.task).build(config)
     if cfg.init:
         init_from(model, cfg.init, cfg.task, labels)
-    if cfg.task == "lipreading":
-        from lipx.train.lipreading_task import LipreadingTask
-
-        return LipreadingTask(cast("LipreadingModel", model), cfg, info, cfg.preset, labels,
-                              VideoSpec())
-    from lipx.train.lip2speech_task import Lip2SpeechTask
-
-    aux = family.build_aux(config)["discriminators"]
-    return Lip2SpeechTask(cast("Lip2SpeechModel", model), aux, cfg, info, cfg.preset,
-                          VideoSpec(), AudioSpec())
+    return unit.create(model, config, cfg, info, labels)
 
 
 def init_from(model: torch.nn.Module, path: str, task: str, labels: list[str]) -> None:
@@ -126,20 +81,16 @@ def init_from(model: torch.nn.Module, path: str, task: str, labels: list[str]) -
     classifiers' rows are copied and the new last row keeps its fresh initialisation.
 
     Raises:
-        InputError: another task, another vocabulary, or weights of other shapes.
+        InputError: another task, another vocabulary (the task's
+            :meth:`~lipx.train.task.TrainTask.check_init`), or weights of other shapes.
     """
     from lipx.models.checkpoint import load_checkpoint
 
     if not Path(path).is_file():
         raise InputError(f"--set init={path}: no such checkpoint")
     ckpt = load_checkpoint(path)
-    if ckpt.task != task:
-        raise InputError(f"init checkpoint {path} is a {ckpt.task} model, not {task}")
+    training_task(task).check_init(ckpt, path, labels)
     old = list(ckpt.vocabulary or [])
-    gains_no_word = labels[-1:] == [NO_WORD] and old == labels[:-1]
-    if task == "lipreading" and old != labels and not gains_no_word:
-        raise InputError(f"init checkpoint {path} reads other words ({', '.join(old[:4])}, ...) "
-                         f"than this corpus ({', '.join(labels[:4])}, ...)")
     state = model.state_dict()
     for name, value in ckpt.state_dict.items():
         target = state.get(name)
