@@ -163,19 +163,27 @@ def select(records: Iterable[dict], protocol: str, part: str) -> list[dict]:
     return [r for r in records if part in r["splits"].get(protocol, ())]
 
 
+LAYOUT_SPLITS = {"lipreading": "lrw"}
+"""Task -> the one split protocol of its corpora's layout (LRW's ``lrw``), its default."""
+PREFERRED_SPLITS = ("unseen", "overlap", "four")
+"""The default split of a task not in :data:`LAYOUT_SPLITS` (lip-to-speech): the first of these
+the corpus has (GRID's speaker-independent, multi-speaker, then four-speaker protocol), else its
+first protocol."""
+
+
 def default_split(task: str, root: str | Path) -> str:
     """The split protocol a task's training, evaluation and benchmark use on the prepared corpus
-    ``root`` when none is given: ``lrw`` for lipreading; for lip-to-speech the first of
-    ``unseen``, ``overlap``, ``four`` the corpus has, else its first protocol.
+    ``root`` when none is given: its layout's (:data:`LAYOUT_SPLITS`: ``lrw`` for lipreading),
+    else the first of :data:`PREFERRED_SPLITS` the corpus has, else its first protocol.
 
     Raises:
         InputError: ``root`` is not a prepared corpus, or (lip-to-speech) has no protocols.
     """
     _, records = read_corpus(root)
     protocols = sorted({p for r in records for p in r["splits"]})
-    if task == "lipreading":
-        return "lrw"
-    for choice in ("unseen", "overlap", "four"):
+    if task in LAYOUT_SPLITS:
+        return LAYOUT_SPLITS[task]
+    for choice in PREFERRED_SPLITS:
         if choice in protocols:
             return choice
     if not protocols:
