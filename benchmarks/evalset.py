@@ -11,14 +11,19 @@ input is zero, as in inference.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from lipx.benchmarks.target import Target, random_feeds, zero_inputs_like
 from lipx.errors import InputError
 from lipx.tasks import Schedule
+
+if TYPE_CHECKING:
+    from lipx.train.datasets import LipreadingDataset, PreparedDataset
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +72,19 @@ def data_set(target: Target, sched: Schedule, data: Path, split: str, part: str,
     from torch.utils.data import Subset
 
     from lipx.data.prepare_format import default_split
-    from lipx.train import datasets as ds
+    from lipx.train.tasks import training_task
 
     m = target.manifest
+    if m.task not in DATA_SETS:
+        raise InputError(f"lipx bench --data cannot score {m.task} packages on a corpus; "
+                         f"leave --data out")
     protocol = split or default_split(m.task, Path(data))
-    items: ds.LipreadingDataset | ds.LipToSpeechDataset
-    if m.task == "lipreading":
-        items = ds.LipreadingDataset(data, part, protocol=protocol, augment=False,
-                                     video_spec=m.video, audio_spec=m.audio)
-    else:
-        items = ds.LipToSpeechDataset(data, part, protocol=protocol, window=sched.window,
-                                      augment=False, video_spec=m.video, audio_spec=m.audio)
+    unit = training_task(m.task)
+    items = unit.clips(data, part, protocol, window=unit.score_frames or sched.window,
+                       video_spec=m.video, audio_spec=m.audio)
     chosen = Subset(items, range(min(max_clips, len(items)) if max_clips else len(items)))
     where = f"{len(chosen)} clips of {data} ({protocol}/{part})"
-    if isinstance(items, ds.LipreadingDataset):
-        return _lipreading(target, chosen, _label_map(items.labels, m.vocabulary), where)
-    return _lip2speech(target, chosen, where)
+    return DATA_SETS[m.task](target, items, chosen, where)
 
 
 def _label_map(corpus: list[str], vocabulary: tuple[str, ...] | None) -> np.ndarray:
@@ -109,8 +111,10 @@ def _batches(items, key: str):
     yield from (g for g in groups.values() if g)
 
 
-def _lipreading(target: Target, items, labels: np.ndarray, where: str) -> EvalSet:
+def _lipreading(target: Target, clips: PreparedDataset, items, where: str) -> EvalSet:
+    """Word clips with their labels in the model's vocabulary (clips of other words left out)."""
     graph = target.manifest.graph("model")
+    labels = _label_map(cast("LipreadingDataset", clips).labels, target.manifest.vocabulary)
     batch_labels: list[np.ndarray] = []
     out = EvalSet([], where, labels=batch_labels)
     unknown = 0
@@ -130,7 +134,8 @@ def _lipreading(target: Target, items, labels: np.ndarray, where: str) -> EvalSe
     return out
 
 
-def _lip2speech(target: Target, items, where: str) -> EvalSet:
+def _lip2speech(target: Target, clips: PreparedDataset, items, where: str) -> EvalSet:
+    """Sentence windows with their mel and linear spectrograms and waveform."""
     graph = target.manifest.graph("model")
     targets: list[dict[str, np.ndarray]] = []
     out = EvalSet([], where, targets=targets)
@@ -143,3 +148,9 @@ def _lip2speech(target: Target, items, where: str) -> EvalSet:
     if not out.feeds:
         raise InputError(f"no usable clips in {where}")
     return out
+
+
+DATA_SETS: dict[str, Callable[[Target, PreparedDataset, Any, str], EvalSet]] = {
+    "lipreading": _lipreading, "lip2speech": _lip2speech}
+"""Task -> the evaluation set of its clips (``clips``: the task's clip set; ``items``: those
+chosen of it; ``where``: their description)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,8 +172,7 @@ def run_reference(key: str, model: Runner, evalset: EvalSet, task: str,
                   audio: AudioSpec | None) -> ReferenceRun:
     """Run the reference's whole model on every parity input and score it."""
     outputs = [model.infer(f, check=False) for f in evalset.feeds]
-    speech = _speech(outputs, audio) if task == "lip2speech" else None
-    metrics = task_metrics(task, outputs, evalset, speech, None)
+    speech, metrics = task_metrics(task, outputs, evalset, audio, None)
     return ReferenceRun(key, outputs, metrics, speech)
 
 
@@ -205,8 +204,7 @@ def measure(runners: Mapping[str, Runner], reference: ReferenceRun, evalset: Eva
         if record.artifact == "model":
             top1 = record.top1_agreement
     whole = recorders["model"]
-    speech = _speech(whole.outputs, audio) if task == "lip2speech" else None
-    metrics = task_metrics(task, whole.outputs, evalset, speech, reference)
+    _, metrics = task_metrics(task, whole.outputs, evalset, audio, reference)
     deltas = ({k: v - reference.metrics[k] for k, v in metrics.items()
                if k in reference.metrics} if evalset.has_data else {})
     drop = _stoi_drop(metrics, reference.metrics, evalset.has_data)
@@ -254,19 +252,34 @@ def _speech(outputs: list[dict[str, np.ndarray]], audio: AudioSpec | None) -> li
 
 
 def task_metrics(task: str, outputs: list[dict[str, np.ndarray]], evalset: EvalSet,
-                 speech: list[np.ndarray] | None, reference: ReferenceRun | None
-                 ) -> dict[str, float]:
-    """Accuracy (lipreading with data), or L1 and speech scores (lip-to-speech).
+                 audio: AudioSpec | None, reference: ReferenceRun | None
+                 ) -> tuple[list[np.ndarray] | None, dict[str, float]]:
+    """The task's own measures of ``outputs`` (:data:`MEASURES`; none for a task not there).
 
-    Lip-to-speech scores are against the data's targets, or against ``reference``'s outputs and
-    speech with random inputs (and none for the reference itself then).
+    Returns:
+        The speech of every clip where the task speaks (else None), and the task's metrics.
     """
-    if task == "lipreading":
-        if evalset.labels is None:
-            return {}
-        hits = [o[next(iter(o))].argmax(-1) == y
-                for o, y in zip(outputs, evalset.labels, strict=True)]
-        return {"accuracy": float(np.concatenate(hits).mean())}
+    measures = MEASURES.get(task, NO_MEASURES)
+    speech = _speech(outputs, audio) if measures.speaks else None
+    return speech, measures.score(outputs, evalset, speech, reference)
+
+
+def _accuracy(outputs: list[dict[str, np.ndarray]], evalset: EvalSet,
+              speech: list[np.ndarray] | None, reference: ReferenceRun | None
+              ) -> dict[str, float]:
+    """Word accuracy, with data."""
+    if evalset.labels is None:
+        return {}
+    hits = [o[next(iter(o))].argmax(-1) == y
+            for o, y in zip(outputs, evalset.labels, strict=True)]
+    return {"accuracy": float(np.concatenate(hits).mean())}
+
+
+def _speech_scores(outputs: list[dict[str, np.ndarray]], evalset: EvalSet,
+                   speech: list[np.ndarray] | None, reference: ReferenceRun | None
+                   ) -> dict[str, float]:
+    """L1 and speech scores against the data's targets, or against ``reference``'s outputs and
+    speech with random inputs (and none for the reference itself then)."""
     if evalset.targets is not None:
         targets = evalset.targets
         clean = [t["wav"] for t in targets]
@@ -282,7 +295,7 @@ def task_metrics(task: str, outputs: list[dict[str, np.ndarray]], evalset: EvalS
 def _speech_metrics(outputs: list[dict[str, np.ndarray]], targets: list[dict[str, np.ndarray]],
                     speech: list[np.ndarray], clean: list[np.ndarray], evalset: EvalSet
                     ) -> dict[str, float]:
-    from lipx.train.metrics import mean_scores, speech_scores
+    from lipx.runtime.metrics import mean_scores, speech_scores
 
     rows: list[dict[str, float]] = []
     for out, tgt, wavs, refs in zip(outputs, targets, speech, clean, strict=True):
@@ -293,6 +306,24 @@ def _speech_metrics(outputs: list[dict[str, np.ndarray]], targets: list[dict[str
                                             - tgt["linear"][i]).mean())
             rows.append(row)
     return mean_scores(rows)
+
+
+@dataclass(frozen=True)
+class TaskMeasures:
+    """A task's own parity measures, beyond the error statistics of its outputs."""
+
+    score: Callable[[list[dict[str, np.ndarray]], EvalSet, list[np.ndarray] | None,
+                     ReferenceRun | None], dict[str, float]]
+    """(outputs, evalset, speech, reference) -> metrics."""
+    speaks: bool = False
+    """Whether the outputs are rendered to speech first (Griffin-Lim from ``linear``)."""
+
+
+MEASURES = {"lipreading": TaskMeasures(_accuracy),
+            "lip2speech": TaskMeasures(_speech_scores, speaks=True)}
+"""Task -> its parity measures."""
+NO_MEASURES = TaskMeasures(lambda *_: {})
+"""The measures of a task not in :data:`MEASURES`: none."""
 
 
 def to_dict(p: Parity) -> dict[str, Any]:

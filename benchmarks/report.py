@@ -19,6 +19,7 @@ from typing import Any
 from lipx.benchmarks.efficiency import step_figures, step_sentence
 from lipx.benchmarks.results import BenchReport, EngineRow
 from lipx.files import atomic_write
+from lipx.runtime.tasks import stream_task
 
 JSON_FORMAT = 3
 """Version of the ``bench.json`` layout.
@@ -47,34 +48,32 @@ def _f(value: float | None, fmt: str = ".1f") -> str:
 
 
 def metric_name(report: BenchReport) -> str:
-    """The task metric shown per engine."""
-    if report.task == "lipreading":
-        return "accuracy" if report.has_data else "top-1 agreement"
-    return "STOI" if report.has_data else "STOI vs reference"
+    """The task metric shown per engine (its stream unit's
+    :meth:`~lipx.runtime.task.StreamTask.bench_name`)."""
+    return stream_task(report.task).bench_name(report.has_data)
 
 
 def metric_value(report: BenchReport, row: EngineRow) -> float | None:
+    """An engine's task metric (its stream unit's
+    :meth:`~lipx.runtime.task.StreamTask.bench_value`); None without parity."""
     p = row.parity
     if p is None:
         return None
-    if report.task == "lipreading":
-        if "accuracy" in p.metrics:
-            return p.metrics["accuracy"]
-        return 1.0 if row.reference else p.top1_agreement
-    if "stoi" in p.metrics:
-        return p.metrics["stoi"]
-    return 1.0 if row.reference and not report.has_data else None
+    return stream_task(report.task).bench_value(p.metrics, row.reference, report.has_data,
+                                                p.top1_agreement)
 
 
 def metric_cell(report: BenchReport, row: EngineRow) -> str:
+    """The metric, its change from the reference's, and beside a measured metric the top-1
+    agreement (classifiers)."""
     value = metric_value(report, row)
     if value is None:
         return "-"
-    key = "accuracy" if report.task == "lipreading" else "stoi"
+    key = stream_task(report.task).bench_metric
     delta = row.parity.deltas.get(key) if row.parity else None
     extra = f" ({delta:+.3f})" if delta is not None and not row.reference else ""
     top1 = row.parity.top1_agreement if row.parity else None
-    if report.task == "lipreading" and "accuracy" in (row.parity.metrics if row.parity else {}):
+    if key in (row.parity.metrics if row.parity else {}):
         extra += f", agr {top1:.3f}" if top1 is not None else ""
     return f"{value:.3f}{extra}"
 
