@@ -319,7 +319,7 @@ class SpeechHead:
         gl_iters: Griffin-Lim iterations per chunk.
         gl_momentum: fast Griffin-Lim momentum (0: plain Griffin-Lim).
         seed: seed of the first chunk's random initial phase.
-        record: keep the stitched magnitudes in :attr:`stitched` (``lipx eval --stream``
+        record: keep the stitched magnitudes in :attr:`stitched` (``lipx eval-stream``
             scores them with Griffin-Lim on the whole stream, to tell the windowing's loss from
             streaming Griffin-Lim's).
     """

@@ -1,4 +1,4 @@
-"""``lipx eval --stream``: how good a model package is as a stream, on held-out continuous streams.
+"""``lipx eval-stream``: how good a model package is as a stream, on held-out continuous streams.
 
     report = evaluate_streams(StreamEvalOptions(Path("pkg"), Path("streams")))
 
@@ -87,7 +87,7 @@ def read_stream_set(data: Path, max_streams: int = 0) -> list[StreamItem]:
 
 @dataclass(frozen=True)
 class StreamEvalOptions:
-    """What ``lipx eval --stream`` runs."""
+    """What ``lipx eval-stream`` runs."""
 
     package: Path
     data: Path
@@ -102,7 +102,7 @@ class StreamEvalOptions:
         if self.max_streams < 0:
             raise InputError(f"--max-clips must be >= 0, got {self.max_streams}")
         if not self.stream.cache:
-            raise InputError("lipx eval --stream measures the cached runtime; drop --no-cache")
+            raise InputError("lipx eval-stream measures the cached runtime; drop --no-cache")
 
 
 def run_stream(pipeline: Pipeline, video: Path, opts: StreamOptions,

@@ -140,7 +140,7 @@ def test_crossfade_blends_disagreeing_windows(monkeypatch):
                                    gains[k - 1] + fade * (gains[k] - gains[k - 1]), rtol=1e-6)
         np.testing.assert_allclose(stitched[join + n], gains[k])
     np.testing.assert_allclose(stitched[-4 * LOOKAHEAD:], gains[-1])  # flush: last look-ahead
-    # what ``record`` keeps (lipx eval --stream's "stitched" speech) is exactly what GL got
+    # what ``record`` keeps (lipx eval-stream's "stitched" speech) is exactly what GL got
     np.testing.assert_array_equal(np.concatenate(head.stitched, axis=1),
                                   np.concatenate(fed, axis=1))
 

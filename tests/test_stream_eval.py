@@ -1,4 +1,4 @@
-"""``lipx eval --stream``: the streaming runtime scored on continuous streams."""
+"""``lipx eval-stream``: the streaming runtime scored on continuous streams."""
 
 from __future__ import annotations
 
