@@ -99,6 +99,7 @@ def run_cli_module():
     return run
 
 
+@pytest.mark.slow
 def test_lipreading_bench_from_a_checkpoint_end_to_end(lipreading):
     assert lipreading["code"] == 0, lipreading["stderr"] + lipreading["stdout"]
     out, report = lipreading["out"], lipreading["json"]
@@ -168,6 +169,7 @@ def corrupt(package: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_gate_fails_on_a_corrupted_engine_and_passes_on_the_clean_one(lipreading, tmp_path,
                                                                        run_cli):
     package, ckpt = lipreading["out"] / "package", lipreading["ckpt"]
@@ -187,6 +189,7 @@ def test_gate_fails_on_a_corrupted_engine_and_passes_on_the_clean_one(lipreading
         report.check_gate()
 
 
+@pytest.mark.slow
 def test_a_broken_graph_is_export_failed_and_fails_the_gate(lipreading, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(lipreading["out"] / "package", broken)
@@ -203,6 +206,7 @@ def test_a_broken_graph_is_export_failed_and_fails_the_gate(lipreading, tmp_path
         report.check_gate()
 
 
+@pytest.mark.slow
 def test_a_tampered_package_is_refused_before_loading(lipreading, tmp_path, run_cli):
     tampered = tmp_path / "tampered"
     shutil.copytree(lipreading["out"] / "package", tampered)
@@ -213,6 +217,7 @@ def test_a_tampered_package_is_refused_before_loading(lipreading, tmp_path, run_
     assert err.count("error") == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_every_row_has_its_gflops_its_share_of_the_gemm_peak_and_its_step_limit(lipreading):
     report, md = lipreading["json"], (lipreading["out"] / "bench.md").read_text()
     peak = report["machine"]["gemm_peak"]
@@ -244,6 +249,7 @@ def test_every_row_has_its_gflops_its_share_of_the_gemm_peak_and_its_step_limit(
     assert (lipreading["out"] / "efficiency.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_package_without_checkpoint_is_compared_with_onnxruntime_fp32(lipreading):
     report = bench(lipreading["out"] / "package",
                    BenchOptions(engines=("torch", "onnx-cpu-int8"), budget_s=0.2,
@@ -257,6 +263,7 @@ def test_package_without_checkpoint_is_compared_with_onnxruntime_fp32(lipreading
     report.check_gate()  # skipped rows do not fail the gate
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_is_refused(lipreading, tmp_path):
     other = tiny_checkpoint("lip2speech", tmp_path / "other.lipx")
     with pytest.raises(InputError, match="lip2speech model but the package is lipreading"):
@@ -283,6 +290,7 @@ def lip2speech(tmp_path_factory, packages):
     return report, write_report(report, root / "out"), messages
 
 
+@pytest.mark.slow
 def test_lip2speech_bench_with_data_scores_speech_per_engine(lip2speech):
     report, paths, messages = lip2speech
     assert [p.name for p in paths] == ["bench.json", "bench.md", "latency.png",
@@ -308,6 +316,7 @@ def test_lip2speech_bench_with_data_scores_speech_per_engine(lip2speech):
     assert "STOI" in paths[1].read_text()
 
 
+@pytest.mark.slow
 def test_markdown_lists_every_engine(lip2speech):
     report = lip2speech[0]
     text = markdown(report, [])

@@ -62,6 +62,7 @@ def test_dataparallel_prefixes_and_format_detection(originals, tmp_path):
         torch.testing.assert_close(from_dp.state_dict[key], tensor)
 
 
+@pytest.mark.slow
 def test_info_shows_task_and_parameter_counts(originals, tmp_path, run_cli):
     out = tmp_path / "gru.lipx"
     assert run_cli("convert", originals["mvm_gru"], "-o", out)[0] == 0
@@ -109,6 +110,7 @@ def _corrupt(kind: str, tmp_path, originals):
     "kind",
     ["missing", "garbage", "truncated", "missing_key", "unexpected_key", "wrong_shape", "not_dict"],
 )
+@pytest.mark.slow
 def test_bad_original_checkpoints_get_one_clear_line(kind, tmp_path, originals, run_cli):
     src, expect = _corrupt(kind, tmp_path, originals)
     out = tmp_path / "out.lipx"
@@ -119,6 +121,7 @@ def test_bad_original_checkpoints_get_one_clear_line(kind, tmp_path, originals, 
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_wrong_family_and_unknown_format(originals, tmp_path, run_cli):
     out = tmp_path / "x.lipx"
     code, _, err = run_cli("convert", originals["mvm_gru"], "--from", "vca-gan-original", "-o", out)
@@ -128,6 +131,7 @@ def test_wrong_family_and_unknown_format(originals, tmp_path, run_cli):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_info_rejects_original_and_points_to_convert(originals, run_cli):
     code, _, err = run_cli("info", originals["vca_gan"])
     assert code == 1 and "lipx convert" in err

@@ -52,6 +52,7 @@ def _video(b: int, t: int, seed: int = 0) -> torch.Tensor:
     return torch.randn((b, 1, t, 112, 112), generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.slow
 def test_golden_reproduction(converted) -> None:
     ckpt, model = converted
     assert ckpt.preset == "original"
@@ -68,6 +69,7 @@ def test_golden_reproduction(converted) -> None:
     assert torch.equal(mel, out["mel_80"]) and torch.equal(linear, out["linear"])
 
 
+@pytest.mark.slow
 def test_parameter_counts(converted) -> None:
     ckpt, model = converted
     assert schema_param_counts("vca_gan") == ORIGINAL_COUNTS
@@ -81,6 +83,7 @@ def test_parameter_counts(converted) -> None:
         assert _params(dis[name]) == ORIGINAL_COUNTS[f"{group}_state_dict"], name
 
 
+@pytest.mark.slow
 def test_config_from_original_needs_the_shapes() -> None:
     groups = fill_original("vca_gan")
     assert config_from_original(groups) == PRESETS["original"]()

@@ -40,6 +40,7 @@ def _tiny(backend: str = "gru", **kw) -> LipreadingModel:
 
 
 @pytest.mark.parametrize("name", ["mvm_gru", "mvm_mstcn"])
+@pytest.mark.slow
 def test_reference_weights_reproduce_the_original_outputs(name):
     ckpt = convert_groups(fill_original(name), FAMILY, FAMILY.originals[0])
     assert ckpt.preset == PRESET_OF[name]

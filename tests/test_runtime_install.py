@@ -80,6 +80,7 @@ def test_commands_that_need_an_extra_name_it(tmp_path, args, extra):
     assert result.returncode == 1 and len(errors) == 1 and extra in errors[0], result.stderr
 
 
+@pytest.mark.slow
 def test_stream_bench_and_info_of_a_package_run_without_torch(tmp_path, packages, face_video):
     pkg = packages["lipreading"]
     stats = tmp_path / "stats.json"

@@ -77,7 +77,10 @@ def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_video(tmp_path_factory.mktemp("signals") / "long.mp4", 10 * FPS)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("signum", [
+    pytest.param(signal.SIGTERM, id="SIGTERM"),
+    pytest.param(signal.SIGHUP, id="SIGHUP", marks=pytest.mark.slow),  # the same path again
+])
 def test_a_stopped_stream_leaves_a_valid_wav_and_mp4(packages, long_video, tmp_path, signum):
     wav, mp4 = tmp_path / "s.wav", tmp_path / "s.mp4"
     lipx = Lipx("stream", long_video, "--model", packages["lip2speech"], "--realtime",
@@ -96,6 +99,7 @@ def test_a_stopped_stream_leaves_a_valid_wav_and_mp4(packages, long_video, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.mp4", "s.wav"]  # no .partial left
 
 
+@pytest.mark.slow
 def test_a_stopped_training_run_saves_last(lrw_corpus, tmp_path):
     from lipx.models.checkpoint import load_checkpoint
 

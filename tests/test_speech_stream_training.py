@@ -78,6 +78,7 @@ def _cfg(data, out, **kw) -> TrainConfig:
     return TrainConfig(task="lip2speech", data=str(data), out=str(out), **{**base, **kw})
 
 
+@pytest.mark.slow
 def test_fine_tuning_lip2speech_for_streams_runs_end_to_end(grid_corpus, grid_streams, tmp_path):
     train(_cfg(grid_corpus, tmp_path / "clips", steps=1, val_every=0))
     base = load_checkpoint(tmp_path / "clips" / "last.lipx")

@@ -127,6 +127,7 @@ def _cfg(data, out, **kw) -> TrainConfig:
     return TrainConfig(task="lipreading", data=str(data), out=str(out), **{**base, **kw})
 
 
+@pytest.mark.slow
 def test_fine_tuning_for_streams_adds_no_word_and_validates_windows(lrw_corpus, streams,
                                                                      tmp_path):
     clips = tmp_path / "clips"

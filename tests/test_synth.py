@@ -79,6 +79,7 @@ def test_same_seed_same_arrays_other_seed_differs(tmp_path):
     assert not np.array_equal(a.audio, c.audio)
 
 
+@pytest.mark.slow
 def test_parallel_run_writes_the_same_files(grid_corpus, tmp_path):
     opts, _ = grid_corpus
     other = replace(opts, out=tmp_path, workers=2)

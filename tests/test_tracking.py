@@ -71,6 +71,7 @@ def test_near_search_finds_the_full_frame_face(photo):
     assert detector.near(np.full((480, 640, 3), 128, np.uint8), face) == []
 
 
+@pytest.mark.slow
 def test_tracked_mouth_box_stays_within_3_px_of_detection_on_every_frame(sweep):
     motion, frames, reference = sweep
     tracker = make_roi("auto")

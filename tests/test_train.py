@@ -34,6 +34,7 @@ def _losses(cfg, resume=False) -> dict[int, float]:
 
 @pytest.mark.parametrize("task,corpus", [("lipreading", "lrw_corpus"),
                                          ("lip2speech", "grid_corpus")])
+@pytest.mark.slow
 def test_resume_continues_as_if_never_stopped(task, corpus, request, tmp_path):
     data = request.getfixturevalue(corpus)
     window = {} if task == "lipreading" else {"window": 20}
@@ -48,6 +49,7 @@ def test_resume_continues_as_if_never_stopped(task, corpus, request, tmp_path):
     assert ckpt.training["progress"]["step"] == 6 and ckpt.task == task
 
 
+@pytest.mark.slow
 def test_lipreading_run_validates_saves_best_and_evaluates(lrw_corpus, tmp_path, run_cli):
     out = tmp_path / "run"
     code, _, err = run_cli("train", "lipreading", lrw_corpus, "-o", out, "--preset", "tiny",
@@ -73,6 +75,7 @@ def test_lipreading_run_validates_saves_best_and_evaluates(lrw_corpus, tmp_path,
     assert set(result["per_word"]) <= set(best.vocabulary)
 
 
+@pytest.mark.slow
 def test_lip2speech_eval_scores_and_writes_wavs(grid_corpus, tmp_path, run_cli):
     out = tmp_path / "run"
     code, _, err = run_cli("train", "lip2speech", grid_corpus, "-o", out, "--preset", "tiny",
@@ -92,6 +95,7 @@ def test_lip2speech_eval_scores_and_writes_wavs(grid_corpus, tmp_path, run_cli):
     assert len(list(wavs.glob("*.wav"))) == 2
 
 
+@pytest.mark.slow
 def test_time_budget_stops_validates_and_erasing_can_be_turned_off(lrw_corpus, tmp_path):
     from lipx.train.datasets import LipreadingDataset
     from lipx.train.run import _datasets
@@ -152,6 +156,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_with_gloo(lrw_corpus, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -81,6 +81,7 @@ def test_rtx_plans_are_refused_for_another_flavour_version_or_gpu(tmp_path):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("task", ["lipreading", "lip2speech"])
+@pytest.mark.slow
 def test_tiny_presets_build_real_plans(packages, tmp_path, task, precision):
     """Whole model, front-end and backend of the tiny preset, through the engine factory."""
     pkg = packages[task]
