@@ -379,8 +379,8 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any option: "
                     "key=value (e.g. lr=0.01, loss_weights.recon=10); repeatable.")] = None,
 ) -> None:
-    """Train a model (single process, or DDP under torchrun); Ctrl-C saves last.lipx. For
-    streams: --set streams=DIR (training streams: lipx data synth DIR --layout
+    """Train a model (single process, or DDP under torchrun); Ctrl-C, SIGTERM or SIGHUP saves
+    last.lipx. For streams: --set streams=DIR (training streams: lipx data synth DIR --layout
     lrw-streams|grid-streams --like CORPUS --part train) mixes in windows cut anywhere in them,
     every item with the front-end's context frames as the streaming runtime gives them;
     lipreading also gains a no-word class, and --set val_streams=DIR (--part val) picks best by
