@@ -489,16 +489,7 @@ def eval_stream(
     loaded = se.load_set(opts)  # bad input fails before any progress bar
     if grid:
         assert out is not None
-        with _progress("sweep", None) as advance:
-            reports, skipped = se.sweep(opts, grid, lambda n, total, combo: advance(n, {}, total),
-                                        loaded)
-        files = se.write_sweep(reports, out)
-        for line in skipped:
-            console.print(f"[yellow]skipped {line}[/yellow]")
-        for r in reports:
-            print(f"{r.settings}: {r.quality()[0]} {r.quality()[1]:.3f}, "
-                  f"{se.latency_of(r)[0]} {se.latency_of(r)[1]:.2f} s")
-        done(f"{len(reports)} settings -> {', '.join(map(str, files))}", started)
+        done(_sweep_streams(opts, grid, loaded, out), started)
         return
     with _progress("eval-stream", None) as advance:
         report = se.evaluate_streams(opts, lambda n, total: advance(n, {}, total), loaded)
@@ -507,6 +498,23 @@ def eval_stream(
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     name, value = report.quality()
     done(f"{report.task}, {report.streams} streams, {name} {value:.3f}", started)
+
+
+def _sweep_streams(opts, grid, loaded, out: Path) -> str:
+    """``eval-stream --sweep``: every setting run and printed, the sweep written to ``out``;
+    returns the summary line."""
+    from lipx.runtime import stream_eval as se
+
+    with _progress("sweep", None) as advance:
+        reports, skipped = se.sweep(opts, grid, lambda n, total, combo: advance(n, {}, total),
+                                    loaded)
+    files = se.write_sweep(reports, out)
+    for line in skipped:
+        console.print(f"[yellow]skipped {line}[/yellow]")
+    for r in reports:
+        print(f"{r.settings}: {r.quality()[0]} {r.quality()[1]:.3f}, "
+              f"{se.latency_of(r)[0]} {se.latency_of(r)[1]:.2f} s")
+    return f"{len(reports)} settings -> {', '.join(map(str, files))}"
 
 
 def _print_rows(title: str, rows) -> None:
