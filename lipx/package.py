@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from lipx.audio import AudioSpec
 from lipx.errors import InputError, ManifestError, did_you_mean
 from lipx.files import atomic_write, file_sha256
-from lipx.tasks import NO_WORD, SPECS, Schedule, TaskSpec
+from lipx.tasks import MAX_FRAMES, NO_WORD, SPECS, Schedule, TaskSpec
 from lipx.video import VideoSpec
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,6 @@ def _own_file(name: Any, where: str) -> str:
 # A package is untrusted input: each number is checked against its bound when the manifest is
 # read, before anything is sized from it (a window of 10**9 frames would allocate 477 GiB).
 
-MAX_FRAMES = 1024
-"""Most frames of a window, stride, minimum window, padding, look-ahead or cross-fade: 41 s at
-25 fps (the models use 9 to 75)."""
 MAX_CONTEXT = 64
 """Most frames of front-end context on each side of a chunk (the models use 2)."""
 MAX_IMAGE_SIDE = 8192

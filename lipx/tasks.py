@@ -28,6 +28,9 @@ from lipx.errors import InputError, ManifestError, did_you_mean
 CONTEXT = 2
 """Frames of context on each side of a front-end chunk: the 3D convolution's temporal kernel of
 5 makes output frame t see frames t-2 .. t+2."""
+MAX_FRAMES = 1024
+"""Most frames of a window, stride, minimum window, padding, look-ahead or cross-fade, whether a
+package or a user gives them: 41 s at 25 fps (the models use 9 to 75)."""
 PRECISIONS = ("fp32", "fp16", "int8")
 NO_WORD = "<no-word>"
 """The last class of a lipreading model trained for streams (``lipx train --set streams=DIR``):
@@ -84,8 +87,8 @@ class Schedule:
             InputError: a size below 1, or a stride larger than the window.
         """
         for name, value in (("window", window), ("stride", stride)):
-            if value is not None and value < 1:
-                raise InputError(f"--{name} must be >= 1, got {value}")
+            if value is not None and not 1 <= value <= MAX_FRAMES:
+                raise InputError(f"--{name} must be in 1..{MAX_FRAMES} frames, got {value}")
         if window is not None and stride is not None and stride > window:
             raise InputError(f"--stride {stride} is larger than the window ({window} frames): "
                              f"frames would be skipped; use a stride <= the window")

@@ -20,7 +20,7 @@ from lipx.runtime.backends import BACKENDS
 from lipx.runtime.package_runners import resolve_backend
 from lipx.runtime.task import HeadOptions
 from lipx.runtime.tasks import stream_task
-from lipx.tasks import Schedule
+from lipx.tasks import MAX_FRAMES, Schedule
 
 CROPS = ("lrw", "auto")
 HEAD_FIELDS = ("threshold", "agreement", "min_gap", "pad", "lookahead", "crossfade", "gl_iters")
@@ -114,6 +114,10 @@ class StreamOptions:
         for name in ("lookahead", "crossfade", "reconnect", "pad", "min_gap"):
             if (getattr(self, name) or 0) < 0:
                 raise InputError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("chunk", "lookahead", "crossfade", "pad"):
+            if (getattr(self, name) or 0) > MAX_FRAMES:
+                raise InputError(f"--{name} must be at most {MAX_FRAMES} frames, got "
+                                 f"{getattr(self, name)}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise InputError(f"--threshold must be in [0, 1], got {self.threshold}")
         if self.window and self.chunk > self.window:

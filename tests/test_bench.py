@@ -66,8 +66,9 @@ def lipreading(tmp_path_factory, run_cli_module):
     prepare_corpus(PrepareOptions("lrw", build_lrw(root / "lrw_src", WORDS), data))
     out = root / "out"
     code, stdout, stderr = run_cli_module(
-        "bench", ckpt, "--engine", "torch,torch-compile,onnx-cpu-fp32,onnx-cpu-int8,trt-fp16,"
-        "onnx-cuda-fp16", "--window", "8", "--stride", "4", "--data", data, "--split", "lrw",
+        "bench", ckpt, *[a for e in ("torch", "torch-compile", "onnx-cpu-fp32", "onnx-cpu-int8",
+                                     "trt-fp16", "onnx-cuda-fp16") for a in ("--engine", e)],
+        "--window", "8", "--stride", "4", "--data", data, "--split", "lrw",
         "--gate", "--atol", "1", "--min-top1", "0", "--out", out, *FAST)
     return {"ckpt": ckpt, "out": out, "data": data, "code": code, "stdout": stdout,
             "stderr": stderr, "json": json.loads((out / "bench.json").read_text())}
@@ -345,7 +346,7 @@ def test_bad_options_are_refused(kwargs, message):
 def test_cli_reports_bad_input_in_one_line(run_cli, tmp_path):
     code, _, err = run_cli("bench", tmp_path / "missing.lipx")
     assert code == 1 and "does not exist" in err and "Traceback" not in err
-    code, _, err = run_cli("bench", tmp_path, "--engines", "onnx-gpu")
+    code, _, err = run_cli("bench", tmp_path, "--engine", "onnx-gpu")
     assert code == 1 and "unknown engine 'onnx-gpu'" in err
     code, _, err = run_cli("bench", tmp_path, "--batch-sizes", "1,x")
     assert code == 1 and "comma-separated integers" in err

@@ -123,7 +123,9 @@ def test_the_task_spec_travels_in_the_manifest():
 
 
 @pytest.mark.parametrize("window, stride, message", [
-    (0, None, r"--window must be >= 1, got 0"), (None, 0, r"--stride must be >= 1, got 0"),
+    (0, None, r"--window must be in 1..1024 frames, got 0"),
+    (None, 0, r"--stride must be in 1..1024 frames, got 0"),
+    (10**9, None, r"--window must be in 1..1024 frames, got 1000000000"),
     (8, 9, r"--stride 9 is larger than the window \(8 frames\)"),
 ])
 def test_the_schedule_rule_holds_for_a_window_or_a_stride_alone(window, stride, message):

@@ -91,8 +91,8 @@ def test_stream_bench_and_info_of_a_package_run_without_torch(tmp_path, packages
     assert _loaded(result) == "LOADED []"
 
     out = tmp_path / "bench"
-    result = lipx_without_torch(tmp_path, "bench", pkg, "--engine", "onnx,torch", "--budget-s",
-                                "0.3", "--batch-sizes", "1,2", "--out", out)
+    result = lipx_without_torch(tmp_path, "bench", pkg, "--engine", "onnx", "--engine", "torch",
+                                "--budget-s", "0.3", "--batch-sizes", "1,2", "--out", out)
     assert result.returncode == 0, result.stderr
     rows = {r["key"]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
     assert rows["onnx-cpu-fp32"]["status"] == "ok"  # the reference without a checkpoint

@@ -55,7 +55,7 @@ def test_eval_stream_lipreading_end_to_end_with_a_sweep(run_cli, packages, tmp_p
                            "--words", "3", "--streams", "2", "--per-stream", "3")
     assert code == 0, err
     out = tmp_path / "eval.json"
-    code, stdout, err = run_cli("eval", packages["lipreading"], data, "--stream", "--json", out)
+    code, stdout, err = run_cli("eval-stream", packages["lipreading"], data, "--json", out)
     assert code == 0, err
     assert "WER" in stdout and "cache vs whole front-end" in stdout
     report = json.loads(out.read_text())
@@ -71,9 +71,9 @@ def test_eval_stream_lipreading_end_to_end_with_a_sweep(run_cli, packages, tmp_p
     assert report["scores"]["silence_s"] > 0 and report["scores"]["still_face_s"] > 0
 
     sweep = tmp_path / "sweep"
-    code, _, err = run_cli("eval", packages["lipreading"], data, "--stream", "--sweep",
+    code, _, err = run_cli("eval-stream", packages["lipreading"], data, "--sweep",
                            "stride=1,9,12", "--sweep", "pad=0,5", "--out", sweep,
-                           "--max-clips", "1")
+                           "--max-streams", "1")
     assert code == 0, err
     points = json.loads((sweep / "sweep.json").read_text())
     assert [(p["settings"]["stride"], p["settings"]["pad"]) for p in points] == [
@@ -132,7 +132,7 @@ def test_eval_stream_lip2speech_scores_streamed_and_offline(run_cli, packages, t
                            "--image-size", "180x144")
     assert code == 0, err
     out = tmp_path / "eval.json"
-    code, stdout, err = run_cli("eval", packages["lip2speech"], data, "--stream", "--json", out)
+    code, stdout, err = run_cli("eval-stream", packages["lip2speech"], data, "--json", out)
     assert code == 0, err
     report = json.loads(out.read_text())["scores"]
     for k in ("stoi", "estoi"):
@@ -142,13 +142,12 @@ def test_eval_stream_lip2speech_scores_streamed_and_offline(run_cli, packages, t
 
 
 @pytest.mark.parametrize("args, message", [
-    (["{pkg}", "{tmp}", "--stream"], "has no streams.jsonl"),
-    (["{pkg}", "{tmp}", "--stream", "--sweep", "speed=1"], "--sweep takes NAME=V1,V2"),
-    (["{pkg}", "{tmp}", "--stream", "--sweep", "stride=1"], "--sweep needs --out"),
-    (["{pkg}", "{tmp}", "--sweep", "stride=1"], "--sweep and --out are for --stream"),
+    (["{pkg}", "{tmp}"], "has no streams.jsonl"),
+    (["{pkg}", "{tmp}", "--sweep", "speed=1"], "--sweep takes NAME=V1,V2"),
+    (["{pkg}", "{tmp}", "--sweep", "stride=1"], "--sweep needs --out"),
 ])
 def test_bad_stream_eval_input_is_one_line(run_cli, packages, tmp_path, args, message):
     subs = {"pkg": packages["lipreading"], "tmp": tmp_path}
-    code, _, err = run_cli("eval", *[a.format(**subs) for a in args])
+    code, _, err = run_cli("eval-stream", *[a.format(**subs) for a in args])
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(lines) == 1 and message in lines[0], err
