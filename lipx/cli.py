@@ -8,6 +8,7 @@ line and exit code 1; a traceback only with ``--debug``.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from enum import Enum
@@ -850,6 +851,20 @@ def demo(
     print("\nOutputs: " + ", ".join(str(p) for p in result.files.values() if p.exists()))
     print("Next:\n" + "\n".join(f"  {c}" for c in next_commands(result)))
     done(result.summary(), started)
+
+
+def _short_helps(group: typer.Typer) -> None:
+    """Each command's line in its group's ``--help``: the first clause of its docstring (the
+    whole docstring is the command's own ``--help``)."""
+    for info in group.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback else None)
+        if info.short_help is None and doc:
+            first = re.split(r"(?<=[.;:])\s", " ".join(doc.split()), maxsplit=1)[0]
+            info.short_help = first.rstrip(".;:")
+
+
+_short_helps(app)
+_short_helps(data_app)
 
 
 def main() -> None:

@@ -91,3 +91,12 @@ def test_eval_stream_reads_a_package_and_a_set_of_streams(packages, tmp_path, ru
     assert code == 1 and "not a lipx model package" in err
     code, _, err = run_cli("eval-stream", packages["lipreading"], tmp_path, "--sweep", "stride=1")
     assert code == 1 and "--sweep needs --out" in err
+
+
+def test_every_command_has_a_one_line_summary_in_the_help_listing():
+    from lipx import cli
+
+    for group in (cli.app, cli.data_app):
+        for info in group.registered_commands:
+            assert info.short_help and "\n" not in info.short_help, info.name
+            assert len(info.short_help) <= 120, info.short_help
