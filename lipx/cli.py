@@ -196,8 +196,8 @@ def info(
     path: Annotated[Path, typer.Argument(help="A lipx checkpoint, or a model package folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Show what a checkpoint holds (task, preset, parameters per module, preprocessing), or a
-    package (task spec, schedule, graphs, plans, parity)."""
+    """Show what a checkpoint or a package holds: a checkpoint's task, preset, parameters per
+    module and preprocessing; a package's task spec, schedule, graphs, plans and parity."""
     import json
 
     from rich.table import Table
