@@ -284,8 +284,9 @@ def data_synth(
         "(the first or second half of them: tune on val, report on test) or train (the "
         "training speakers, for `lipx train --set streams=DIR`) [held-out].")] = None,
 ) -> None:
-    """Write a deterministic synthetic audio-visual corpus in GRID's or LRW's layout, or
-    held-out speakers' continuous test streams of one (--layout lrw-streams|grid-streams)."""
+    """Write a deterministic synthetic audio-visual corpus, or continuous streams of its speakers:
+    GRID's or LRW's layout, or (--layout lrw-streams|grid-streams) held-out speakers' test
+    streams of one."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from lipx.data.stream_corpus import StreamsOptions, synth_options, synthesize_streams
