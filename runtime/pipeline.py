@@ -42,6 +42,7 @@ from lipx.runtime.tasks import stream_task
 from lipx.tasks import Schedule
 
 if TYPE_CHECKING:
+    from lipx.runtime.batcher import Steps
     from lipx.runtime.session import Session, WindowHook
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,11 @@ class Pipeline:
 
     # -- sessions --------------------------------------------------------------------------------
     def session(self, source: str | Source, opts: StreamOptions | None = None,
-                window_hook: WindowHook | None = None, record: bool = False) -> Session:
-        """A new stream of ``source`` (a spec or an opened Source, which the session closes).
+                window_hook: WindowHook | None = None, record: bool = False,
+                steps: Steps | None = None) -> Session:
+        """A new stream of ``source`` (a spec or an opened Source, which the session closes);
+        ``steps``: a :class:`~lipx.runtime.batcher.Batcher` of this pipeline to batch its engine
+        work with other sessions' (default: this pipeline, unbatched).
 
         Raises:
             InputError: ``opts`` ask for other engines than this pipeline's, or a schedule the
@@ -119,7 +123,9 @@ class Pipeline:
         if opts.engine_options() != self.options:
             raise InputError(f"a session asks for {opts.engine_options()} but the pipeline was "
                              f"opened with {self.options}; open another pipeline")
-        return Session(self, source, opts, window_hook, record)
+        if steps is not None and getattr(steps, "pipeline", self) is not self:
+            raise InputError("a session's batcher must be one of its own pipeline")
+        return Session(self, source, opts, window_hook, record, steps)
 
     def schedule(self, opts: StreamOptions) -> Schedule:
         """The schedule ``opts`` give this package, checked against the engines, which are warmed

@@ -35,6 +35,7 @@ from lipx.runtime.window import CachedWindows, FrameWindows, Window
 from lipx.video import mouth_crop_frame
 
 if TYPE_CHECKING:
+    from lipx.runtime.batcher import Steps
     from lipx.runtime.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,17 @@ class Session:
         opts: the stream's options (their engine options must be the pipeline's).
         window_hook: called with each window and the backend's outputs (tests, the evaluator).
         record: the head keeps what a stream evaluation scores (the speech head's magnitudes).
+        steps: where its engine work goes: the pipeline (default), or a
+            :class:`~lipx.runtime.batcher.Batcher` that batches it with other sessions'.
     Raises:
         InputError: bad options for this package, or a source that cannot be opened.
     """
 
     def __init__(self, pipeline: Pipeline, source: str | Source, opts: StreamOptions,
-                 window_hook: WindowHook | None = None, record: bool = False) -> None:
+                 window_hook: WindowHook | None = None, record: bool = False,
+                 steps: Steps | None = None) -> None:
         self.pipeline, self.opts, self.window_hook = pipeline, opts, window_hook
+        self.steps: Steps = steps or pipeline
         m = self.manifest = pipeline.manifest
         self.fps = m.video.fps
         self.context = pipeline.context
@@ -193,7 +198,7 @@ class Session:
     def _frontend(self, clip: np.ndarray) -> np.ndarray:
         """(C + 4, H, W) frames -> (C, D) features through the pipeline's front-end."""
         with self.timer.stage("frontend"):
-            return self.pipeline.frontend([clip])[0]
+            return self.steps.frontend([clip])[0]
 
     def _run_window(self, window: Window) -> list[Result]:
         """Backend and head on one window (on the worker when pipelined)."""
@@ -203,7 +208,7 @@ class Session:
                         self.head.min_window)
             return []
         with self.timer.stage("backend"):
-            outputs = self.pipeline.backend([window.data])[0]
+            outputs = self.steps.backend([window.data])[0]
         self.backend_calls += 1
         if self.window_hook is not None:
             self.window_hook(window, outputs)

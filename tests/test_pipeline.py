@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from lipx.errors import InputError
-from lipx.runtime.events import WordEvent
+from lipx.runtime.batcher import Batcher
+from lipx.runtime.events import FrameEvent, WordEvent
 from lipx.runtime.ort_runner import OrtRunner
 from lipx.runtime.pipeline import Pipeline
 from lipx.runtime.stream import StreamOptions, stream
@@ -126,3 +127,66 @@ def test_a_session_must_ask_for_the_pipelines_engines(packages, face_video):
     with Pipeline(packages["lipreading"]) as pipeline:
         with pytest.raises(InputError, match="open another pipeline"):
             pipeline.session(str(face_video), StreamOptions(cache=False))
+
+
+def _run_sessions(pipeline, sources, opts, steps=None) -> list[list]:
+    """Each source a session on its own thread (as a server's connections); their results."""
+    import threading
+
+    results: list[list] = [[] for _ in sources]
+    errors: list[BaseException] = []
+
+    def run(i: int, source: str) -> None:
+        try:
+            with pipeline.session(source, opts, steps=steps) as session:
+                results[i] = [e for e in session.events() if not isinstance(e, FrameEvent)]
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i, s)) for i, s in enumerate(sources)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return results
+
+
+def test_sessions_batched_across_threads_read_the_same_words_at_the_same_times(
+        packages, run_cli, stream_set):
+    _synth(run_cli, stream_set)
+    videos = sorted(str(p) for p in stream_set.glob("*.mp4"))
+    opts = StreamOptions(threshold=0.0, agreement=1, stride=2)
+    with Pipeline(packages["lipreading"]) as pipeline:
+        alone = _run_sessions(pipeline, videos[:1], opts) + _run_sessions(
+            pipeline, videos[1:2], opts) + _run_sessions(pipeline, videos[2:3], opts)
+        with Batcher(pipeline, max_batch=8, max_wait_ms=20) as batcher:
+            together = _run_sessions(pipeline, videos * 2, opts, steps=batcher)  # 6 at once
+            sizes = batcher.batch_sizes()
+    key = [[(w.word, w.start_s, w.end_s) for w in r] for r in alone]
+    assert [[(w.word, w.start_s, w.end_s) for w in r] for r in together] == key * 2
+    assert all(key)
+    assert max(sizes["frontend"]) > 1 and max(sizes["backend"]) > 1  # it did batch
+
+
+def test_speech_batched_across_sessions_equals_speech_alone(packages, face_video):
+    opts = StreamOptions()
+    with Pipeline(packages["lip2speech"]) as pipeline:
+        alone = _run_sessions(pipeline, [str(face_video)], opts)[0]
+        with Batcher(pipeline, max_batch=4, max_wait_ms=20) as batcher:
+            together = _run_sessions(pipeline, [str(face_video)] * 3, opts, steps=batcher)
+            assert max(batcher.batch_sizes()["backend"]) > 1
+    want = np.concatenate([c.samples for c in alone])
+    for chunks in together:
+        assert [c.start_s for c in chunks] == [c.start_s for c in alone]
+        np.testing.assert_allclose(np.concatenate([c.samples for c in chunks]), want, atol=1e-4)
+
+
+def test_a_batcher_refuses_bad_sizes_and_another_pipelines_sessions(packages, face_video):
+    with Pipeline(packages["lipreading"]) as pipeline:
+        for kwargs in ({"max_batch": 0}, {"max_wait_ms": -1}):
+            with pytest.raises(InputError, match="--max-"):
+                Batcher(pipeline, **kwargs)
+        with Pipeline(packages["lipreading"]) as other, Batcher(other) as batcher:
+            with pytest.raises(InputError, match="its own pipeline"):
+                pipeline.session(str(face_video), steps=batcher)
