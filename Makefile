@@ -1,7 +1,7 @@
 # The two newcomer entry points (see README): `make demo` and `make test`.
 # Both create .venv and install exactly the versions in requirements/pins.txt (the set the suite
 # last passed with): torch==2.13.0 first (the CPU wheel here; an unpinned torch would pull
-# several GB of CUDA packages), then lipx with the [cpu,train,dev,rtx] extras. PIP_CONSTRAINT also
+# several GB of CUDA packages), then lipx with the [cpu,train,serve,dev,rtx] extras. PIP_CONSTRAINT also
 # reaches pip's isolated build environment, so the build backend (setuptools) is pinned too.
 #
 # `make test-latest` runs the suite in .venv-latest against the newest versions the index serves
@@ -19,7 +19,7 @@ PYTEST_ARGS ?= -q
 $(STAMP): pyproject.toml $(PINS)
 	python3 -m venv $(VENV)
 	PIP_CONSTRAINT=$(abspath $(PINS)) $(PY) -m pip install --quiet $(TORCH)
-	PIP_CONSTRAINT=$(abspath $(PINS)) $(PY) -m pip install --quiet -e ".[cpu,train,dev,rtx]"
+	PIP_CONSTRAINT=$(abspath $(PINS)) $(PY) -m pip install --quiet -e ".[cpu,train,serve,dev,rtx]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -48,7 +48,7 @@ test-latest:
 	echo "$(TORCH)" > $(LATEST_VENV)/torch-pin.txt
 	$(LATEST_VENV)/bin/python -m pip install --quiet $(TORCH)
 	PIP_CONSTRAINT=$(abspath $(LATEST_VENV))/torch-pin.txt $(LATEST_VENV)/bin/python -m pip \
-		install --quiet --upgrade --upgrade-strategy eager -e ".[cpu,train,dev,rtx]"
+		install --quiet --upgrade --upgrade-strategy eager -e ".[cpu,train,serve,dev,rtx]"
 	$(LATEST_VENV)/bin/python -m pip freeze --all --exclude-editable \
 		| grep -v '^torch==\|^pip==' | LC_ALL=C sort > $(LATEST_VENV)/freeze.txt
 	@echo "--- versions that moved from $(PINS) (< pinned, > newest):"

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from lipx import __version__
-from lipx.errors import LipxError
+from lipx.errors import InputError, LipxError
 from lipx.extras import require
 from lipx.runtime.backends import BACKENDS, FORMATS, all_precisions  # stdlib only
 from lipx.tasks import SPECS  # stdlib only
@@ -592,7 +592,12 @@ def stream(
     source: Annotated[str, typer.Argument(
         help="webcam, webcam:N, a video file, an rtsp/http URL, lavfi:GRAPH "
         "or a folder of images.")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="Model package (lipx export).")],
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Model package (lipx export); with --server, the name of one "
+        "the server serves (default: its only one).")] = None,
+    server: Annotated[Optional[str], typer.Option(
+        help="Stream through a lipx serve at ws://HOST:PORT instead of running the model here "
+        "(the outputs are written here).")] = None,
     engine: EngineOption = Engine.onnx,  # type: ignore[attr-defined]
     device: EngineDeviceOption = None,
     precision: PrecisionOption = None,
@@ -646,12 +651,20 @@ def stream(
                          realtime=realtime, reconnect=reconnect, max_frames=max_frames,
                          pipeline=pipeline)
     outputs = Outputs(jsonl=jsonl, wav=wav, srt=srt, vtt=vtt, save=save, play=play)
-    package = Package.open(model)  # once: the sinks and the stream share it
-    sinks = make_sinks(package.manifest, opts, outputs, console=_ClearingLines(sys.stdout))
-    result = run_stream(package, source, opts, sinks,
-                        on_status=_status if console.is_terminal else None)
-    if console.is_terminal:
-        _status("")
+    if server is not None:
+        from lipx.serve.client import stream_remote
+
+        result = stream_remote(server, source, opts, lambda m: make_sinks(
+            m, opts, outputs, console=_ClearingLines(sys.stdout)), model=model)
+    elif model is None:
+        raise InputError("give the model package with --model (or a server with --server)")
+    else:
+        package = Package.open(model)  # once: the sinks and the stream share it
+        sinks = make_sinks(package.manifest, opts, outputs, console=_ClearingLines(sys.stdout))
+        result = run_stream(package, source, opts, sinks,
+                            on_status=_status if console.is_terminal else None)
+        if console.is_terminal:
+            _status("")
     console.print(result.format_table())
     run = result.run
     if run.frames_without_face:
@@ -663,6 +676,63 @@ def stream(
     done(f"{stopped}{run.task} on {run.engine}/{run.device}: "
          f"{result.frames_out} frames, {made}; compute p50 {result.compute.p50_ms:.1f} ms, "
          f"RTF {result.rtf:.2f}", started)
+
+
+@app.command()
+def serve(
+    packages: Annotated[list[Path], typer.Argument(
+        help="Model packages (lipx export) to serve, each under its model name.")],
+    host: Annotated[str, typer.Option(
+        help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free one; the address is printed).")
+                    ] = 8000,
+    engine: EngineOption = Engine.onnx,  # type: ignore[attr-defined]
+    device: EngineDeviceOption = None,
+    precision: PrecisionOption = None,
+    threads: Annotated[Optional[int], typer.Option(
+        help="onnxruntime threads per engine call (default: every core).")] = None,
+    max_streams: Annotated[int, typer.Option(
+        help="Live streams at most; one more is refused (the server is full).")] = 32,
+    max_batch: Annotated[int, typer.Option(
+        help="Streams' front-end chunks or windows per engine call at most (1: no batching).")
+    ] = 16,
+    max_wait_ms: Annotated[float, typer.Option(
+        help="How long an engine call waits for other streams' work after the first.")] = 2.0,
+    idle_timeout: Annotated[float, typer.Option(
+        help="Seconds without a message after which a stream is ended.")] = 10.0,
+    max_message_bytes: Annotated[int, typer.Option(
+        help="Largest WebSocket message accepted (a frame).")] = 4 << 20,
+    certfile: Annotated[Optional[Path], typer.Option(
+        help="TLS certificate (PEM) for https/wss; browsers need it off localhost.")] = None,
+    keyfile: Annotated[Optional[Path], typer.Option(help="TLS private key (PEM).")] = None,
+) -> None:
+    """Serve packages to many live streams at once: WebSocket streams (docs/protocol.md),
+    batched across streams, a page at / for the browser's camera, /metrics and /healthz."""
+    require("serve", "lipx serve")
+    import asyncio
+
+    from lipx.serve.server import ServeOptions, Server
+
+    opts = ServeOptions(host=host, port=port, engine=engine.value, device=device,
+                        precision=precision.value if precision else None, threads=threads,
+                        max_streams=max_streams, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                        idle_timeout_s=idle_timeout, max_message_bytes=max_message_bytes,
+                        certfile=certfile, keyfile=keyfile)
+    if not _state["debug"]:
+        logging.getLogger("lipx.serve").setLevel(logging.INFO)
+    started = time.perf_counter()
+    server = Server([str(p) for p in packages], opts)
+
+    def ready(url: str) -> None:
+        names = ", ".join(server.models)
+        console.print(f"serving {names} at {url} (page: {url}/, protocol: ws{url[4:]}/ws); "
+                      f"Ctrl-C stops")
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # tiny per-frame matrices
+        asyncio.run(server.serve_forever(ready))
+    done("server stopped", started)
 
 
 # --- export ---------------------------------------------------------------------------------

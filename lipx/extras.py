@@ -17,6 +17,7 @@ from lipx.errors import BackendUnavailableError
 EXTRAS: dict[str, tuple[str, ...]] = {
     "export": ("torch", "onnx", "onnxscript"),
     "train": ("torch", "onnx", "tensorboard"),
+    "serve": ("aiohttp",),
 }
 """Extra -> the modules a command of it cannot run without (see pyproject.toml)."""
 

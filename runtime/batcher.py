@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_LIMIT = 256
 """Largest ``max_batch`` a batcher accepts."""
+BatchReport = Callable[[str, int, float], None]
+"""``on_batch(step, size, seconds)``: told of each call a batcher made (a server's metrics)."""
 
 
 class Steps(Protocol):
@@ -50,8 +52,8 @@ class _Step:
     """One step's queue and worker thread."""
 
     def __init__(self, name: str, run: Callable[[list[Any]], list[Any]], max_batch: int,
-                 max_wait_s: float) -> None:
-        self.name, self.run = name, run
+                 max_wait_s: float, on_batch: BatchReport | None) -> None:
+        self.name, self.run, self.on_batch = name, run, on_batch
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.sizes: Counter[int] = Counter()
         """Batch size -> how many calls ran with it."""
@@ -96,6 +98,7 @@ class _Step:
             if not batch:
                 return  # closed and drained
             items = [item for item, _ in batch]
+            start = time.perf_counter()
             try:
                 results = self.run(items)
             except BaseException as e:  # every waiting session gets the error
@@ -103,6 +106,8 @@ class _Step:
                     future.set_exception(e)
                 continue
             self.sizes[len(batch)] += 1
+            if self.on_batch is not None:
+                self.on_batch(self.name, len(batch), time.perf_counter() - start)
             for (_, future), result in zip(batch, results, strict=True):
                 future.set_result(result)
 
@@ -114,19 +119,21 @@ class Batcher:
         pipeline: the opened package.
         max_batch: most clips or windows in one call.
         max_wait_ms: how long a step waits for other sessions' work after the first request.
+        on_batch: told of each call (its step, size and seconds), on the step's worker.
     Raises:
         InputError: a size or a wait out of range.
     """
 
-    def __init__(self, pipeline: Pipeline, max_batch: int = 16, max_wait_ms: float = 2.0) -> None:
+    def __init__(self, pipeline: Pipeline, max_batch: int = 16, max_wait_ms: float = 2.0,
+                 on_batch: BatchReport | None = None) -> None:
         if not 1 <= max_batch <= MAX_BATCH_LIMIT:
             raise InputError(f"--max-batch must be in 1..{MAX_BATCH_LIMIT}, got {max_batch}")
         if not 0 <= max_wait_ms <= 1000:
             raise InputError(f"--max-wait-ms must be in 0..1000, got {max_wait_ms}")
         self.pipeline = pipeline
         wait = max_wait_ms / 1e3
-        self._steps = {"frontend": _Step("frontend", pipeline.frontend, max_batch, wait),
-                       "backend": _Step("backend", pipeline.backend, max_batch, wait)}
+        self._steps = {name: _Step(name, getattr(pipeline, name), max_batch, wait, on_batch)
+                       for name in ("frontend", "backend")}
 
     def frontend(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The pipeline's front-end step, batched with other sessions' (waits for its turn)."""

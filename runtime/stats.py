@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -175,6 +176,14 @@ class StreamStats:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StreamStats:
+        """Back from ``to_dict`` (a server's stats of a remote stream)."""
+        emission = d.get("emission")
+        return cls(**{**d, "stages": {k: LatencyStats(**v) for k, v in d["stages"].items()},
+                      "compute": LatencyStats(**d["compute"]), "run": StreamRun(**d["run"]),
+                      "emission": LatencyStats(**emission) if emission else None})
+
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
@@ -276,6 +285,11 @@ class StageTimer:
     @property
     def frames_out(self) -> int:
         return len(self._frame_totals)
+
+    def samples(self) -> dict[str, list[float]]:
+        """Stage -> each closed frame's seconds in it (a server's histograms)."""
+        with self._lock:
+            return {name: list(times) for name, times in self._times.items()}
 
     def summary(
         self, run: StreamRun, stride: int = 1, lookahead: int = 0,

@@ -35,6 +35,15 @@ def test_every_runtime_module_imports_without_torch():
     assert not loaded["torch"], "importing lipx.runtime pulled in torch"
 
 
+def test_every_serve_module_imports_without_torch():
+    loaded = _loaded_after(
+        "import importlib, pkgutil, lipx.serve as s\n"
+        "for m in pkgutil.iter_modules(s.__path__, 'lipx.serve.'):\n"
+        "    importlib.import_module(m.name)"
+    )
+    assert not loaded["torch"], "importing lipx.serve pulled in torch"
+
+
 def test_every_data_module_imports_without_torch_or_training():
     code = (
         "import importlib, pkgutil, sys, lipx.data as d\n"

@@ -1,0 +1,1 @@
+"""lipx.serve: many streams from one loaded model over WebSocket (``lipx serve``)."""

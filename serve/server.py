@@ -1,0 +1,296 @@
+"""``lipx serve``: many live streams from packages loaded once, batched across streams.
+
+    server = Server(["pkg"], ServeOptions(port=8000, max_batch=16))
+    asyncio.run(server.serve_forever())          # until SIGINT/SIGTERM; then a graceful stop
+
+Each package is a :class:`~lipx.runtime.pipeline.Pipeline`, opened once, with a
+:class:`~lipx.runtime.batcher.Batcher` in front of it: every stream's front-end chunks and due
+windows are gathered into one engine call per step (up to ``max_batch``, waiting at most
+``max_wait_ms``), on the batcher's threads, off the event loop. Each WebSocket is a
+:class:`~lipx.serve.connection.Connection` with its own session. HTTP: the page (``/``),
+``/models``, ``/healthz``, ``/metrics`` (Prometheus). aiohttp: a mature asyncio server whose
+WebSocket, static files and HTTP routes are one dependency (Starlette needs uvicorn and more to
+do the same), with a client the Python client and ``lipx bench-serve`` share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from lipx.errors import InputError
+from lipx.package import Manifest, Package
+from lipx.runtime.batcher import MAX_BATCH_LIMIT, Batcher
+from lipx.runtime.options import EngineOptions
+from lipx.runtime.pipeline import Pipeline
+from lipx.runtime.stats import StreamStats
+from lipx.serve.connection import Connection
+from lipx.serve.metrics import Metrics
+from lipx.serve.protocol import PROTOCOL, ProtocolError
+
+log = logging.getLogger("lipx.serve")
+
+STATIC = Path(__file__).parent / "static"
+"""The page and its script."""
+SHUTDOWN_S = 30.0
+"""Longest wait for the streams to end at a graceful stop."""
+MAX_STREAMS_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How ``lipx serve`` runs (the command's options); checked here."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    """0: any free port (the address is printed)."""
+    engine: str = "onnx"
+    device: str | None = None
+    precision: str | None = None
+    threads: int | None = None
+    """onnxruntime intra-op threads per call (None: every core; batched calls use them)."""
+    max_streams: int = 32
+    max_batch: int = 16
+    max_wait_ms: float = 2.0
+    idle_timeout_s: float = 10.0
+    max_message_bytes: int = 4 << 20
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise InputError(f"--port must be in 0..65535, got {self.port}")
+        if not 1 <= self.max_streams <= MAX_STREAMS_LIMIT:
+            raise InputError(f"--max-streams must be in 1..{MAX_STREAMS_LIMIT}, "
+                             f"got {self.max_streams}")
+        if not 1 <= self.max_batch <= MAX_BATCH_LIMIT:
+            raise InputError(f"--max-batch must be in 1..{MAX_BATCH_LIMIT}, got {self.max_batch}")
+        if not 0.1 <= self.idle_timeout_s <= 3600:
+            raise InputError(f"--idle-timeout must be in 0.1..3600 s, got {self.idle_timeout_s}")
+        if not 1024 <= self.max_message_bytes <= 1 << 30:
+            raise InputError(f"--max-message-bytes must be in 1024..{1 << 30}, "
+                             f"got {self.max_message_bytes}")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise InputError("--certfile and --keyfile go together")
+        for path in (self.certfile, self.keyfile):
+            if path is not None and not path.is_file():
+                raise InputError(f"no such file: {path}")
+
+    def engine_options(self) -> EngineOptions:
+        threads = self.threads or (os.cpu_count() if self.device in (None, "cpu") else None)
+        return EngineOptions(engine=self.engine, device=self.device, precision=self.precision,
+                             threads=threads)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.certfile is None or self.keyfile is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.certfile, self.keyfile)
+        except (ssl.SSLError, OSError) as e:
+            raise InputError(f"cannot load --certfile/--keyfile: {e}") from None
+        return context
+
+
+@dataclass
+class Model:
+    """A served package: its pipeline, loaded once, and the batcher in front of it."""
+
+    name: str
+    pipeline: Pipeline
+    batcher: Batcher
+    engine_fields: dict[str, Any] = field(default_factory=dict)
+    """The engine options every session of it runs with (its StreamOptions fields)."""
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.pipeline.manifest
+
+    def describe(self, default: bool) -> dict[str, Any]:
+        m = self.manifest
+        return {"name": self.name, "task": m.task, "fps": m.video.fps, "size": m.video.size,
+                "default": default}
+
+
+class Server:
+    """The packages, loaded; the HTTP and WebSocket routes; a graceful stop.
+
+    Args:
+        packages: model packages (``lipx export``); each is served under its model name.
+        opts: the server's options.
+    Raises:
+        LipxError: a package that cannot be opened, or two of the same name.
+    """
+
+    def __init__(self, packages: Sequence[str | Path], opts: ServeOptions) -> None:
+        if not packages:
+            raise InputError("give at least one model package to serve")
+        self.opts = opts
+        self.metrics = Metrics()
+        self.models: dict[str, Model] = {}
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        try:
+            for path in packages:
+                self._load(path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, path: str | Path) -> None:
+        package = Package.open(path)
+        name = package.manifest.model_name
+        if name in self.models:
+            raise InputError(f"two packages are named {name!r} ({path}); serve one of them")
+        engine = self.opts.engine_options()
+        pipeline = Pipeline(package, engine)
+        batcher = Batcher(pipeline, self.opts.max_batch, self.opts.max_wait_ms,
+                          on_batch=self.metrics.on_batch)
+        fields = {"engine": engine.engine, "device": engine.device,
+                  "precision": engine.precision, "threads": engine.threads}
+        self.models[name] = Model(name, pipeline, batcher, fields)
+        log.info("loaded %s (%s) from %s", name, package.manifest.task, path)
+
+    def close(self) -> None:
+        """Stop the batchers and close the engines (idempotent)."""
+        for model in self.models.values():
+            model.batcher.close()
+            model.pipeline.close()
+
+    @property
+    def active(self) -> int:
+        return len(self.connections)
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.opts.max_message_bytes)
+        app.add_routes([web.get("/", self._page), web.get("/ws", self._ws),
+                        web.get("/models", self._models), web.get("/healthz", self._health),
+                        web.get("/metrics", self._metrics)])
+        if STATIC.is_dir():
+            app.router.add_static("/static", STATIC)
+        return app
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def _models(self, request: web.Request) -> web.Response:
+        models = [m.describe(i == 0) for i, m in enumerate(self.models.values())]
+        return web.json_response({"protocol": PROTOCOL, "models": models})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.Response(status=503, text="shutting down\n")
+        return web.Response(text="ok\n")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.metrics.streams_active.set(self.active)
+        return web.Response(text=self.metrics.render(),
+                            content_type="text/plain", charset="utf-8",
+                            headers={"X-Prometheus-Format": "0.0.4"})
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=self.opts.max_message_bytes)
+        await ws.prepare(request)
+        conn = Connection(self, ws, request.remote or "?", uuid.uuid4().hex[:8])
+        if self.draining:
+            await conn.refuse(ProtocolError("shutdown", "the server is shutting down"))
+        elif self.active >= self.opts.max_streams:
+            await conn.refuse(ProtocolError("full", f"the server is full "
+                                                    f"({self.opts.max_streams} streams); try "
+                                                    f"again later"))
+        else:
+            await self._serve(conn)
+        _log_line(conn)
+        return ws
+
+    async def _serve(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        self.metrics.streams.inc()
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await conn.serve()
+        finally:
+            self.connections.discard(conn)
+            self._tasks.discard(task)
+
+    def record_end(self, stats: StreamStats, samples: dict[str, list[float]]) -> None:
+        """A stream's per-frame stage times into the metrics (from its session's thread)."""
+        for stage, seconds in samples.items():
+            for s in seconds:
+                self.metrics.frame_compute.observe(s, stage=stage)
+
+    # -- running ------------------------------------------------------------------------------
+    async def serve_forever(self, on_ready: Callable[[str], None] | None = None) -> None:
+        """Serve until SIGINT or SIGTERM, then stop gracefully: no new streams, every stream
+        flushed and ended with its last results, the engines closed."""
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                               shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.opts.host, self.opts.port,
+                           ssl_context=self.opts.ssl_context())
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise InputError(f"cannot listen on {self.opts.host}:{self.opts.port}: "
+                             f"{e.strerror or e}") from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if on_ready is not None:
+            on_ready(self.url(site))
+        try:
+            await stop.wait()
+            log.info("stopping: ending %d streams", self.active)
+            await self.drain()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await runner.cleanup()
+            self.close()
+
+    async def drain(self) -> None:
+        """Refuse new streams and end the live ones, each with its final results."""
+        self.draining = True
+        for conn in list(self.connections):
+            conn.shut_down()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_S)
+
+    def url(self, site: web.TCPSite) -> str:
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        port = sockets[0].getsockname()[1] if sockets else self.opts.port
+        scheme = "https" if self.opts.certfile else "http"
+        return f"{scheme}://{self.opts.host}:{port}"
+
+
+def _log_line(conn: Connection) -> None:
+    """One line per connection."""
+    seconds = time.perf_counter() - conn.started
+    session = conn.session
+    made = ""
+    if session is not None:
+        t = session.timer
+        made = (f" frames {t.frames_out} dropped {t.frames_dropped} words {session.head.words}"
+                f" audio {session.head.audio_s:.1f}s")
+    model = conn.hello.model if conn.hello else "-"
+    reason = f" ({conn.ending.reason})" if conn.ending.reason else ""
+    log.info("stream %s %s model %s%s %.1fs %s%s", conn.id, conn.peer, model, made, seconds,
+             conn.ending.how, reason)

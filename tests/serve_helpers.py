@@ -1,0 +1,111 @@
+"""A ``lipx serve`` in a subprocess, and a bare protocol client, for the serving tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+START_TIMEOUT_S = 120.0
+"""Most seconds a server may take to load its packages and listen (a busy machine)."""
+
+
+class Served:
+    """``lipx serve ARGS --port 0`` running until :meth:`stop`; ``url`` is where it listens."""
+
+    def __init__(self, *args: object) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from lipx.cli import main; main()", "serve", "--port", "0",
+             *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.err: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.err.extend(self.proc.stderr or ()),
+                                        daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (url := self._url()) is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                self._reader.join(5)
+                pytest.fail(f"lipx serve did not start:\n{self.stderr}")
+            time.sleep(0.05)
+        self.url = url
+        self.ws = "ws" + url[4:] + "/ws"
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+    def _url(self) -> str | None:
+        found = re.search(r" at (http://[\d.]+:\d+) ", self.stderr)
+        return found.group(1) if found else None
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples in /metrics."""
+        _, text = self.get("/metrics")
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if re.match(rf"{name}(\{{| )", line))
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM; the exit code."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            pytest.fail(f"lipx serve did not stop within {timeout:.0f} s:\n{self.stderr}")
+        self._reader.join(5)
+        return self.proc.returncode
+
+
+def hello(**fields: Any) -> str:
+    return json.dumps({"type": "hello", "protocol": 1, "format": "jpeg", "crop": "lrw",
+                       **fields})
+
+
+async def exchange(url: str, messages: list[str | bytes], wait_close: bool = True,
+                   timeout: float = 30.0) -> tuple[list[Any], int | None]:
+    """Send ``messages`` in order, then read until the server closes: (what came, close code)."""
+    got: list[Any] = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        for m in messages:
+            if ws.closed:
+                break
+            if isinstance(m, bytes):
+                await ws.send_bytes(m)
+            else:
+                await ws.send_str(m)
+        if wait_close:
+            async with asyncio.timeout(timeout):
+                async for msg in ws:
+                    got.append(json.loads(msg.data) if msg.type == aiohttp.WSMsgType.TEXT
+                               else msg.data)
+        return got, ws.close_code
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def frames_of(video: Path) -> list[Any]:
+    """A video's RGB frames at the model's fps."""
+    from lipx.runtime.sources import open_source
+
+    with open_source(str(video)) as source:
+        return [f.image for f in source]
