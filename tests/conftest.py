@@ -56,4 +56,5 @@ def run_cli(capsys, monkeypatch):
 
 
 from corpora import grid_corpus, lrw_corpus  # noqa: E402,F401  (session-scoped corpora)
+from serve_fixtures import held_out_stream_fixture, shipped_lipreading_fixture  # noqa: E402,F401
 from stream_fixtures import face_video_fixture, packages_fixture  # noqa: E402,F401  (packages)
