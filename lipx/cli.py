@@ -88,6 +88,14 @@ SplitOption = Annotated[Optional[str], typer.Option(
     help="Split protocol: lrw; GRID overlap, unseen, four, sN. (default: the corpus')")]
 PartOption = Annotated[str, typer.Option(help="Part of the corpus: train, val or test.")]
 MaxClipsOption = Annotated[int, typer.Option(help="Score at most N clips (0: all).")]
+CropOption = Annotated[str, typer.Option(
+    help="lrw: frames are aligned 256x256 faces; auto: track the face in any video.")]
+ThreadsOption = Annotated[Optional[int], typer.Option(
+    help="Intra-op threads per engine call, PyTorch's and onnxruntime's (default: theirs; "
+    "serve: 1 on the CPU, where its front-end and backend calls run side by side).")]
+ChunkOption = Annotated[int, typer.Option(
+    help="New frames per front-end call (1: lowest latency; more: larger engine calls, up to "
+    "chunk/fps more latency).")]
 JsonOption = Annotated[Optional[Path], typer.Option(
     "--json", help="Write the results as JSON to this file.")]
 WorkersOption = Annotated[int, typer.Option(help="Parallel worker processes.")]
@@ -601,12 +609,10 @@ def stream(
     engine: EngineOption = Engine.onnx,  # type: ignore[attr-defined]
     device: EngineDeviceOption = None,
     precision: PrecisionOption = None,
-    crop: Annotated[str, typer.Option(
-        help="lrw: frames are aligned 256x256 faces; auto: track the face in any video.")] = "lrw",
+    crop: CropOption = "lrw",
     window: WindowOption = None,
     stride: StrideOption = None,
-    chunk: Annotated[int, typer.Option(
-        help="New frames per front-end call (1: lowest latency; more: throughput).")] = 1,
+    chunk: ChunkOption = 1,
     threshold: ThresholdOption = None,
     agreement: AgreementOption = None,
     lookahead: LookaheadOption = None,
@@ -689,8 +695,8 @@ def serve(
     engine: EngineOption = Engine.onnx,  # type: ignore[attr-defined]
     device: EngineDeviceOption = None,
     precision: PrecisionOption = None,
-    threads: Annotated[Optional[int], typer.Option(
-        help="onnxruntime threads per engine call (default: every core).")] = None,
+    threads: ThreadsOption = None,
+    chunk: ChunkOption = 4,
     max_streams: Annotated[int, typer.Option(
         help="Live streams at most; one more is refused (the server is full).")] = 32,
     max_batch: Annotated[int, typer.Option(
@@ -715,9 +721,9 @@ def serve(
 
     opts = ServeOptions(host=host, port=port, engine=engine.value, device=device,
                         precision=precision.value if precision else None, threads=threads,
-                        max_streams=max_streams, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                        idle_timeout_s=idle_timeout, max_message_bytes=max_message_bytes,
-                        certfile=certfile, keyfile=keyfile)
+                        chunk=chunk, max_streams=max_streams, max_batch=max_batch,
+                        max_wait_ms=max_wait_ms, idle_timeout_s=idle_timeout,
+                        max_message_bytes=max_message_bytes, certfile=certfile, keyfile=keyfile)
     if not _state["debug"]:
         logging.getLogger("lipx.serve").setLevel(logging.INFO)
     started = time.perf_counter()
@@ -733,6 +739,48 @@ def serve(
     with threadpool_limits(limits=1, user_api="blas"):  # tiny per-frame matrices
         asyncio.run(server.serve_forever(ready))
     done("server stopped", started)
+
+
+@app.command("bench-serve")
+def bench_serve(
+    url: Annotated[str, typer.Argument(help="The server: ws://HOST:PORT (or http://).")],
+    video: Annotated[Path, typer.Option(
+        help="The video every stream sends, paced like a camera (looped).")],
+    streams: Annotated[Optional[str], typer.Option(
+        help="Stream counts to run, comma-separated (default 4; with --ramp "
+        "4,8,12,16,20,24,28,32,40).")] = None,
+    ramp: Annotated[bool, typer.Option(
+        "--ramp", help="Stop after the first count that drops a frame or misses the emission "
+        "p95; report the largest sustained.")] = False,
+    seconds: Annotated[float, typer.Option(help="Seconds each count streams.")] = 20.0,
+    model: Annotated[Optional[str], typer.Option(
+        help="The model to ask for, when the server serves several.")] = None,
+    crop: CropOption = "lrw",
+    json_out: JsonOption = None,
+) -> None:
+    """Load a lipx serve with camera-paced streams: frames dropped, emission latency, batch
+    sizes, server CPU and memory per stream count."""
+    require("serve", "lipx bench-serve")
+    from lipx.serve.bench import BenchServeOptions
+    from lipx.serve.bench import bench_serve as run_bench
+
+    started = time.perf_counter()
+    counts = [_int_item(s, "--streams") for s in streams.split(",")] if streams else []
+    opts = BenchServeOptions(url=url, video=video, streams=counts, seconds=seconds, ramp=ramp,
+                             model=model, crop=crop, json_path=json_out)
+    report = run_bench(opts, progress=lambda line: console.print(line, markup=False))
+    if ramp:
+        done(f"sustained {report['sustained'] or 0} streams (0 dropped, emission p95 <= "
+             f"{opts.max_p95_s:g} s)", started)
+    else:
+        done(f"{len(report['runs'])} stream counts measured", started)
+
+
+def _int_item(text: str, option: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{option} takes comma-separated integers, got {text!r}") from None
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -856,8 +904,7 @@ def bench(
     max_stoi_drop: MaxStoiDropOption = None,
     compile_timeout_s: Annotated[float, typer.Option(
         help="Seconds torch.compile may spend compiling (0: skip it).")] = 120.0,
-    threads: Annotated[Optional[int], typer.Option(
-        help="Intra-op threads of PyTorch and onnxruntime (default: theirs).")] = None,
+    threads: ThreadsOption = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Write bench.json, bench.md and plots here "
         "(and the exported package).")] = None,

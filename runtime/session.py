@@ -132,7 +132,8 @@ class Session:
                     roi = self.roi(frame.image)
                     crop = mouth_crop_frame(roi.face256, self.manifest.video)
                 self._pts.append(frame.pts_s)
-                self._arrival = (frame.pts_s + 1 / self.fps, time.perf_counter())
+                arrived = time.perf_counter() if frame.arrived is None else frame.arrived
+                self._arrival = (frame.pts_s + 1 / self.fps, arrived)
                 self._dropped += frame.dropped_before
                 yield FrameEvent(frame, roi)
                 yield from self._push(windows, crop, 1 + (self.pad if last is None else 0),

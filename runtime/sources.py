@@ -67,12 +67,15 @@ class Frame:
         image: (H, W, 3) uint8 RGB.
         dropped_before: stale frames dropped just before this one (live sources only; the
             index jumps by this many).
+        arrived: when it arrived (``time.perf_counter()``), for a source that queues frames
+            before they are read (a server's connection); None: when it is read.
     """
 
     index: int
     pts_s: float
     image: np.ndarray
     dropped_before: int = 0
+    arrived: float | None = None
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,9 @@ class _Remote:
         live = source.info.live
         h, w = first.image.shape[:2]
         options = {name: getattr(self.opts, name) for name in OPTION_TYPES
-                   if name in HEAD_FIELDS or name in ("window", "stride", "chunk")}
+                   if name in HEAD_FIELDS or name in ("window", "stride")}
+        if self.opts.chunk != 1:  # 1 is the default: the server's choice then
+            options["chunk"] = self.opts.chunk
         return {"type": "hello", "protocol": PROTOCOL, "model": self.model,
                 "format": "jpeg" if live else "rgb", "width": w, "height": h,
                 "crop": self.opts.crop, "live": live,

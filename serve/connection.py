@@ -123,8 +123,9 @@ class Connection:
         hello = self.hello = parse_hello(msg.data, list(server.models))
         model = server.models[hello.model]
         try:
+            options = {"chunk": server.opts.chunk, **hello.options}
             opts = StreamOptions(crop=hello.crop, pipeline=True, **model.engine_fields,
-                                 **hello.options)  # type: ignore[arg-type]
+                                 **options)  # type: ignore[arg-type]
             check_stream(model.manifest, opts)
         except LipxError as e:
             raise ProtocolError("bad_options", str(e)) from None

@@ -120,9 +120,10 @@ class Metrics:
         self.frame_compute = Histogram("lipx_frame_compute_seconds", "A frame's compute in its "
                                        "session (crop, engines, head), by stage.",
                                        LATENCY_BUCKETS)
-        self._all: list[Counter | Histogram] = [self.streams_active, self.streams, self.refused, self.frames, self.dropped,
-                     self.skipped, self.words, self.audio, self.emission, self.step, self.batch,
-                     self.frame_compute]
+        self._all: list[Counter | Histogram] = [
+            self.streams_active, self.streams, self.refused, self.frames, self.dropped,
+            self.skipped, self.words, self.audio, self.emission, self.step, self.batch,
+            self.frame_compute]
 
     def on_batch(self, step: str, size: int, seconds: float) -> None:
         """A batcher's report of one call."""

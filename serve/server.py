@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import ssl
 import time
@@ -38,6 +37,7 @@ from lipx.runtime.stats import StreamStats
 from lipx.serve.connection import Connection
 from lipx.serve.metrics import Metrics
 from lipx.serve.protocol import PROTOCOL, ProtocolError
+from lipx.tasks import MAX_FRAMES
 
 log = logging.getLogger("lipx.serve")
 
@@ -59,7 +59,12 @@ class ServeOptions:
     device: str | None = None
     precision: str | None = None
     threads: int | None = None
-    """onnxruntime intra-op threads per call (None: every core; batched calls use them)."""
+    """onnxruntime intra-op threads per call (None: 1 on the CPU: the front-end and the
+    backend steps run side by side, each on a core; more threads per call wait on each other
+    while the sessions' threads take their cores)."""
+    chunk: int = 4
+    """New frames per front-end call for streams that do not set their own: a stream then adds
+    several frames to each batched call, so an engine call may last several frame periods."""
     max_streams: int = 32
     max_batch: int = 16
     max_wait_ms: float = 2.0
@@ -74,6 +79,8 @@ class ServeOptions:
         if not 1 <= self.max_streams <= MAX_STREAMS_LIMIT:
             raise InputError(f"--max-streams must be in 1..{MAX_STREAMS_LIMIT}, "
                              f"got {self.max_streams}")
+        if not 1 <= self.chunk <= MAX_FRAMES:
+            raise InputError(f"--chunk must be in 1..{MAX_FRAMES}, got {self.chunk}")
         if not 1 <= self.max_batch <= MAX_BATCH_LIMIT:
             raise InputError(f"--max-batch must be in 1..{MAX_BATCH_LIMIT}, got {self.max_batch}")
         if not 0.1 <= self.idle_timeout_s <= 3600:
@@ -88,7 +95,7 @@ class ServeOptions:
                 raise InputError(f"no such file: {path}")
 
     def engine_options(self) -> EngineOptions:
-        threads = self.threads or (os.cpu_count() if self.device in (None, "cpu") else None)
+        threads = self.threads or (1 if self.device in (None, "cpu") else None)
         return EngineOptions(engine=self.engine, device=self.device, precision=self.precision,
                              threads=threads)
 

@@ -8,7 +8,8 @@
 The event loop only queues bytes; decoding runs in the session's thread. Frames are placed on
 the model's ticks by their capture time (``round((t - t0) * fps)``): a frame on a tick already
 taken is skipped, and a jump of several ticks counts the missing ones as dropped, as a live
-camera's stale frames are (``Frame.dropped_before``). At most ``capacity`` frames wait: a live
+camera's stale frames are (``Frame.dropped_before``). Each frame keeps when it arrived, so its
+results' emission latency includes the time it waited here. At most ``capacity`` frames wait: a live
 stream drops the oldest (the newest frames win, as :mod:`lipx.runtime.live` does for a camera);
 a recording's sender waits until :meth:`NetworkSource.has_room` (no frame is lost).
 """
@@ -16,6 +17,7 @@ a recording's sender waits until :meth:`NetworkSource.has_room` (no frame is los
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 
@@ -45,20 +47,27 @@ class NetworkSource(Source):
         self.stats = SourceStats()
         self.skipped = 0
         """Frames on a tick already taken (a client faster than the model)."""
-        self._queue: deque[tuple[float, bytes]] = deque()
+        self._queue: deque[tuple[int, float, bytes]] = deque()
+        self._t0: float | None = None
         self._cond = threading.Condition()
         self._done = False
         self._started = False
 
     def put(self, t: float, payload: bytes) -> None:
-        """Queue a frame's bytes (the caller of a recording first waits for room)."""
+        """Queue a frame's bytes (the caller of a recording first waits for room).
+
+        The first frame put is the stream's zero; a later frame's tick is counted from it, so
+        frames dropped here (even before the first is read) show as a jump of the ticks.
+        """
         with self._cond:
             if self._done:
                 return
+            if self._t0 is None:
+                self._t0 = t
             if len(self._queue) >= self.capacity:  # live: the oldest gives way
                 self._queue.popleft()
                 self.stats.dropped_stale += 1
-            self._queue.append((t, payload))
+            self._queue.append((round((t - self._t0) * self.fps), time.perf_counter(), payload))
             self.stats.decoded += 1
             self._cond.notify()
 
@@ -81,7 +90,7 @@ class NetworkSource(Source):
             self._done = True
             self._cond.notify()
 
-    def _take(self) -> tuple[float, bytes] | None:
+    def _take(self) -> tuple[int, float, bytes] | None:
         with self._cond:
             self._cond.wait_for(lambda: self._queue or self._done)
             return self._queue.popleft() if self._queue else None
@@ -90,17 +99,15 @@ class NetworkSource(Source):
         if self._started:
             raise RuntimeError("a network source is read once")
         self._started = True
-        t0: float | None = None
         last = -1
         while (item := self._take()) is not None:
-            t, payload = item
-            t0 = t if t0 is None else t0
-            tick = round((t - t0) * self.fps)
+            tick, arrived, payload = item
             if tick <= last:
                 self.skipped += 1
                 continue
             image = decode_image(payload, self.hello)
-            frame = Frame(tick, tick / self.fps, image, dropped_before=tick - last - 1)
+            frame = Frame(tick, tick / self.fps, image, dropped_before=tick - last - 1,
+                          arrived=arrived)
             last = tick
             self.stats.emitted += 1
             yield frame

@@ -20,6 +20,9 @@ PER_COMMAND = {
     "part": "eval and bench: a part of a corpus (one definition); data synth: whose streams",
     "words": "demo: words said in its video; data synth: the vocabulary's size",
     "layout": "data synth: --layout; data prepare: the LAYOUT argument",
+    "max_streams": "eval-stream: score at most N streams; serve: live streams at most",
+    "max_batch": "export: the largest batch of TensorRT profiles; serve: streams per engine call",
+    "model": "stream: a package, or with --server a served model's name; bench-serve: the name",
 }
 """Parameter names that several commands use for different things, and why."""
 TWO_KINDS = {
