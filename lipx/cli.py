@@ -696,7 +696,10 @@ def serve(
     device: EngineDeviceOption = None,
     precision: PrecisionOption = None,
     threads: ThreadsOption = None,
-    chunk: ChunkOption = 4,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Front-end calls that may run at once (default: one per core on the CPU).")
+    ] = None,
+    chunk: ChunkOption = 2,
     max_streams: Annotated[int, typer.Option(
         help="Live streams at most; one more is refused (the server is full).")] = 32,
     max_batch: Annotated[int, typer.Option(
@@ -721,7 +724,8 @@ def serve(
 
     opts = ServeOptions(host=host, port=port, engine=engine.value, device=device,
                         precision=precision.value if precision else None, threads=threads,
-                        chunk=chunk, max_streams=max_streams, max_batch=max_batch,
+                        chunk=chunk, workers=workers, max_streams=max_streams,
+                        max_batch=max_batch,
                         max_wait_ms=max_wait_ms, idle_timeout_s=idle_timeout,
                         max_message_bytes=max_message_bytes, certfile=certfile, keyfile=keyfile)
     if not _state["debug"]:

@@ -96,6 +96,11 @@ class OrtRunner(Runner):
         name: for messages and reports (default: the file name).
     """
 
+    concurrent = True
+    """onnxruntime sessions run concurrent calls (each on its calling thread with one
+    intra-op thread: single-threaded calls side by side use the cores without waiting on each
+    other's threads)."""
+
     def __init__(
         self, model: ModelSource, device: str = "cpu", threads: int | None = None,
         name: str | None = None,

@@ -85,9 +85,11 @@ class Pipeline:
             raise
         self.feature_dim = self._feature_dim() if o.cache else 0
         self._warm: set[tuple[str, tuple[int, ...]]] = set()
-        self._locks = {role: threading.Lock() for role in self.roles}
-        """One engine call at a time per engine (a pipelined session's worker runs the backend
-        while its loop runs the front-end)."""
+        self._locks = {role: contextlib.nullcontext() if r.concurrent else threading.Lock()
+                       for role, r in self.runners.items()}
+        """One engine call at a time per engine that cannot take concurrent calls (a pipelined
+        session's worker runs the backend while its loop runs the front-end)."""
+        self._count = threading.Lock()
         self.calls = {role: 0 for role in self.roles}
         """Engine calls made so far, by role (each batched call counts once)."""
 
@@ -172,8 +174,9 @@ class Pipeline:
         return [o for o in out if o is not None]
 
     def _infer(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with self._locks[role]:
+        with self._count:
             self.calls[role] += 1
+        with self._locks[role]:
             return self.runners[role].infer(feeds)
 
     def _warm_up(self, window: int, chunk: int) -> None:

@@ -35,6 +35,9 @@ class RunnerStateError(RuntimeError):
 class Runner(ABC):
     """Base class of all engines: activate, infer a dict of arrays, deactivate."""
 
+    concurrent = False
+    """Whether :meth:`infer` may run on several threads at once (else callers take turns)."""
+
     def __init__(self, name: str | None = None) -> None:
         self.name = name or type(self).__name__
         self.is_active = False

@@ -11,10 +11,12 @@ and waits for the server's ``end``, whose statistics give the frames it dropped.
 
 Emission latency is measured on the client's clock: a word's receipt minus the time the frame at
 its ``end_s`` was due (``t0_i + end_s``); the server's own ``emitted_s - end_s`` is reported
-beside it. ``/metrics`` is read before and after each count for the server's CPU time, memory and
-mean batch size per engine step (:mod:`lipx.serve.scrape`). The client times its own sends:
-frames sent over a frame period late (``client_late_frames``) mean it measured itself too. The
-rows and the criteria of a sustained count are :mod:`lipx.serve.bench_results`'.
+beside it. Results ending in a stream's last :data:`UNTIMED_TAIL_S` are counted but not timed
+(the end-of-stream flush emits them). ``/metrics`` is read before and after each count for the
+server's CPU time, memory and mean batch size per engine step (:mod:`lipx.serve.scrape`). The
+client times its own sends: frames sent over a frame period late (``client_late_frames``) mean
+it measured itself too. The rows and the criteria of a sustained count are
+:mod:`lipx.serve.bench_results`'.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ START_DELAY_S = 0.5
 """From the last ``ready`` to the first frame."""
 END_TIMEOUT_S = 60.0
 """Longest wait for the server's ``end`` after the client's."""
+UNTIMED_TAIL_S = 1.5
+"""Results that end this close to the end of a stream are counted, not timed: they wait for
+the end-of-stream flush (which the client's ``end`` starts), not for frames, as a camera that
+keeps running never makes them wait."""
 SETTLE_TIMEOUT_S = 30.0
 """Longest wait for the previous count's streams to close before the next count starts."""
 Progress = Callable[[str], None]
@@ -250,6 +256,7 @@ async def _drive(ws: aiohttp.ClientWebSocketResponse, stream: StreamRecord, fram
                  fps: float, t0: float, count: int) -> None:
     """Send ``count`` frames from ``t0``, then ``end``; receive until the server's end."""
     stream.t0 = t0
+    stream.timed_until = count / fps - UNTIMED_TAIL_S
     receiver = asyncio.create_task(_receive(ws, stream))
     loop = asyncio.get_running_loop()
     try:
@@ -280,8 +287,9 @@ async def _receive(ws: aiohttp.ClientWebSocketResponse, stream: StreamRecord) ->
             if msg.data[:4] == AUDIO_MAGIC:
                 start, emitted, rate, samples = parse_audio(msg.data)
                 stream.audio_s += len(samples) / rate
-                stream.waits.append(now - (stream.t0 + start))
-                stream.server_waits += [emitted - start] if emitted else []
+                if start <= stream.timed_until:
+                    stream.waits.append(now - (stream.t0 + start))
+                    stream.server_waits += [emitted - start] if emitted else []
             continue
         if msg.type != aiohttp.WSMsgType.TEXT:
             break
@@ -289,6 +297,8 @@ async def _receive(ws: aiohttp.ClientWebSocketResponse, stream: StreamRecord) ->
         kind = event.get("type")
         if kind == "word":
             stream.words += 1
+            if event["end_s"] > stream.timed_until:
+                continue
             stream.waits.append(now - (stream.t0 + event["end_s"]))
             if event.get("emitted_s") is not None:
                 stream.server_waits.append(event["emitted_s"] - event["end_s"])

@@ -36,6 +36,9 @@ class StreamRecord:
     late: int = 0
     """Frames sent more than a frame period after they were due."""
     late_max_s: float = 0.0
+    timed_until: float = float("inf")
+    """Stream time after which results are counted but not timed (the stream's end flushes
+    them)."""
     waits: list[float] = field(default_factory=list)
     """Client-side emission latency of each result."""
     server_waits: list[float] = field(default_factory=list)

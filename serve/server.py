@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import ssl
 import time
@@ -30,7 +31,7 @@ from aiohttp import web
 
 from lipx.errors import InputError
 from lipx.package import Manifest, Package
-from lipx.runtime.batcher import MAX_BATCH_LIMIT, Batcher
+from lipx.runtime.batcher import MAX_BATCH_LIMIT, MAX_WORKERS, Batcher
 from lipx.runtime.options import EngineOptions
 from lipx.runtime.pipeline import Pipeline
 from lipx.runtime.stats import StreamStats
@@ -62,9 +63,13 @@ class ServeOptions:
     """onnxruntime intra-op threads per call (None: 1 on the CPU: the front-end and the
     backend steps run side by side, each on a core; more threads per call wait on each other
     while the sessions' threads take their cores)."""
-    chunk: int = 4
+    chunk: int = 2
     """New frames per front-end call for streams that do not set their own: a stream then adds
-    several frames to each batched call, so an engine call may last several frame periods."""
+    two frames to each batched call, so a call may last two frame periods (measured here: 20
+    streams held at 2, 16 at 1 and 4; benchmarks/results/serve-cpu-2026-12-07)."""
+    workers: int | None = None
+    """Front-end calls that may run at once (None: one per core on the CPU, else 1); the
+    backend's calls are cheaper and run one at a time."""
     max_streams: int = 32
     max_batch: int = 16
     max_wait_ms: float = 2.0
@@ -81,6 +86,8 @@ class ServeOptions:
                              f"got {self.max_streams}")
         if not 1 <= self.chunk <= MAX_FRAMES:
             raise InputError(f"--chunk must be in 1..{MAX_FRAMES}, got {self.chunk}")
+        if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
+            raise InputError(f"--workers must be in 1..{MAX_WORKERS}, got {self.workers}")
         if not 1 <= self.max_batch <= MAX_BATCH_LIMIT:
             raise InputError(f"--max-batch must be in 1..{MAX_BATCH_LIMIT}, got {self.max_batch}")
         if not 0.1 <= self.idle_timeout_s <= 3600:
@@ -98,6 +105,11 @@ class ServeOptions:
         threads = self.threads or (1 if self.device in (None, "cpu") else None)
         return EngineOptions(engine=self.engine, device=self.device, precision=self.precision,
                              threads=threads)
+
+    def step_workers(self) -> dict[str, int]:
+        cpu = self.device in (None, "cpu")
+        frontend = self.workers or ((os.cpu_count() or 1) if cpu else 1)
+        return {"frontend": frontend, "backend": 1}
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.certfile is None or self.keyfile is None:
@@ -164,7 +176,7 @@ class Server:
         engine = self.opts.engine_options()
         pipeline = Pipeline(package, engine)
         batcher = Batcher(pipeline, self.opts.max_batch, self.opts.max_wait_ms,
-                          on_batch=self.metrics.on_batch)
+                          on_batch=self.metrics.on_batch, workers=self.opts.step_workers())
         fields = {"engine": engine.engine, "device": engine.device,
                   "precision": engine.precision, "threads": engine.threads}
         self.models[name] = Model(name, pipeline, batcher, fields)

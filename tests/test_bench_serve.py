@@ -260,7 +260,7 @@ def test_bench_serve_against_a_stand_in_server(tmp_path):
     lines: list[str] = []
     try:
         opts = BenchServeOptions(f"http://127.0.0.1:{server.port}", video, streams=[2, 4],
-                                 seconds=1.0, ramp=True, json_path=tmp_path / "r.json")
+                                 seconds=3.0, ramp=True, json_path=tmp_path / "r.json")
         report = bench_serve(opts, progress=lines.append)
         with pytest.raises(InputError, match="no model 'other'"):
             bench_serve(BenchServeOptions(opts.url, video, model="other"))
@@ -268,13 +268,14 @@ def test_bench_serve_against_a_stand_in_server(tmp_path):
         server.stop()
     assert report["model"] == "fake" and report["fps"] == 25.0 and report["video_frames"] == 10
     two, four = report["runs"]
-    assert (two["streams"], two["frames"], two["words"], two["dropped"]) == (2, 50, 4, 0)
+    # a word every 10 frames; those in the last 1.5 s are counted, not timed
+    assert (two["streams"], two["frames"], two["words"], two["dropped"]) == (2, 150, 14, 0)
     assert two["failed"] is None and two["refused"] == 0 and two["errors"] == {}
     assert two["batch_mean"] == {"frontend": 3.0} and two["cpu_util"] is not None
     assert two["server_emission_p50_s"] == pytest.approx(0.05, abs=1e-3)
     assert 0 <= two["emission_p50_s"] <= two["emission_p95_s"] < 0.5  # localhost, no model
     assert two["client_late_frames"] == 0
-    assert four["refused"] == 1 and four["errors"] == {"full": 1} and four["frames"] == 75
+    assert four["refused"] == 1 and four["errors"] == {"full": 1} and four["frames"] == 225
     assert four["failed"].startswith("streams refused or broken: full x1")
     assert report["sustained"] == 2
     assert json.loads((tmp_path / "r.json").read_text()) == report
