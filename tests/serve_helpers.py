@@ -39,14 +39,14 @@ class Served:
                 pytest.fail(f"lipx serve did not start:\n{self.stderr}")
             time.sleep(0.05)
         self.url = url
-        self.ws = "ws" + url[4:] + "/ws"
+        self.ws = url.replace("http", "ws", 1) + "/ws"
 
     @property
     def stderr(self) -> str:
         return "".join(self.err)
 
     def _url(self) -> str | None:
-        found = re.search(r" at (http://[\d.]+:\d+) ", self.stderr)
+        found = re.search(r" at (https?://[\d.]+:\d+) ", self.stderr)
         return found.group(1) if found else None
 
     def get(self, path: str) -> tuple[int, str]:

@@ -5,6 +5,10 @@ gets its refusal and leaves the other streams alone."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -283,3 +287,49 @@ def test_cli_errors_are_one_line(run_cli, tmp_path, videos):
     assert code == 1 and "error" in err
     code, _, err = run_cli("serve", tmp_path, "--max-batch", "0")
     assert code == 1 and "--max-batch" in err
+
+
+def test_lipx_stream_through_a_server_writes_what_a_local_stream_writes(server, packages, videos,
+                                                                        run_cli, tmp_path):
+    args = ("--threshold", "0", "--agreement", "1")
+    code, _, err = run_cli("stream", videos[2], "--model", packages["lipreading"], *args,
+                           "--jsonl", tmp_path / "local.jsonl", "--srt", tmp_path / "local.srt")
+    assert code == 0, err
+    code, _, err = run_cli("stream", videos[2], "--server", server.ws, "--model", LIP, *args,
+                           "--jsonl", tmp_path / "remote.jsonl", "--srt", tmp_path / "remote.srt",
+                           "--save", tmp_path / "remote.mp4")
+    assert code == 0, err
+
+    def words(name: str) -> list:
+        rows = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        return [(r["word"], r["start_s"], r["end_s"]) for r in rows if r["type"] == "word"]
+
+    assert words("remote.jsonl") == words("local.jsonl") and words("local.jsonl")
+    assert (tmp_path / "remote.srt").read_text() == (tmp_path / "local.srt").read_text()
+    assert len(frames_of(tmp_path / "remote.mp4")) == len(frames_of(videos[2]))
+
+
+def test_tls_serves_wss(packages, videos, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (it makes the test's certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    served = Served(packages["lipreading"], "--certfile", cert, "--keyfile", key)
+    try:
+        assert served.url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+
+        async def over_tls() -> list:
+            import aiohttp
+
+            async with aiohttp.ClientSession() as http, http.ws_connect(
+                    "wss" + served.url[5:] + "/ws", ssl=context) as ws:
+                await ws.send_str(hello(model=LIP))
+                return [await ws.receive_json()]
+
+        assert run(over_tls())[0]["type"] == "ready"
+    finally:
+        assert served.stop() == 0
