@@ -21,6 +21,7 @@ PER_COMMAND = {
     "words": "demo: words said in its video; data synth: the vocabulary's size",
     "layout": "data synth: --layout; data prepare: the LAYOUT argument",
     "max_streams": "eval-stream: score at most N streams; serve: live streams at most",
+    "workers": "data synth/prepare: parallel processes; serve: front-end calls at once",
     "max_batch": "export: the largest batch of TensorRT profiles; serve: streams per engine call",
     "model": "stream: a package, or with --server a served model's name; bench-serve: the name",
 }

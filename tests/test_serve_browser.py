@@ -9,26 +9,17 @@ browsers are never downloaded: ``executable_path`` is Debian's).
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from serve_helpers import Served
 from y4m import write_y4m
 
 playwright = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
 
 CHROMIUM = Path("/usr/bin/chromium")
-START_TIMEOUT_S = 60.0
-"""Most seconds the server may take to load its package and answer ``/healthz``."""
 STOP_TIMEOUT_S = 10.0
-"""Most seconds it may take to exit after SIGTERM."""
+"""Most seconds the server may take to exit after SIGTERM."""
 TAIL_S = 3.0
 """Seconds streamed past the video's end, so its last words are read."""
 
@@ -45,62 +36,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"needs Debian's chromium at {CHROMIUM}"),
 ]
-
-
-class Server:
-    """``lipx serve PACKAGE`` in a subprocess on a free local port, its output collected."""
-
-    def __init__(self, package: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from lipx.cli import main; main()", "serve", str(package),
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout),
-                                        daemon=True)
-        self._reader.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def wait_healthy(self) -> None:
-        """Poll ``/healthz`` until it answers 200; fail if the server ends or takes too long."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as reply:
-                    if reply.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if self.proc.poll() is not None:
-                self._reader.join(5)
-                pytest.fail(f"lipx serve ended ({self.proc.returncode}) before it was "
-                            f"healthy:\n{self.log}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"lipx serve not healthy within {START_TIMEOUT_S:.0f} s:\n{self.log}")
-            time.sleep(0.2)
-
-    def stop(self) -> int | None:
-        """SIGTERM; the exit code, or None if it had to be killed."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            code = None
-        self._reader.join(5)
-        return code
 
 
 def mp4_to_y4m(mp4: Path, y4m: Path) -> float:
@@ -136,22 +71,22 @@ def test_page_reads_the_camera(shipped_lipreading_package: Path,
     video, said = held_out_stream
     y4m = tmp_path / "camera.y4m"
     duration = mp4_to_y4m(video, y4m)
-    server = Server(shipped_lipreading_package)
+    server = Served(shipped_lipreading_package)  # listening: its package is loaded
     try:
-        server.wait_healthy()
+        assert server.get("/healthz")[0] == 200
         read, statuses, console = _stream_in_browser(server, y4m, duration)
     finally:
-        code = server.stop()
+        code = server.stop(STOP_TIMEOUT_S)
     context = (f"said {said}\nread {read}\nstatuses {statuses}\nconsole {console}\n"
-               f"server:\n{server.log}")
+               f"server:\n{server.stderr}")
     assert not [s for s in statuses if s.startswith("error")], context
     assert statuses[-1] == "ended", context
     assert common_words([w.upper() for w in said], [w.upper() for w in read]) >= len(said) / 2, \
         context
-    assert code == 0, f"lipx serve exited {code} after SIGTERM:\n{server.log}"
+    assert code == 0, f"lipx serve exited {code} after SIGTERM:\n{server.stderr}"
 
 
-def _stream_in_browser(server: Server, y4m: Path,
+def _stream_in_browser(server: Served, y4m: Path,
                        duration: float) -> tuple[list[str], list[str], list[str]]:
     """Open the page with the Y4M as its camera, stream the whole video, stop.
 
@@ -179,7 +114,7 @@ def _stream_in_browser(server: Server, y4m: Path,
             browser.close()
 
 
-def _wait_for_status(page, want: str, console: list[str], server: Server,
+def _wait_for_status(page, want: str, console: list[str], server: Served,
                      timeout_s: float = 30.0) -> None:
     """Wait until the page's #status is ``want``; fail on an error status or a timeout."""
     try:
@@ -192,4 +127,4 @@ def _wait_for_status(page, want: str, console: list[str], server: Server,
     if status != want:
         pytest.fail(f"the page shows {status!r}, not {want!r}; statuses "
                     f"{page.evaluate('window.statusLog')}; console {console}\n"
-                    f"server:\n{server.log}")
+                    f"server:\n{server.stderr}")
