@@ -254,6 +254,7 @@ class FakeServer:
         return ws
 
 
+@pytest.mark.slow  # the fast lane keeps under 2 minutes
 def test_bench_serve_against_a_stand_in_server(tmp_path):
     video = write_video(tmp_path / "v.mp4", 10, size=64)  # shorter than a run: looped
     server = FakeServer(capacity=3)

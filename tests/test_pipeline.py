@@ -152,6 +152,7 @@ def _run_sessions(pipeline, sources, opts, steps=None) -> list[list]:
     return results
 
 
+@pytest.mark.slow  # the fast lane keeps under 2 minutes
 def test_sessions_batched_across_threads_read_the_same_words_at_the_same_times(
         packages, run_cli, stream_set):
     _synth(run_cli, stream_set)

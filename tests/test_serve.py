@@ -165,6 +165,7 @@ def test_an_oversized_message_closes_with_1009(server):
     assert closed == 1009
 
 
+@pytest.mark.slow  # the fast lane keeps under 2 minutes
 def test_a_stalled_client_is_ended_after_the_idle_timeout(server):
     got, closed = run(exchange(server.ws, [], timeout=20))
     assert [m["code"] for m in got] == ["idle"] and closed == 1008

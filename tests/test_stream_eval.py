@@ -49,6 +49,7 @@ def test_sweep_specs_parse_and_bad_ones_are_refused():
             parse_sweep([bad])
 
 
+@pytest.mark.slow  # the fast lane keeps under 2 minutes
 def test_eval_stream_lipreading_end_to_end_with_a_sweep(run_cli, packages, tmp_path):
     data = tmp_path / "streams"
     code, _, err = run_cli("data", "synth", data, "--layout", "lrw-streams", "--speakers", "2",
@@ -87,6 +88,7 @@ def test_eval_stream_lipreading_end_to_end_with_a_sweep(run_cli, packages, tmp_p
     assert (sweep / "sweep.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # the fast lane keeps under 2 minutes
 def test_a_sweep_of_head_options_replays_the_windows_and_reads_what_a_run_reads(packages,
                                                                                 tmp_path):
     from lipx.data.stream_corpus import StreamsOptions, synthesize_streams
