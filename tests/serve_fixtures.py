@@ -69,16 +69,23 @@ def shipped_lipreading_fixture(request: pytest.FixtureRequest,
     return export_cached(SHIPPED_LIPREADING, root, tmp_path_factory.mktemp("serve-export"))
 
 
-@pytest.fixture(scope="session", name="held_out_stream")
-def held_out_stream_fixture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """One held-out test stream: (its MP4, 256x256 aligned faces at 25 fps with speech; the
-    vocabulary words said, in order). The stream's other spoken words (context words the
-    model does not know) are left out."""
+def held_out_streams(out: Path, count: int) -> list[tuple[Path, list[str]]]:
+    """``count`` held-out test streams of the shipped checkpoint's corpus, written to ``out``:
+    (each MP4, 256x256 aligned faces at 25 fps with speech; the vocabulary words said, in
+    order). The streams' other spoken words (context words the model does not know) are left
+    out."""
     from lipx.data.stream_corpus import synth_options, synthesize_streams
 
-    out = tmp_path_factory.mktemp("held-out-stream")
-    opts = synth_options(out, "lrw-streams", {}, streams=1, like=SHIPPED_LIPREADING, part="test")
+    opts = synth_options(out, "lrw-streams", {}, streams=count, like=SHIPPED_LIPREADING,
+                         part="test")
     synthesize_streams(opts)
-    (record,) = [json.loads(line) for line in (out / "streams.jsonl").read_text().splitlines()
-                 if line.strip()]
-    return out / record["video"], list(record["words"])
+    records = [json.loads(line) for line in (out / "streams.jsonl").read_text().splitlines()
+               if line.strip()]
+    return [(out / r["video"], list(r["words"])) for r in records]
+
+
+@pytest.fixture(scope="session", name="held_out_stream")
+def held_out_stream_fixture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """One held-out test stream (see :func:`held_out_streams`)."""
+    (stream,) = held_out_streams(tmp_path_factory.mktemp("held-out-stream"), 1)
+    return stream

@@ -18,6 +18,7 @@ import pytest
 
 pytest.importorskip("aiohttp")
 
+from serve_fixtures import held_out_streams  # noqa: E402
 from serve_helpers import Served, exchange, frames_of, hello, run  # noqa: E402
 from stream_fixtures import write_video  # noqa: E402
 
@@ -334,3 +335,24 @@ def test_tls_serves_wss(packages, videos, tmp_path):
         assert run(over_tls())[0]["type"] == "ready"
     finally:
         assert served.stop() == 0
+
+
+@pytest.mark.slow
+def test_held_out_streams_served_together_read_what_each_reads_alone(shipped_lipreading_package,
+                                                                      tmp_path):
+    """The trained package, three held-out test streams at once, batched: each reads the words
+    (and times) it reads alone, and those are the words said."""
+    streams = held_out_streams(tmp_path / "streams", 3)
+    alone = [_alone(shipped_lipreading_package, video, StreamOptions()).words
+             for video, _ in streams]
+    served = Served(shipped_lipreading_package, "--threads", "1")
+    try:
+        name = json.loads(served.get("/models")[1])["models"][0]["name"]
+        together = _threads(*[(_remote, (served, video, name, StreamOptions()))
+                              for video, _ in streams])
+    finally:
+        assert served.stop() == 0, served.stderr
+    assert [r.words for r in together] == alone
+    for (_, said), words in zip(streams, alone):
+        read = [w for w, _, _ in words]
+        assert sum(w in read for w in said) >= len(said) / 2, (said, read)
