@@ -5,45 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
-import threading
-import time
+import signal
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-
-START_TIMEOUT_S = 120.0
-"""Most seconds a server may take to load its packages and listen (a busy machine)."""
+from cli_process import Lipx
 
 
-class Served:
-    """``lipx serve ARGS --port 0`` running until :meth:`stop`; ``url`` is where it listens."""
+class Served(Lipx):
+    """``lipx serve ARGS --port 0`` running until :meth:`stop`; ``url`` is where it listens (it
+    prints the address once its packages are loaded)."""
 
     def __init__(self, *args: object) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from lipx.cli import main; main()", "serve", "--port", "0",
-             *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.err: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.err.extend(self.proc.stderr or ()),
-                                        daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while (url := self._url()) is None:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                self._reader.join(5)
-                pytest.fail(f"lipx serve did not start:\n{self.stderr}")
-            time.sleep(0.05)
-        self.url = url
-        self.ws = url.replace("http", "ws", 1) + "/ws"
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.err)
+        super().__init__("serve", "--port", "0", *args)
+        self.wait_until(lambda: self._url() is not None)
+        self.url = self._url() or ""
+        self.ws = self.url.replace("http", "ws", 1) + "/ws"
 
     def _url(self) -> str | None:
         found = re.search(r" at (https?://[\d.]+:\d+) ", self.stderr)
@@ -62,16 +42,9 @@ class Served:
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if re.match(rf"{name}(\{{| )", line))
 
-    def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM; the exit code."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            pytest.fail(f"lipx serve did not stop within {timeout:.0f} s:\n{self.stderr}")
-        self._reader.join(5)
-        return self.proc.returncode
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """SIGTERM (by default); the exit code."""
+        return super().stop(signum)
 
 
 def hello(**fields: Any) -> str:

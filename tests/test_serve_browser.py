@@ -18,8 +18,6 @@ from y4m import write_y4m
 playwright = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
 
 CHROMIUM = Path("/usr/bin/chromium")
-STOP_TIMEOUT_S = 10.0
-"""Most seconds the server may take to exit after SIGTERM."""
 TAIL_S = 3.0
 """Seconds streamed past the video's end, so its last words are read."""
 
@@ -76,7 +74,7 @@ def test_page_reads_the_camera(shipped_lipreading_package: Path,
         assert server.get("/healthz")[0] == 200
         read, statuses, console = _stream_in_browser(server, y4m, duration)
     finally:
-        code = server.stop(STOP_TIMEOUT_S)
+        code = server.stop()
     context = (f"said {said}\nread {read}\nstatuses {statuses}\nconsole {console}\n"
                f"server:\n{server.stderr}")
     assert not [s for s in statuses if s.startswith("error")], context
