@@ -90,6 +90,7 @@ class Pipeline:
         """One engine call at a time per engine that cannot take concurrent calls (a pipelined
         session's worker runs the backend while its loop runs the front-end)."""
         self._count = threading.Lock()
+        """Guards ``calls`` and ``_warm`` (sessions run on many threads)."""
         self.calls = {role: 0 for role in self.roles}
         """Engine calls made so far, by role (each batched call counts once)."""
 
@@ -190,11 +191,13 @@ class Pipeline:
         else:
             shapes = {"model": (window, size, size)}
         for role, shape in shapes.items():
-            if (role, shape) not in self._warm:
+            with self._count:  # sessions may start on several threads at once
+                if (role, shape) in self._warm:
+                    continue
                 self._warm.add((role, shape))
-                data = np.zeros(shape, np.float32)
-                (self.frontend if role == "frontend" else self.backend)([data])
-                self.calls[role] -= 1
+                self.calls[role] -= 1  # the warm-up call does not count
+            data = np.zeros(shape, np.float32)
+            (self.frontend if role == "frontend" else self.backend)([data])
 
     def _feature_dim(self) -> int:
         graph = self.manifest.graph("backend")  # its features input has the fixed size D

@@ -12,6 +12,7 @@ stops reading its messages is dropped once :data:`MAX_UNSENT` of them wait.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import threading
@@ -73,7 +74,6 @@ class Connection:
         self.session: Session | None = None
         self.cancelled = threading.Event()
         self.started = time.perf_counter()
-        self.frames_in = 0
 
     # -- the event loop's side ----------------------------------------------------------------
     async def refuse(self, error: ProtocolError) -> None:
@@ -124,7 +124,8 @@ class Connection:
         model = server.models[hello.model]
         try:
             options = {"chunk": server.opts.chunk, **hello.options}
-            opts = StreamOptions(crop=hello.crop, pipeline=True, **model.engine_fields,
+            opts = StreamOptions(crop=hello.crop, pipeline=True,
+                                 **dataclasses.asdict(model.pipeline.options),
                                  **options)  # type: ignore[arg-type]
             check_stream(model.manifest, opts)
         except LipxError as e:
@@ -151,7 +152,6 @@ class Connection:
                 while not live and not source.has_room() and not self.cancelled.is_set():
                     await asyncio.sleep(ROOM_POLL_S)  # a recording: no frame is dropped
                 source.put(t, payload)  # type: ignore[arg-type]
-                self.frames_in += 1
                 metrics.frames.inc()
             elif msg.type == WSMsgType.TEXT:
                 parse_control(msg.data)
@@ -220,7 +220,8 @@ class Connection:
                 self.post(json.dumps(self._ready(model)))
                 self._run(session)
                 stats = session.stats()
-                self.server.record_end(stats, session.timer.samples())
+                self.server.metrics.record_frames(session.timer.samples())
+                self.server.metrics.skipped.inc(self.source.skipped)
                 end: dict[str, Any] = {"type": "end", "stats": stats.to_dict()}
                 if self.ending.how == "shutdown":
                     end["reason"] = "the server is shutting down"
@@ -241,17 +242,19 @@ class Connection:
 
     def _run(self, session: Session) -> None:
         assert self.source is not None and self.hello is not None
-        every = max(1, round(session.fps))
+        every = max(1, round(session.fps))  # a stats message about once a second
         metrics, boxes = self.server.metrics, self.hello.boxes
-        for n, event in enumerate(session.events(), 1):
+        frames = 0
+        for event in session.events():
             if self.cancelled.is_set():
                 session.interrupted = True
                 break
             if isinstance(event, FrameEvent):
+                frames += 1
                 metrics.dropped.inc(event.frame.dropped_before)
                 if boxes:
-                    self.post(_box(event, session.fps))
-                if n % every == 0:
+                    self.post(_box(event))
+                if frames % every == 0:
                     self.post(json.dumps(self._stats(session)))
             else:
                 self.post(self._result(event))
@@ -286,7 +289,7 @@ class Connection:
                 "queued": self.source.queued(), "emission_p50_s": p50, "emission_p95_s": p95}
 
 
-def _box(event: FrameEvent, fps: float) -> str:
+def _box(event: FrameEvent) -> str:
     roi = event.roi
     box = None if roi is None or roi.box is None else [round(float(v), 1) for v in roi.box]
     return json.dumps({"type": "box", "t": round(event.frame.pts_s, 3), "box": box,

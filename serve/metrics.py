@@ -130,6 +130,12 @@ class Metrics:
         self.batch.observe(size, step=step)
         self.step.observe(seconds, step=step)
 
+    def record_frames(self, samples: dict[str, list[float]]) -> None:
+        """A stream's per-frame stage times (its session timer's samples), at its end."""
+        for stage, seconds in samples.items():
+            for s in seconds:
+                self.frame_compute.observe(s, stage=stage)
+
     def render(self) -> str:
         lines: list[str] = []
         metrics: list[Counter | Histogram] = [*self._all, *_process()]

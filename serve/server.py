@@ -23,7 +23,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ from lipx.package import Manifest, Package
 from lipx.runtime.batcher import MAX_BATCH_LIMIT, MAX_WORKERS, Batcher
 from lipx.runtime.options import EngineOptions
 from lipx.runtime.pipeline import Pipeline
-from lipx.runtime.stats import StreamStats
 from lipx.serve.connection import Connection
 from lipx.serve.metrics import Metrics
 from lipx.serve.protocol import PROTOCOL, ProtocolError
@@ -60,8 +59,8 @@ class ServeOptions:
     device: str | None = None
     precision: str | None = None
     threads: int | None = None
-    """onnxruntime intra-op threads per call (None: 1 on the CPU: the front-end and the
-    backend steps run side by side, each on a core; more threads per call wait on each other
+    """onnxruntime intra-op threads per call (None: the pipeline's default, 1 on the CPU: the
+    front-end calls run side by side, a core each; more threads per call wait on each other
     while the sessions' threads take their cores)."""
     chunk: int = 2
     """New frames per front-end call for streams that do not set their own: a stream then adds
@@ -102,13 +101,13 @@ class ServeOptions:
                 raise InputError(f"no such file: {path}")
 
     def engine_options(self) -> EngineOptions:
-        threads = self.threads or (1 if self.device in (None, "cpu") else None)
+        """The pipelines' engines (threads: the pipeline's default, 1 on the CPU)."""
         return EngineOptions(engine=self.engine, device=self.device, precision=self.precision,
-                             threads=threads)
+                             threads=self.threads)
 
-    def step_workers(self) -> dict[str, int]:
-        cpu = self.device in (None, "cpu")
-        frontend = self.workers or ((os.cpu_count() or 1) if cpu else 1)
+    def step_workers(self, device: str) -> dict[str, int]:
+        """Calls of each step that may run at once on a pipeline's (resolved) ``device``."""
+        frontend = self.workers or ((os.cpu_count() or 1) if device == "cpu" else 1)
         return {"frontend": frontend, "backend": 1}
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -129,8 +128,6 @@ class Model:
     name: str
     pipeline: Pipeline
     batcher: Batcher
-    engine_fields: dict[str, Any] = field(default_factory=dict)
-    """The engine options every session of it runs with (its StreamOptions fields)."""
 
     @property
     def manifest(self) -> Manifest:
@@ -173,13 +170,11 @@ class Server:
         name = package.manifest.model_name
         if name in self.models:
             raise InputError(f"two packages are named {name!r} ({path}); serve one of them")
-        engine = self.opts.engine_options()
-        pipeline = Pipeline(package, engine)
+        pipeline = Pipeline(package, self.opts.engine_options())
         batcher = Batcher(pipeline, self.opts.max_batch, self.opts.max_wait_ms,
-                          on_batch=self.metrics.on_batch, workers=self.opts.step_workers())
-        fields = {"engine": engine.engine, "device": engine.device,
-                  "precision": engine.precision, "threads": engine.threads}
-        self.models[name] = Model(name, pipeline, batcher, fields)
+                          on_batch=self.metrics.on_batch,
+                          workers=self.opts.step_workers(pipeline.device))
+        self.models[name] = Model(name, pipeline, batcher)
         log.info("loaded %s (%s) from %s", name, package.manifest.task, path)
 
     def close(self) -> None:
@@ -246,12 +241,6 @@ class Server:
         finally:
             self.connections.discard(conn)
             self._tasks.discard(task)
-
-    def record_end(self, stats: StreamStats, samples: dict[str, list[float]]) -> None:
-        """A stream's per-frame stage times into the metrics (from its session's thread)."""
-        for stage, seconds in samples.items():
-            for s in seconds:
-                self.metrics.frame_compute.observe(s, stage=stage)
 
     # -- running ------------------------------------------------------------------------------
     async def serve_forever(self, on_ready: Callable[[str], None] | None = None) -> None:
