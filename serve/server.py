@@ -64,8 +64,9 @@ class ServeOptions:
     while the sessions' threads take their cores)."""
     chunk: int = 2
     """New frames per front-end call for streams that do not set their own: a stream then adds
-    two frames to each batched call, so a call may last two frame periods (measured here: 20
-    streams held at 2, 16 at 1 and 4; benchmarks/results/serve-cpu-2026-12-07)."""
+    two frames to each batched call, so a call may last two frame periods (chosen on a
+    validation stream: 1, 2 and 4 all held 20 streams; 2 waits less than 4 and drops far fewer
+    frames than 1 beyond that; benchmarks/results/serve-cpu-2026-12-07)."""
     workers: int | None = None
     """Front-end calls that may run at once (None: one per core on the CPU, else 1); the
     backend's calls are cheaper and run one at a time."""
