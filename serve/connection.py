@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from aiohttp import WSMsgType, web
 
 from lipx.errors import LipxError
 from lipx.runtime.events import AudioChunk, Event, FrameEvent, WordEvent
@@ -37,6 +36,7 @@ from lipx.serve.protocol import (
     parse_frame,
     parse_hello,
 )
+from lipx.serve.socket import Message, Socket
 from lipx.serve.source import NetworkSource
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class Ending:
 class Connection:
     """One stream of a client (see the module docstring)."""
 
-    def __init__(self, server: Server, ws: web.WebSocketResponse, peer: str, sid: str) -> None:
+    def __init__(self, server: Server, ws: Socket, peer: str, sid: str) -> None:
         self.server, self.ws, self.peer, self.id = server, ws, peer, sid
         self.loop = asyncio.get_running_loop()
         self.out: asyncio.Queue[Outgoing] = asyncio.Queue()
@@ -118,7 +118,7 @@ class Connection:
         """The hello, checked against the models served; the stream's source and options."""
         server = self.server
         msg = await self._next(server.opts.idle_timeout_s)
-        if msg.type != WSMsgType.TEXT:
+        if msg.kind != "text":
             raise ProtocolError("bad_message", 'the first message must be a text "hello"')
         hello = self.hello = parse_hello(msg.data, list(server.models))
         model = server.models[hello.model]
@@ -134,7 +134,7 @@ class Connection:
                                     spec=f"ws:{self.peer}/{self.id}")
         return model, opts
 
-    async def _next(self, timeout: float) -> Any:
+    async def _next(self, timeout: float) -> Message:
         try:
             return await self.ws.receive(timeout=timeout)
         except asyncio.TimeoutError:
@@ -147,16 +147,16 @@ class Connection:
         metrics = self.server.metrics
         while not self.cancelled.is_set():
             msg = await self._next(idle)
-            if msg.type == WSMsgType.BINARY:
-                t, payload = parse_frame(msg.data)
+            if msg.kind == "binary":
+                t, payload = parse_frame(msg.data)  # type: ignore[arg-type]
                 while not live and not source.has_room() and not self.cancelled.is_set():
                     await asyncio.sleep(ROOM_POLL_S)  # a recording: no frame is dropped
                 source.put(t, payload)  # type: ignore[arg-type]
                 metrics.frames.inc()
-            elif msg.type == WSMsgType.TEXT:
-                parse_control(msg.data)
+            elif msg.kind == "text":
+                parse_control(msg.data)  # type: ignore[arg-type]
                 return
-            elif msg.type == WSMsgType.ERROR:
+            elif msg.kind == "error":
                 raise ProtocolError("too_big", str(msg.data)[:200])
             else:  # closing or closed: the client went away (or the server ended the stream)
                 if self.ending.how == "end":
@@ -180,7 +180,7 @@ class Connection:
             except (ConnectionError, RuntimeError):
                 self.cancel()
         if not self.ws.closed:
-            await self.ws.close(code=1001 if self.ending.how == "shutdown" else 1000)
+            await self.ws.close(1001 if self.ending.how == "shutdown" else 1000)
 
     async def _close_with(self, error: ProtocolError) -> None:
         if self.ws.closed:
@@ -189,7 +189,7 @@ class Connection:
             await self.ws.send_str(error.message())
         except (ConnectionError, RuntimeError):
             pass
-        await self.ws.close(code=error.close_code, message=error.reason[:120].encode())
+        await self.ws.close(error.close_code, error.reason)
 
     def cancel(self) -> None:
         """Stop the session soon (the client is gone or broke the protocol)."""

@@ -37,6 +37,7 @@ from lipx.runtime.pipeline import Pipeline
 from lipx.serve.connection import Connection
 from lipx.serve.metrics import Metrics
 from lipx.serve.protocol import PROTOCOL, ProtocolError
+from lipx.serve.socket import AiohttpSocket, Socket
 from lipx.tasks import MAX_FRAMES
 
 log = logging.getLogger("lipx.serve")
@@ -219,7 +220,12 @@ class Server:
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=self.opts.max_message_bytes)
         await ws.prepare(request)
-        conn = Connection(self, ws, request.remote or "?", uuid.uuid4().hex[:8])
+        await self.stream(AiohttpSocket(ws), request.remote or "?")
+        return ws
+
+    async def stream(self, socket: Socket, peer: str) -> None:
+        """One accepted WebSocket's stream, start to end (refused when full or stopping)."""
+        conn = Connection(self, socket, peer, uuid.uuid4().hex[:8])
         if self.draining:
             await conn.refuse(ProtocolError("shutdown", "the server is shutting down"))
         elif self.active >= self.opts.max_streams:
@@ -229,7 +235,6 @@ class Server:
         else:
             await self._serve(conn)
         _log_line(conn)
-        return ws
 
     async def _serve(self, conn: Connection) -> None:
         self.connections.add(conn)
