@@ -85,7 +85,9 @@ class Session:
         self.pad = self.head_options.pad
         """Frames repeated before the first frame and after the last (window indices count
         them; the head's do not)."""
-        self.roi = make_roi(opts.crop, fps=self.fps)
+        # the face models run where the pipeline's graphs run (onnxruntime CPU or CUDA)
+        face_device = "cpu" if pipeline.device == "cpu" else "cuda"
+        self.roi = make_roi(opts.crop, fps=self.fps, device=face_device)
         waits = ("decode",) if self.source.info.live else ()
         self.timer = StageTimer(STAGES, self.fps, wait_stages=waits)
         self._pts = array("d")  # stream position -> presentation time (frames may be dropped)
