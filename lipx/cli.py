@@ -661,7 +661,8 @@ def stream(
         from lipx.serve.client import stream_remote
 
         result = stream_remote(server, source, opts, lambda m: make_sinks(
-            m, opts, outputs, console=_ClearingLines(sys.stdout)), model=model)
+            m, opts, outputs, console=_ClearingLines(sys.stdout)), model=model,
+            on_lost=lambda why: console.print(f"[yellow]{why}[/]"))
     elif model is None:
         raise InputError("give the model package with --model (or a server with --server)")
     else:
@@ -714,9 +715,34 @@ def serve(
     certfile: Annotated[Optional[Path], typer.Option(
         help="TLS certificate (PEM) for https/wss; browsers need it off localhost.")] = None,
     keyfile: Annotated[Optional[Path], typer.Option(help="TLS private key (PEM).")] = None,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", rich_help_panel="Ray Serve",
+        help="Serve as replicas of a Ray Serve deployment on this cluster: 'auto' (the one "
+             "`ray start --head` runs here), 'local' (started for this command), or an "
+             "address. Every node must see the packages at the same path.")] = None,
+    replicas: Annotated[int, typer.Option(
+        rich_help_panel="Ray Serve",
+        help="Replicas (each one process: the packages loaded once, streams batched "
+             "within it); the fewest when autoscaling.")] = 1,
+    max_replicas: Annotated[Optional[int], typer.Option(
+        rich_help_panel="Ray Serve",
+        help="Autoscale on live streams per replica, up to this many replicas.")] = None,
+    target_streams: Annotated[Optional[int], typer.Option(
+        rich_help_panel="Ray Serve",
+        help="Live streams per replica the autoscaler aims at (default: 3/4 of "
+             "--max-streams, which is per replica under Ray).")] = None,
+    cpus_per_replica: Annotated[float, typer.Option(
+        rich_help_panel="Ray Serve",
+        help="CPUs each replica reserves (and its front-end workers, unless --workers).")
+    ] = 1.0,
+    gpus_per_replica: Annotated[Optional[float], typer.Option(
+        rich_help_panel="Ray Serve",
+        help="GPUs each replica reserves (default: 1 where the cluster has GPUs and the "
+             "engines are not on the CPU).")] = None,
 ) -> None:
     """Serve packages to many live streams at once: WebSocket streams (docs/protocol.md),
-    batched across streams, a page at / for the browser's camera, /metrics and /healthz."""
+    batched across streams, a page at / for the browser's camera, /metrics and /healthz.
+    With --ray, the same server runs as replicas of a Ray Serve deployment."""
     require("serve", "lipx serve")
     import asyncio
 
@@ -731,6 +757,11 @@ def serve(
     if not _state["debug"]:
         logging.getLogger("lipx.serve").setLevel(logging.INFO)
     started = time.perf_counter()
+    if ray is not None:
+        _serve_on_ray(packages, opts, ray, replicas, max_replicas, target_streams,
+                      cpus_per_replica, gpus_per_replica)
+        done("deployment deleted", started)
+        return
     server = Server([str(p) for p in packages], opts)
 
     def ready(url: str) -> None:
@@ -743,6 +774,25 @@ def serve(
     with threadpool_limits(limits=1, user_api="blas"):  # tiny per-frame matrices
         asyncio.run(server.serve_forever(ready))
     done("server stopped", started)
+
+
+def _serve_on_ray(packages: list[Path], opts, address: str, replicas: int,
+                  max_replicas: int | None, target_streams: int | None, cpus: float,
+                  gpus: float | None) -> None:
+    require("ray", "lipx serve --ray")
+    from lipx.serve.ray import RayOptions, serve_on_ray
+
+    ray_opts = RayOptions(address=address, replicas=replicas, max_replicas=max_replicas,
+                          target_streams=target_streams, cpus_per_replica=cpus,
+                          gpus_per_replica=gpus)
+
+    def ready(url: str) -> None:
+        scale = (f"{replicas}-{max_replicas} replicas (autoscaled)" if max_replicas
+                 else f"{replicas} replica{'s' * (replicas > 1)}")
+        console.print(f"serving on Ray ({scale}) at {url} (page: {url}/, protocol: "
+                      f"ws{url[4:]}/ws); Ctrl-C deletes the deployment")
+
+    serve_on_ray([str(p) for p in packages], opts, ray_opts, ready)
 
 
 @app.command("bench-serve")

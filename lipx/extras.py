@@ -18,6 +18,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "export": ("torch", "onnx", "onnxscript"),
     "train": ("torch", "onnx", "tensorboard"),
     "serve": ("aiohttp",),
+    "ray": ("aiohttp", "ray", "fastapi"),
 }
 """Extra -> the modules a command of it cannot run without (see pyproject.toml)."""
 

@@ -14,6 +14,7 @@ encoded on a thread; sending and receiving run on an asyncio loop. Torch-free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +44,11 @@ SinksFor = Callable[[Manifest], Sequence[Sink]]
 """Makes a stream's sinks once the server said which package it runs."""
 JPEG_QUALITY = 95
 CONNECT_TIMEOUT_S = 10.0
+RECONNECTS = 5
+"""New sessions in a row after lost ones, before the client gives up."""
+RECONNECT_WAITS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+"""The wait before each of them (a Ray replica's streams move to the others at once; a
+restarted server takes seconds)."""
 
 
 def server_urls(url: str) -> tuple[str, str]:
@@ -57,24 +63,59 @@ def server_urls(url: str) -> tuple[str, str]:
 
 
 def stream_remote(url: str, source: str, opts: StreamOptions, sinks_for: SinksFor,
-                  model: str | None = None) -> StreamStats:
-    """Stream ``source`` through the server at ``url``; the server's statistics.
+                  model: str | None = None, on_lost: Callable[[str], None] | None = None,
+                  on_session: Callable[[dict[str, Any]], None] | None = None) -> StreamStats:
+    """Stream ``source`` through the server at ``url``; the server's statistics (of the last
+    session, when the stream was lost and reconnected).
+
+    A stream the server loses (its socket closes without an ``end``: the process or Ray replica
+    serving it died; or it ends because the server stops while the source still has frames)
+    goes on as a new session on a new connection, up to :data:`RECONNECTS` times in a row;
+    ``on_lost`` hears why each time. ``on_session`` gets each session's ``ready`` message (its
+    ``server`` names the process, under Ray the replica, that runs it). The lost session's
+    window in flight is lost: its words, and the frames sent to it that it had not read.
 
     Raises:
-        InputError: the server cannot be reached, or refused the stream (its reason).
+        InputError: the server cannot be reached, refused the stream (its reason), or lost it
+            and could not be reached again.
     """
     try:
-        return asyncio.run(_Remote(url, source, opts, sinks_for, model).run())
+        return asyncio.run(_Remote(url, source, opts, sinks_for, model, on_lost,
+                                   on_session).run())
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
         raise InputError(f"server {url}: {str(e) or type(e).__name__}") from None
 
 
+class Lost(Exception):
+    """The server lost a stream that still has frames to send (the reason is the message).
+
+    ``stats``: the session's own, when it ended because the server stops (an ``end`` with a
+    reason) rather than vanished; if no new session can start, the stream ends with them.
+    """
+
+    def __init__(self, reason: str, stats: StreamStats | None = None) -> None:
+        super().__init__(reason)
+        self.stats = stats
+
+
 class _Remote:
     def __init__(self, url: str, source: str, opts: StreamOptions, sinks_for: SinksFor,
-                 model: str | None) -> None:
+                 model: str | None, on_lost: Callable[[str], None] | None,
+                 on_session: Callable[[dict[str, Any]], None] | None) -> None:
         self.ws_url, self.http_url = server_urls(url)
         self.spec, self.opts, self.sinks_for, self.model = source, opts, sinks_for, model
-        self.url = url
+        self.url, self.on_lost, self.on_session = url, on_lost, on_session
+        self.sinks: SinkGroup | None = None
+        self.stack = contextlib.ExitStack()
+        """Holds the sinks open across sessions."""
+        self.exhausted = False
+        """Every frame of the source was read (and sent, or lost with a session)."""
+        self.zero = 0.0
+        """The source's first frame's time: the stream's zero."""
+        self.offset: float | None = None
+        """Where the session's clock starts on the stream's (its first frame's time): each
+        session counts from its own first frame, so results after a reconnect are moved back
+        onto the stream's clock."""
 
     async def run(self) -> StreamStats:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S)
@@ -87,13 +128,57 @@ class _Remote:
                 first = next(frames, None)
                 if first is None:
                     raise InputError(f"{self.spec}: no frames")
+                self.zero = first.pts_s
+                with self.stack:
+                    return await self._sessions(http, source, first, _chain(first, frames))
+
+    async def _sessions(self, http: aiohttp.ClientSession, source: Source, first: Frame,
+                        frames: Iterator[Frame]) -> StreamStats:
+        """One session per connection, until one ends with the source; a lost one is followed
+        by a new one, up to :data:`RECONNECTS` tries in a row (a session that starts resets
+        the count)."""
+        lost: Lost | None = None
+        failed = ""
+        tries = 0
+        while True:
+            if lost is not None:
+                if tries == RECONNECTS:
+                    raise InputError(f"the server lost the stream ({lost}) and could not be "
+                                     f"reached again: {failed}")
+                self._tell(f"{lost}; the words of the window in flight are lost; reconnecting "
+                           f"as a new session (try {tries + 1} of {RECONNECTS})")
+                await asyncio.sleep(RECONNECT_WAITS_S[tries])
+                tries += 1
+            try:
                 async with http.ws_connect(self.ws_url, max_msg_size=0) as ws:
                     await ws.send_str(json.dumps(self._hello(source, first)))
                     ready = _check(await ws.receive_json(timeout=60))
-                    manifest = Manifest.from_dict(ready["manifest"])
-                    sinks = SinkGroup(self.sinks_for(manifest))
-                    with sinks:
-                        return await self._exchange(ws, sinks, source, first, frames)
+                    tries = 0
+                    if self.sinks is None:
+                        sinks = SinkGroup(self.sinks_for(Manifest.from_dict(
+                            ready["manifest"])))
+                        self.stack.enter_context(sinks)
+                        self.sinks = sinks
+                    if self.on_session is not None:
+                        self.on_session(ready)
+                    return await self._exchange(ws, self.sinks, source, frames)
+            except Lost as e:
+                lost = e
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, InputError) as e:
+                if lost is None:
+                    raise
+                failed = str(e) or type(e).__name__
+                if lost.stats is not None:  # the server stopped and no other one took over
+                    self._tell(f"the stream ends here: {lost}; then: {failed}")
+                    return lost.stats
+
+    @property
+    def shift(self) -> float:
+        return self.offset or 0.0
+
+    def _tell(self, text: str) -> None:
+        if self.on_lost is not None:
+            self.on_lost(text)
 
     async def _model_fps(self, http: aiohttp.ClientSession) -> float:
         async with http.get(self.http_url + "/models") as response:
@@ -125,25 +210,30 @@ class _Remote:
                 "options": {k: v for k, v in options.items() if v is not None}}
 
     async def _exchange(self, ws: aiohttp.ClientWebSocketResponse, sinks: SinkGroup,
-                        source: Source, first: Frame, frames: Iterator[Frame]) -> StreamStats:
+                        source: Source, frames: Iterator[Frame]) -> StreamStats:
         """Frames out (a thread reads and encodes them), results in, until the server's end."""
         loop = asyncio.get_running_loop()
         live = source.info.live
         stop = threading.Event()
 
+        self.offset = None
+
         async def send(frame: Frame, data: bytes) -> None:
-            sinks.write(FrameEvent(frame))
+            if self.offset is None:  # the session's clock starts at its first frame
+                self.offset = frame.pts_s - self.zero
             await ws.send_bytes(data)
+            sinks.write(FrameEvent(frame))
 
         def read() -> None:
             try:
-                for frame in _chain(first, frames):
-                    if stop.is_set():
-                        return
+                for frame in frames:
                     image = encode_jpeg(frame.image, JPEG_QUALITY) if live else (
                         frame.image.tobytes())
                     asyncio.run_coroutine_threadsafe(
                         send(frame, frame_message(frame.pts_s, image)), loop).result()
+                    if stop.is_set():
+                        return
+                self.exhausted = True
                 asyncio.run_coroutine_threadsafe(ws.send_str('{"type": "end"}'), loop).result()
             except Exception:  # the socket closed: the receiver says why
                 stop.set()
@@ -153,7 +243,6 @@ class _Remote:
             return await self._receive(ws, sinks)
         finally:
             stop.set()
-            source.close()
             await reader
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse,
@@ -162,17 +251,26 @@ class _Remote:
             if msg.type == aiohttp.WSMsgType.BINARY:
                 if msg.data[:4] == AUDIO_MAGIC:
                     start, emitted, rate, samples = parse_audio(msg.data)
-                    sinks.write(AudioChunk(start, samples, rate, emitted))
+                    sinks.write(AudioChunk(start + self.shift, samples, rate,
+                                           emitted + self.shift))
                 continue
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
             event = _check(parse_json(msg.data))
             if event["type"] == "word":
-                sinks.write(WordEvent(event["word"], event["start_s"], event["end_s"],
-                                      event["confidence"], event.get("emitted_s")))
+                said = event.get("emitted_s")
+                sinks.write(WordEvent(event["word"], event["start_s"] + self.shift,
+                                      event["end_s"] + self.shift, event["confidence"],
+                                      None if said is None else said + self.shift))
             elif event["type"] == "end":
-                return StreamStats.from_dict(event["stats"])
-        raise InputError(f"the server closed the stream ({ws.close_code}) before its end")
+                stats = StreamStats.from_dict(event["stats"])
+                if event.get("reason") and not self.exhausted:
+                    raise Lost(event["reason"], stats)
+                return stats
+        if self.exhausted:  # nothing is left to send a new session
+            raise InputError(f"the server closed the stream ({ws.close_code}) before its end")
+        raise Lost(f"the server lost the stream (its socket closed with {ws.close_code} "
+                   f"before the end: the process serving it went away)")
 
 
 def _check(message: Any) -> dict[str, Any]:

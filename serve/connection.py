@@ -15,6 +15,8 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lipx.serve")
 
+SERVER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+"""This process, as ``ready`` names it (under Ray: the replica)."""
 MAX_UNSENT = 2000
 """Messages that may wait for a client that does not read them before it is dropped."""
 ROOM_POLL_S = 0.002
@@ -277,7 +281,7 @@ class Connection:
         return {"type": "ready", "protocol": PROTOCOL, "session": self.id, "model": model.name,
                 "task": m.task, "fps": m.video.fps,
                 "max_message_bytes": self.server.opts.max_message_bytes,
-                "manifest": m.to_dict()}
+                "server": SERVER_NAME, "manifest": m.to_dict()}
 
     def _stats(self, session: Session) -> dict[str, Any]:
         assert self.source is not None

@@ -203,19 +203,29 @@ class Server:
         return web.FileResponse(STATIC / "index.html")
 
     async def _models(self, request: web.Request) -> web.Response:
-        models = [m.describe(i == 0) for i, m in enumerate(self.models.values())]
-        return web.json_response({"protocol": PROTOCOL, "models": models})
+        return web.json_response(self.describe())
 
     async def _health(self, request: web.Request) -> web.Response:
-        if self.draining:
-            return web.Response(status=503, text="shutting down\n")
-        return web.Response(text="ok\n")
+        status, text = self.health()
+        return web.Response(status=status, text=text)
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics_page(), content_type="text/plain",
+                            charset="utf-8", headers={"X-Prometheus-Format": "0.0.4"})
+
+    def describe(self) -> dict[str, Any]:
+        """``/models``: the protocol and the models served (the first is the default)."""
+        models = [m.describe(i == 0) for i, m in enumerate(self.models.values())]
+        return {"protocol": PROTOCOL, "models": models}
+
+    def health(self) -> tuple[int, str]:
+        """``/healthz``: 200 while serving, 503 once stopping."""
+        return (503, "shutting down\n") if self.draining else (200, "ok\n")
+
+    def metrics_page(self) -> str:
+        """``/metrics``: the Prometheus text page."""
         self.metrics.streams_active.set(self.active)
-        return web.Response(text=self.metrics.render(),
-                            content_type="text/plain", charset="utf-8",
-                            headers={"X-Prometheus-Format": "0.0.4"})
+        return self.metrics.render()
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=self.opts.max_message_bytes)

@@ -3,7 +3,10 @@
 // One Start makes one Stream: the camera, a WebSocket, a hello; after the server's ready, frames
 // at the model's fps (JPEG, "LXF1" + float64 capture time); words, boxes, stats and speech as
 // they come back. Stop sends end and waits for the server's end. The state is in #status:
-// "connecting", "streaming", "ended" or "error: <reason>".
+// "connecting", "streaming", "reconnecting: <reason>", "ended" or "error: <reason>".
+// A stream the server loses (its socket closes without an end, or it ends because the server
+// stops) reconnects as a new session, up to MAX_RECONNECTS times in a row; the words of the
+// window the lost session held are lost.
 // URL parameters drive it without a click: ?model=NAME&crop=lrw&autostart=1.
 
 const PROTOCOL = 1;
@@ -12,6 +15,8 @@ const MAX_ENCODING = 2; // JPEG encodes in flight beyond this: skip frames
 const JPEG_QUALITY = 0.9;
 const AUDIO_LEAD_S = 0.15; // speech starts this late, so that chunks join without gaps
 const END_TIMEOUT_MS = 15000; // longest wait for the server's end after ours
+const MAX_RECONNECTS = 5; // in a row, without a ready between them
+const RECONNECT_MS = [250, 500, 1000, 2000, 4000]; // the wait before each of them
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -193,6 +198,7 @@ class Stream {
     this.stopping = false;
     this.ws = null;
     this.sender = null;
+    this.reconnects = 0; // in a row
   }
 
   async start() {
@@ -208,6 +214,12 @@ class Stream {
     }
     ui.camera.srcObject = this.camera;
     ui.camera.play().catch(() => {});
+    this.connect();
+  }
+
+  /** A socket and a hello: a new session (again, after a lost one). */
+  connect() {
+    this.opened = this.ready = false;
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const ws = this.ws = new WebSocket(`${scheme}${location.host}/ws`);
     ws.binaryType = "arraybuffer";
@@ -215,8 +227,11 @@ class Stream {
       this.opened = true;
       ws.send(JSON.stringify(this.hello()));
     };
-    ws.onmessage = (ev) => typeof ev.data === "string"
-      ? this.onText(JSON.parse(ev.data)) : this.onBinary(ev.data);
+    ws.onmessage = (ev) => {
+      if (ws !== this.ws) return; // a lost session's last messages
+      if (typeof ev.data === "string") this.onText(JSON.parse(ev.data));
+      else this.onBinary(ev.data);
+    };
     ws.onclose = (ev) => this.onClose(ev);
   }
 
@@ -232,13 +247,16 @@ class Stream {
     switch (msg.type) {
       case "ready":
         this.ready = true;
+        this.reconnects = 0;
         setStatus("streaming");
         this.sender = new FrameSender(ui.camera, this.ws, msg.fps);
         return;
       case "word": return this.captions.add(msg);
       case "box": return drawBox(msg.box);
       case "stats": return showStats(msg, this.speaker);
-      case "end": return this.finish("ended");
+      case "end":
+        if (msg.reason && !this.stopping) return this.reconnect(msg.reason);
+        return this.finish("ended");
       case "error": return this.finish(`error: ${msg.reason}`);
       default: // a newer server's message: ignored
     }
@@ -249,10 +267,30 @@ class Stream {
   }
 
   onClose(ev) {
-    if (this.done) return;
+    if (this.done || ev.target !== this.ws) return;
+    if (this.ready && !this.stopping) { // lost mid-stream: the server went away
+      return this.reconnect(ev.reason || `the server lost the stream (${ev.code})`);
+    }
+    if (this.reconnects > 0 && !this.stopping) {
+      return this.reconnect(ev.reason || "cannot reach the server");
+    }
     const why = ev.reason || (this.opened ? `connection closed (${ev.code})`
                                           : "cannot reach the server");
     this.finish(`error: ${why}`);
+  }
+
+  /** A new session after a lost one, unless too many failed in a row. */
+  reconnect(why) {
+    this.sender?.stop();
+    this.sender = null;
+    this.ready = false;
+    const old = this.ws;
+    this.ws = null; // its close event is no longer this stream's
+    if (old && old.readyState <= WebSocket.OPEN) old.close(1000);
+    if (this.reconnects >= MAX_RECONNECTS) return this.finish(`error: ${why}`);
+    setStatus(`reconnecting: ${why}`);
+    setTimeout(() => { if (!this.done) this.connect(); }, RECONNECT_MS[this.reconnects]);
+    this.reconnects += 1;
   }
 
   /** Stop sending; the server finishes what it holds and answers end. */

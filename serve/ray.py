@@ -1,0 +1,360 @@
+"""``lipx serve --ray ADDRESS``: the same server as the replicas of a Ray Serve deployment.
+
+    lipx serve pkg --ray auto --replicas 2                  # on a running cluster (ray start)
+    lipx serve pkg --ray local --replicas 1 --max-replicas 4 --target-streams 12
+    serve run lipx.serve.ray:build packages=pkg replicas=2  # Ray's own CLI, same deployment
+
+Each replica is one process holding a :class:`~lipx.serve.server.Server`: the packages loaded
+once, a batcher in front of each, every stream's engine steps batched with the others' of that
+replica. Ray's proxy carries HTTP and WebSockets to the replicas through ASGI, so the routes are
+Starlette's here (:class:`Replica`) and the stream's logic is the server's own, behind a
+:class:`~lipx.serve.socket.Socket`. A WebSocket is one request to Ray: it stays on the replica
+that accepted it, and a replica's live streams are its ongoing requests, the number Ray's
+autoscaler scales on (``target_ongoing_requests`` = ``--target-streams``). ``/metrics`` and
+``/healthz`` answer for the replica the request reached.
+
+When a replica dies its streams' sockets close without an ``end``: the Python client and the
+page then reconnect, and the new stream is a new session on a live replica; what the old
+session had not yet emitted (the words of the window in flight) is lost.
+
+When ``lipx serve --ray`` stops (SIGINT, SIGTERM) it first tells every replica to end its streams
+(Ray's in-place ``reconfigure``), so each client gets its last results and an ``end``; then it
+deletes the deployment. When Ray stops one replica on its own (scaling down) it waits for that
+replica's streams, up to ``graceful_shutdown_timeout_s`` (:data:`~lipx.serve.server.SHUTDOWN_S`
++ 5 s), then stops it: the streams still on it are lost, and their clients reconnect to the
+others.
+"""
+
+import asyncio
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import ray
+from fastapi import FastAPI, WebSocket
+from ray import serve
+from ray.serve import Application
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from lipx.errors import InputError
+from lipx.package import Package
+from lipx.serve.server import SHUTDOWN_S, STATIC, ServeOptions, Server
+from lipx.serve.socket import Message, close_reason
+
+log = logging.getLogger("lipx.serve")
+
+APP_NAME = "lipx"
+HTTP_HEADROOM = 8
+"""Requests a replica accepts beyond its streams: the page, /models, /healthz, /metrics."""
+MAX_REPLICAS = 1024
+STATIC_FILES = frozenset(p.name for p in STATIC.iterdir()) if STATIC.is_dir() else frozenset()
+
+api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How the deployment runs on Ray (``lipx serve --ray`` options); checked here."""
+
+    address: str = "auto"
+    """``auto``: the cluster ``ray start`` runs on this machine; ``local``: start one in this
+    process (it ends with it); or a cluster's address (``ray://host:10001``, ``host:6379``)."""
+    replicas: int = 1
+    """Replicas to start with (and the fewest, when autoscaling)."""
+    max_replicas: int | None = None
+    """Autoscale up to this many replicas (None: ``replicas``, fixed)."""
+    target_streams: int | None = None
+    """Live streams per replica the autoscaler aims at (None: three quarters of
+    ``--max-streams``)."""
+    cpus_per_replica: float = 1.0
+    """Ray CPUs each replica reserves; also its front-end workers, unless ``--workers``."""
+    gpus_per_replica: float | None = None
+    """GPUs each replica reserves (None: one where the cluster has GPUs and the engines are
+    not on the CPU, else none). Ray then shows each replica only its own GPU."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.replicas <= MAX_REPLICAS:
+            raise InputError(f"--replicas must be in 1..{MAX_REPLICAS}, got {self.replicas}")
+        if self.max_replicas is not None and not (self.replicas <= self.max_replicas
+                                                  <= MAX_REPLICAS):
+            raise InputError(f"--max-replicas must be in {self.replicas}..{MAX_REPLICAS} "
+                             f"(at least --replicas), got {self.max_replicas}")
+        if self.target_streams is not None and self.target_streams < 1:
+            raise InputError(f"--target-streams must be at least 1, got {self.target_streams}")
+        if not 0.1 <= self.cpus_per_replica <= 256:
+            raise InputError(f"--cpus-per-replica must be in 0.1..256, "
+                             f"got {self.cpus_per_replica:g}")
+        if self.gpus_per_replica is not None and not 0 <= self.gpus_per_replica <= 16:
+            raise InputError(f"--gpus-per-replica must be in 0..16, "
+                             f"got {self.gpus_per_replica:g}")
+
+    def deployment_options(self, opts: ServeOptions, gpus: float) -> dict[str, Any]:
+        """``Deployment.options(...)``: replicas or autoscaling, resources, limits."""
+        if self.target_streams is not None and self.target_streams > opts.max_streams:
+            raise InputError(f"--target-streams ({self.target_streams}) cannot exceed "
+                             f"--max-streams ({opts.max_streams})")
+        scale: dict[str, Any] = {"num_replicas": self.replicas}
+        if self.max_replicas is not None and self.max_replicas > self.replicas:
+            target = self.target_streams or max(1, opts.max_streams * 3 // 4)
+            scale = {"autoscaling_config": {
+                "min_replicas": self.replicas, "initial_replicas": self.replicas,
+                "max_replicas": self.max_replicas, "target_ongoing_requests": target}}
+        actor: dict[str, Any] = {"num_cpus": self.cpus_per_replica}
+        if gpus:
+            actor["num_gpus"] = gpus
+        return {**scale, "ray_actor_options": actor,
+                "max_ongoing_requests": opts.max_streams + HTTP_HEADROOM,
+                "graceful_shutdown_timeout_s": SHUTDOWN_S + 5.0,
+                "health_check_period_s": 2.0, "health_check_timeout_s": 30.0}
+
+
+class StarletteSocket:
+    """Starlette's WebSocket (accepted) as a :class:`~lipx.serve.socket.Socket`; messages over
+    ``max_bytes`` read as errors, as aiohttp's ``max_msg_size`` makes them."""
+
+    def __init__(self, ws: WebSocket, max_bytes: int) -> None:
+        self.ws, self.max_bytes = ws, max_bytes
+        self.gone = False
+
+    @property
+    def closed(self) -> bool:
+        return self.gone or WebSocketState.DISCONNECTED in (self.ws.client_state,
+                                                              self.ws.application_state)
+
+    async def receive(self, timeout: float) -> Message:
+        if self.closed:
+            return Message("closed")
+        msg = await asyncio.wait_for(self.ws.receive(), timeout)
+        if msg["type"] == "websocket.disconnect":
+            self.gone = True
+            return Message("closed")
+        data = msg.get("bytes")
+        if data is None:
+            data = msg.get("text") or ""
+        if len(data) > self.max_bytes:
+            return Message("error", f"a message of {len(data)} bytes (at most "
+                                    f"{self.max_bytes})")
+        return Message("binary" if isinstance(data, bytes) else "text", data)
+
+    async def send_str(self, text: str) -> None:
+        await self._send(self.ws.send_text(text))
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._send(self.ws.send_bytes(data))
+
+    async def _send(self, sending: Any) -> None:
+        try:
+            await sending
+        except (WebSocketDisconnect, RuntimeError, OSError) as e:
+            self.gone = True
+            raise ConnectionError(str(e) or type(e).__name__) from None
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.gone = True
+        try:
+            await self.ws.close(code, reason=close_reason(reason).decode())
+        except (RuntimeError, OSError):
+            pass
+
+
+@serve.deployment(name="LipxServer")
+@serve.ingress(api)
+class Replica:
+    """One replica: a :class:`~lipx.serve.server.Server` behind Ray's proxy."""
+
+    def __init__(self, packages: Sequence[str], opts: ServeOptions) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+        self.server = Server(packages, opts)
+
+    @api.get("/")
+    async def page(self) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    @api.get("/static/{name}")
+    async def static(self, name: str) -> Response:
+        if name not in STATIC_FILES:
+            return PlainTextResponse("no such file\n", status_code=404)
+        return FileResponse(STATIC / name)
+
+    @api.get("/models")
+    async def models(self) -> Response:
+        return JSONResponse(self.server.describe())
+
+    @api.get("/healthz")
+    async def healthz(self) -> Response:
+        status, text = self.server.health()
+        return PlainTextResponse(text, status_code=status)
+
+    @api.get("/metrics")
+    async def metrics(self) -> Response:
+        return PlainTextResponse(self.server.metrics_page(),
+                                 headers={"X-Prometheus-Format": "0.0.4"})
+
+    @api.websocket("/ws")
+    async def ws(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        peer = websocket.client.host if websocket.client else "?"
+        await self.server.stream(StarletteSocket(websocket, self.server.opts.max_message_bytes),
+                                 peer)
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Ray's in-place update of every replica: ``{"draining": true}`` ends this replica's
+        streams, each with its last results (``lipx serve --ray`` sends it when it stops)."""
+        if config.get("draining"):
+            await self.server.drain()
+
+    def check_health(self) -> None:
+        """Ray's health check: a replica that is stopping is not healthy."""
+        if self.server.draining:
+            raise RuntimeError("stopping")
+
+    async def __del__(self) -> None:
+        """Ray stops this replica: its streams end with their last results."""
+        await self.server.drain()
+        self.server.close()
+
+
+def application(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: RayOptions,
+                gpus: float = 0.0, draining: bool = False) -> Application:
+    """The deployment, bound: ``serve.run`` starts it.
+
+    Packages are opened here first (a bad one is refused before any replica starts) and passed
+    by absolute path: every node of the cluster must see them there.
+    """
+    paths = []
+    for path in packages:
+        Package.open(path)
+        paths.append(str(Path(path).resolve()))
+    workers = opts.workers or max(1, round(ray_opts.cpus_per_replica))
+    replica_opts = replace(opts, workers=workers, certfile=None, keyfile=None)
+    deployment = Replica.options(  # type: ignore[attr-defined]
+        user_config={"draining": draining}, **ray_opts.deployment_options(opts, gpus))
+    return deployment.bind(paths, replica_opts)
+
+
+def build(args: dict[str, str]) -> Application:
+    """``serve run lipx.serve.ray:build packages=a,b [replicas=2] [max_streams=32] ...``:
+    every :class:`RayOptions` and :class:`~lipx.serve.server.ServeOptions` field by name."""
+    args = dict(args)
+    packages = [p for p in args.pop("packages", "").split(",") if p]
+    if not packages:
+        raise InputError("give packages=PKG[,PKG...]")
+    ray_fields = {f.name: f for f in fields(RayOptions)}
+    serve_fields = {f.name: f for f in fields(ServeOptions)}
+    ray_kw: dict[str, Any] = {}
+    serve_kw: dict[str, Any] = {}
+    for key, text in args.items():
+        if key in ray_fields and key != "address":
+            ray_kw[key] = _typed(key, text)
+        elif key in serve_fields and key not in ("host", "port", "certfile", "keyfile"):
+            serve_kw[key] = _typed(key, text)
+        else:
+            raise InputError(f"unknown argument {key}= (see lipx.serve.ray.build)")
+    opts, ray_opts = ServeOptions(**serve_kw), RayOptions(**ray_kw)
+    return application(packages, opts, ray_opts, ray_opts.gpus_per_replica or 0.0)
+
+
+def _typed(key: str, text: str) -> Any:
+    """A ``key=value`` argument as its field's type (ints, floats, or text)."""
+    if key in ("engine", "device", "precision"):
+        return text
+    try:
+        number = float(text)
+    except ValueError:
+        raise InputError(f"{key}= must be a number, got {text!r}") from None
+    return int(number) if number.is_integer() and key != "cpus_per_replica" else number
+
+
+def serve_on_ray(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: RayOptions,
+                 on_ready: Callable[[str], None] | None = None) -> None:
+    """Deploy on the cluster at ``ray_opts.address``; serve until SIGINT or SIGTERM, then
+    delete the deployment (its replicas end their streams) and leave the cluster running (a
+    ``local`` one ends with this process).
+
+    Raises:
+        InputError: the cluster cannot be reached, lacks the resources asked for, or the
+            deployment fails to start (a replica's error is in Ray's logs).
+    """
+    local = ray_opts.address == "local"
+    try:
+        ray.init(address=None if local else ray_opts.address, include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise InputError(f"cannot reach a Ray cluster at {ray_opts.address!r}: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__} "
+                         f"(start one with `ray start --head`, or use --ray local)") from None
+    try:
+        gpus = _gpus(opts, ray_opts)
+        _check_resources(ray_opts, gpus)
+        port = opts.port or _free_port(opts.host)
+        http: dict[str, Any] = {"host": opts.host, "port": port}
+        if opts.certfile is not None and opts.keyfile is not None:
+            opts.ssl_context()  # the files load (or a clear error)
+            http.update(ssl_certfile=str(opts.certfile), ssl_keyfile=str(opts.keyfile))
+        serve.start(http_options=http)
+        app = application(packages, opts, ray_opts, gpus)
+        try:
+            serve.run(app, name=APP_NAME, route_prefix="/")
+        except RuntimeError as e:
+            raise InputError(f"the deployment failed to start: {str(e).splitlines()[0]} "
+                             f"(Ray's logs have the replica's error)") from None
+        if on_ready is not None:
+            scheme = "https" if opts.certfile else "http"
+            on_ready(f"{scheme}://{opts.host}:{port}")
+        _wait_for_signal()
+        log.info("stopping: the replicas end their streams, then the deployment is deleted")
+        serve.run(application(packages, opts, ray_opts, gpus, draining=True), name=APP_NAME,
+                  route_prefix="/")
+        serve.delete(APP_NAME)
+        if local:
+            serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def _gpus(opts: ServeOptions, ray_opts: RayOptions) -> float:
+    if ray_opts.gpus_per_replica is not None:
+        return ray_opts.gpus_per_replica
+    has = ray.cluster_resources().get("GPU", 0.0)
+    return 1.0 if has and opts.device != "cpu" else 0.0
+
+
+def _check_resources(ray_opts: RayOptions, gpus: float) -> None:
+    """Refuse clearly what Ray would otherwise wait for forever."""
+    have = ray.cluster_resources()
+    n = ray_opts.replicas
+    for name, each in (("CPU", ray_opts.cpus_per_replica), ("GPU", gpus)):
+        if each and have.get(name, 0.0) < each * n:
+            flag = f"--{name.lower()}s-per-replica"
+            raise InputError(f"the cluster has {have.get(name, 0.0):g} {name}s; {n} replicas "
+                             f"at {flag} {each:g} need {each * n:g}")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+__all__ = ["RayOptions", "Replica", "StarletteSocket", "application", "build",
+           "serve_on_ray"]
