@@ -29,6 +29,7 @@ import dataclasses
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from lipx.data import formats
 from lipx.data.formats import NON_SPEECH, SILENCE, STILL
 from lipx.data.streams import (
     PARTS,
+    RenderedStream,
     StreamScript,
     StreamSpec,
     render_stream,
@@ -55,6 +57,7 @@ from lipx.data.synth import (
     plan_clips,
     write_text,
 )
+from lipx.data.wild import place_in_wild, wild_motion, write_truth
 from lipx.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,9 @@ class StreamsOptions:
     part: str = "held-out"
     """Whose streams (:data:`lipx.data.streams.PARTS`): the held-out speakers (``val`` and
     ``test`` halve them), or ``train``, the training speakers."""
+    wild: bool = False
+    """Place each (LRW) stream's face in a 640x480 frame, moving, scaling and rotating
+    (:mod:`lipx.data.wild`), with the true transforms in ``NAME.wild.json``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -97,6 +103,9 @@ class StreamsOptions:
             what = "words" if self.recipe.layout == "lrw" else "sentences"
             raise InputError(f"--per-stream ({what} per stream) must be in [1, {most}], "
                              f"got {self.per_stream!r}")
+        if self.wild and self.recipe.layout != "lrw":
+            raise InputError("--wild places LRW-geometry faces in a larger frame; use it with "
+                             "--layout lrw-streams")
         if not stream_speakers(self.recipe, self.part):
             raise InputError(f"the recipe's {self.recipe.speakers} speakers include no "
                              f"{self.part} one to speak the streams; use more speakers (or "
@@ -137,7 +146,7 @@ class StreamsReport:
 def synth_options(out: Path, layout: str, recipe: dict, workers: int = 1,
                   streams: int | None = None, per_stream: int | None = None,
                   pauses: bool | None = None, like: Path | None = None,
-                  part: str | None = None) -> SynthOptions | StreamsOptions:
+                  part: str | None = None, wild: bool = False) -> SynthOptions | StreamsOptions:
     """The options of ``lipx data synth``: a corpus (``grid``, ``lrw``) or streams.
 
     Args:
@@ -155,7 +164,8 @@ def synth_options(out: Path, layout: str, recipe: dict, workers: int = 1,
                          f"{' or '.join(STREAM_LAYOUTS)}")
     if layout not in STREAM_LAYOUTS:
         given = [n for n, v in (("--streams", streams), ("--per-stream", per_stream),
-                                ("--pauses", pauses), ("--like", like), ("--part", part))
+                                ("--pauses", pauses), ("--like", like), ("--part", part),
+                                ("--wild", wild or None))
                  if v is not None]
         if given:
             raise InputError(f"{given[0]} goes with --layout lrw-streams or grid-streams, "
@@ -175,7 +185,7 @@ def synth_options(out: Path, layout: str, recipe: dict, workers: int = 1,
     extra = {"streams": streams} if streams is not None else {}
     return StreamsOptions(out, corpus, per_stream=per_stream,
                           pauses=True if pauses is None else pauses,
-                          part=part or "held-out", **extra)
+                          part=part or "held-out", wild=wild, **extra)
 
 
 def recipe_like(path: Path, out: Path) -> SynthOptions:
@@ -259,10 +269,12 @@ def plan_streams(opts: StreamsOptions) -> list[StreamSpec]:
     return specs
 
 
-def stream_files(out: Path, name: str) -> dict[str, Path]:
-    """The files of one stream, by kind: ``video``, ``wav``, ``align``."""
-    return {"video": out / f"{name}.mp4", "wav": out / f"{name}.wav",
-            "align": out / f"{name}.align"}
+def stream_files(out: Path, name: str, wild: bool = False) -> dict[str, Path]:
+    """The files of one stream, by kind: ``video``, ``wav``, ``align`` (and ``wild``, the true
+    transforms of a ``--wild`` stream)."""
+    files = {"video": out / f"{name}.mp4", "wav": out / f"{name}.wav",
+             "align": out / f"{name}.align"}
+    return {**files, "wild": out / f"{name}.wild.json"} if wild else files
 
 
 def index_record(opts: StreamsOptions, script: StreamScript) -> dict:
@@ -281,7 +293,7 @@ def index_record(opts: StreamsOptions, script: StreamScript) -> dict:
         "frames": script.n_frames, "duration_s": round(script.duration, 3),
         "speech_s": seconds(lambda w: w not in NON_SPEECH),
         "silence_s": seconds(lambda w: w in SILENCE), "still_s": seconds(lambda w: w == STILL),
-        **{kind: path.name for kind, path in stream_files(opts.out, name).items()},
+        **{kind: path.name for kind, path in stream_files(opts.out, name, opts.wild).items()},
     }
 
 
@@ -300,12 +312,21 @@ def streams_manifest(opts: StreamsOptions, specs: list[StreamSpec]) -> dict:
         f"spoken by {who}"))
     manifest["streams"] = {
         "count": opts.streams, "per_stream": opts.n_per_stream, "pauses": opts.pauses,
-        "part": opts.part,
+        "part": opts.part, "wild": opts.wild,
         "speakers": [make_speaker(opts.recipe.seed, s, opts.recipe.layout).name
                      for s in speakers],
         "index": "streams.jsonl",
     }
     return manifest
+
+
+def _in_the_wild(opts: StreamsOptions, stream: RenderedStream, truth: Path) -> RenderedStream:
+    """The stream's frames placed in a 640x480 frame by :func:`lipx.data.wild.wild_motion`
+    (seeded by the recipe's seed and the stream's name); the transforms written to ``truth``."""
+    rng = np.random.default_rng([opts.recipe.seed, zlib.crc32(stream.script.spec.name.encode())])
+    matrices = wild_motion(rng, len(stream.frames), face=stream.frames.shape[2])
+    write_truth(truth, matrices, stream.landmarks)
+    return dataclasses.replace(stream, frames=place_in_wild(stream.frames, matrices))
 
 
 def synthesize_streams(opts: StreamsOptions,
@@ -326,7 +347,7 @@ def synthesize_streams(opts: StreamsOptions,
     manifest = streams_manifest(opts, specs)
     claim_folder(opts.out, manifest, ("layout", "options", "streams"))
     todo = {s.name for s in specs
-            if not all(p.exists() for p in stream_files(opts.out, s.name).values())}
+            if not all(p.exists() for p in stream_files(opts.out, s.name, opts.wild).values())}
     done = len(specs) - len(todo)
     if progress:
         progress(done, len(specs))
@@ -334,9 +355,11 @@ def synthesize_streams(opts: StreamsOptions,
     for spec in specs:
         script = script_stream(opts.recipe, spec)
         if spec.name in todo:
-            files = stream_files(opts.out, spec.name)
-            write_stream(render_stream(opts.recipe, script), files["video"], files["wav"],
-                         files["align"])
+            files = stream_files(opts.out, spec.name, opts.wild)
+            stream = render_stream(opts.recipe, script)
+            if opts.wild:
+                stream = _in_the_wild(opts, stream, files["wild"])
+            write_stream(stream, files["video"], files["wav"], files["align"])
             done += 1
             if progress:
                 progress(done, len(specs))

@@ -121,6 +121,9 @@ class RenderedStream:
     """(T, S, S, 3) uint8 RGB, 25 fps, LRW face geometry (S = 256 unless the recipe says)."""
     audio: np.ndarray
     """(T * 640,) float32 at 16 kHz."""
+    landmarks: np.ndarray | None = None
+    """(T, 98, 2) true landmarks of the drawn face in frame pixels (LRW layout; None for GRID,
+    whose frames are aligned after drawing)."""
 
 
 PARTS = ("held-out", "val", "test", "train")
@@ -300,7 +303,9 @@ def render_stream(recipe: SynthOptions, script: StreamScript) -> RenderedStream:
     if recipe.layout == "grid":
         frames = np.stack([align_face(f, p) for f, p in zip(frames, landmarks, strict=True)])
     audio = synthesize(tracks, spk.voice, 0.0, n * SAMPLES_PER_FRAME, voice_rng)
-    return RenderedStream(script, frames[np.searchsorted(live, shown)], audio)
+    index = np.searchsorted(live, shown)
+    true = landmarks[index] if recipe.layout == "lrw" else None
+    return RenderedStream(script, frames[index], audio, true)
 
 
 def write_stream(stream: RenderedStream, video: Path, wav: Path | None = None,

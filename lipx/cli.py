@@ -291,6 +291,10 @@ def data_synth(
         help="Streams layouts: whose streams: held-out (the held-out speakers), val or test "
         "(the first or second half of them: tune on val, report on test) or train (the "
         "training speakers, for `lipx train --set streams=DIR`) [held-out].")] = None,
+    wild: Annotated[bool, typer.Option(
+        help="lrw-streams: place the face in a 640x480 frame, moving, scaling and rotating up "
+        "to +-20 degrees, the true transform of each frame in NAME.wild.json (tests --crop "
+        "auto against the truth).")] = False,
 ) -> None:
     """Write a deterministic synthetic audio-visual corpus, or continuous streams of its speakers:
     GRID's or LRW's layout, or (--layout lrw-streams|grid-streams) held-out speakers' test
@@ -305,7 +309,8 @@ def data_synth(
                  clips_per_word=clips_per_word, val_per_word=val_per_word,
                  test_per_word=test_per_word, image_size=_image_size(image_size), seed=seed)
     opts = synth_options(out, layout.lower(), given, workers=workers, streams=streams,
-                         per_stream=per_stream, pauses=pauses, like=like, part=part)
+                         per_stream=per_stream, pauses=pauses, like=like, part=part,
+                         wild=wild)
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(f"synth {opts.layout}", total=None)
