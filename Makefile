@@ -14,7 +14,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipx-installed
 PYTEST_ARGS ?= -q
 
-.PHONY: install test test-fast lint demo test-latest pins clean
+RAY_STAMP := $(VENV)/.lipx-ray-installed
+
+.PHONY: install test test-fast test-ray lint demo test-latest pins clean
 
 $(STAMP): pyproject.toml $(PINS)
 	python3 -m venv $(VENV)
@@ -30,6 +32,15 @@ test: install
 # The fast lane (under 2 minutes on the 2-core machine): the tests not marked slow.
 test-fast: install
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
+
+# lipx serve --ray on a local cluster (`ray start --head`, 2 replicas): Ray is heavy, so these
+# tests have their own target (and .ci/run runs it after `make test`); it adds lipx[ray].
+$(RAY_STAMP): $(STAMP)
+	PIP_CONSTRAINT=$(abspath $(PINS)) $(PY) -m pip install --quiet -e ".[cpu,train,serve,dev,rtx,ray]"
+	touch $(RAY_STAMP)
+
+test-ray: $(RAY_STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) --ray -m ray
 
 # ruff; mypy over the whole program (pyproject: files = ["lipx"], the lipx/ links to the folders);
 # lint-imports: the layers contract in pyproject (the ground, the runtime without torch, ...).
@@ -48,13 +59,13 @@ test-latest:
 	echo "$(TORCH)" > $(LATEST_VENV)/torch-pin.txt
 	$(LATEST_VENV)/bin/python -m pip install --quiet $(TORCH)
 	PIP_CONSTRAINT=$(abspath $(LATEST_VENV))/torch-pin.txt $(LATEST_VENV)/bin/python -m pip \
-		install --quiet --upgrade --upgrade-strategy eager -e ".[cpu,train,serve,dev,rtx]"
+		install --quiet --upgrade --upgrade-strategy eager -e ".[cpu,train,serve,dev,rtx,ray]"
 	$(LATEST_VENV)/bin/python -m pip freeze --all --exclude-editable \
 		| grep -v '^torch==\|^pip==' | LC_ALL=C sort > $(LATEST_VENV)/freeze.txt
 	@echo "--- versions that moved from $(PINS) (< pinned, > newest):"
 	@grep -v '^#\|^torch==' $(PINS) | LC_ALL=C sort | diff - $(LATEST_VENV)/freeze.txt \
 		| grep '^[<>]' || echo "(none)"
-	$(LATEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(LATEST_VENV)/bin/python -m pytest $(PYTEST_ARGS) --ray
 
 # After a green `make test-latest`: record what it installed as the new pins.
 pins:

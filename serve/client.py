@@ -145,8 +145,10 @@ class _Remote:
                 if tries == RECONNECTS:
                     raise InputError(f"the server lost the stream ({lost}) and could not be "
                                      f"reached again: {failed}")
-                self._tell(f"{lost}; the words of the window in flight are lost; reconnecting "
-                           f"as a new session (try {tries + 1} of {RECONNECTS})")
+                what = ("its results so far came" if lost.stats is not None
+                        else "the words of the window in flight are lost")
+                self._tell(f"{lost}; {what}; reconnecting as a new session (try {tries + 1} of "
+                           f"{RECONNECTS})")
                 await asyncio.sleep(RECONNECT_WAITS_S[tries])
                 tries += 1
             try:

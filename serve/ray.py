@@ -18,15 +18,16 @@ page then reconnect, and the new stream is a new session on a live replica; what
 session had not yet emitted (the words of the window in flight) is lost.
 
 When ``lipx serve --ray`` stops (SIGINT, SIGTERM) it first tells every replica to end its streams
-(Ray's in-place ``reconfigure``), so each client gets its last results and an ``end``; then it
-deletes the deployment. When Ray stops one replica on its own (scaling down) it waits for that
-replica's streams, up to ``graceful_shutdown_timeout_s`` (:data:`~lipx.serve.server.SHUTDOWN_S`
+(a :class:`StopFlag` actor they watch), so each client gets its last results and an ``end``;
+then it deletes the deployment. When Ray stops one replica on its own (scaling down) it waits for
+that replica's streams, up to ``graceful_shutdown_timeout_s`` (:data:`~lipx.serve.server.SHUTDOWN_S`
 + 5 s), then stops it: the streams still on it are lost, and their clients reconnect to the
 others.
 """
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import threading
@@ -35,21 +36,39 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import ray
-from fastapi import FastAPI, WebSocket
-from ray import serve
-from ray.serve import Application
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from lipx.errors import InputError
-from lipx.package import Package
-from lipx.serve.server import SHUTDOWN_S, STATIC, ServeOptions, Server
-from lipx.serve.socket import Message, close_reason
+def _use_token() -> None:
+    """Ray (2.60) turns token authentication on for the clusters ``ray start`` runs when a token
+    exists (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN[_PATH]``), but ``ray.init(address=...)``
+    then connects without it unless ``RAY_AUTH_MODE=token``, which Ray reads once, when it is
+    imported: so set it before (unless the user chose a mode)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+_use_token()
+
+import ray  # noqa: E402
+from fastapi import FastAPI, WebSocket  # noqa: E402
+from ray import serve  # noqa: E402
+from ray.serve import Application  # noqa: E402
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response  # noqa: E402
+from starlette.websockets import WebSocketDisconnect, WebSocketState  # noqa: E402
+
+from lipx.errors import InputError  # noqa: E402
+from lipx.package import Package  # noqa: E402
+from lipx.serve.server import SHUTDOWN_S, STATIC, ServeOptions, Server  # noqa: E402
+from lipx.serve.socket import Message, close_reason  # noqa: E402
 
 log = logging.getLogger("lipx.serve")
 
 APP_NAME = "lipx"
+NAMESPACE = "lipx"
+STOP_FLAG = "lipx-stop"
+STOP_POLL_S = 0.5
 HTTP_HEADROOM = 8
 """Requests a replica accepts beyond its streams: the page, /models, /healthz, /metrics."""
 MAX_REPLICAS = 1024
@@ -165,6 +184,22 @@ class StarletteSocket:
             pass
 
 
+@ray.remote(num_cpus=0)
+class StopFlag:
+    """Set once ``lipx serve --ray`` stops; every replica watches it (a broadcast Ray Serve has
+    no public call for: a new deployment would start new replicas and wait for the old ones'
+    streams to end on their own)."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+    def set(self) -> None:
+        self.stopping = True
+
+    def is_set(self) -> bool:
+        return self.stopping
+
+
 @serve.deployment(name="LipxServer")
 @serve.ingress(api)
 class Replica:
@@ -173,6 +208,19 @@ class Replica:
     def __init__(self, packages: Sequence[str], opts: ServeOptions) -> None:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
         self.server = Server(packages, opts)
+        self.watch: asyncio.Task[None] | None = None
+
+    async def watch_for_stop(self) -> None:
+        """End this replica's streams once ``lipx serve --ray`` stops (its :class:`StopFlag`,
+        asked twice a second; a deployment without one, as ``serve run`` makes, is never
+        told)."""
+        try:
+            flag = ray.get_actor(STOP_FLAG, namespace=NAMESPACE)
+        except ValueError:
+            return
+        while not await flag.is_set.remote():
+            await asyncio.sleep(STOP_POLL_S)
+        await self.server.drain()
 
     @api.get("/")
     async def page(self) -> Response:
@@ -200,21 +248,12 @@ class Replica:
 
     @api.websocket("/ws")
     async def ws(self, websocket: WebSocket) -> None:
+        if self.watch is None:
+            self.watch = asyncio.create_task(self.watch_for_stop())
         await websocket.accept()
         peer = websocket.client.host if websocket.client else "?"
         await self.server.stream(StarletteSocket(websocket, self.server.opts.max_message_bytes),
                                  peer)
-
-    async def reconfigure(self, config: dict[str, Any]) -> None:
-        """Ray's in-place update of every replica: ``{"draining": true}`` ends this replica's
-        streams, each with its last results (``lipx serve --ray`` sends it when it stops)."""
-        if config.get("draining"):
-            await self.server.drain()
-
-    def check_health(self) -> None:
-        """Ray's health check: a replica that is stopping is not healthy."""
-        if self.server.draining:
-            raise RuntimeError("stopping")
 
     async def __del__(self) -> None:
         """Ray stops this replica: its streams end with their last results."""
@@ -223,7 +262,7 @@ class Replica:
 
 
 def application(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: RayOptions,
-                gpus: float = 0.0, draining: bool = False) -> Application:
+                gpus: float = 0.0) -> Application:
     """The deployment, bound: ``serve.run`` starts it.
 
     Packages are opened here first (a bad one is refused before any replica starts) and passed
@@ -236,7 +275,7 @@ def application(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: Ra
     workers = opts.workers or max(1, round(ray_opts.cpus_per_replica))
     replica_opts = replace(opts, workers=workers, certfile=None, keyfile=None)
     deployment = Replica.options(  # type: ignore[attr-defined]
-        user_config={"draining": draining}, **ray_opts.deployment_options(opts, gpus))
+        **ray_opts.deployment_options(opts, gpus))
     return deployment.bind(paths, replica_opts)
 
 
@@ -299,6 +338,12 @@ def serve_on_ray(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: R
         if opts.certfile is not None and opts.keyfile is not None:
             opts.ssl_context()  # the files load (or a clear error)
             http.update(ssl_certfile=str(opts.certfile), ssl_keyfile=str(opts.keyfile))
+        try:
+            flag = StopFlag.options(  # type: ignore[attr-defined]
+                name=STOP_FLAG, namespace=NAMESPACE).remote()
+        except ValueError:
+            raise InputError("another lipx serve --ray already serves on this cluster (one "
+                             "deployment per cluster: stop it first)") from None
         serve.start(http_options=http)
         app = application(packages, opts, ray_opts, gpus)
         try:
@@ -311,8 +356,7 @@ def serve_on_ray(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: R
             on_ready(f"{scheme}://{opts.host}:{port}")
         _wait_for_signal()
         log.info("stopping: the replicas end their streams, then the deployment is deleted")
-        serve.run(application(packages, opts, ray_opts, gpus, draining=True), name=APP_NAME,
-                  route_prefix="/")
+        ray.get(flag.set.remote())  # the replicas end their streams: Ray then waits for them
         serve.delete(APP_NAME)
         if local:
             serve.shutdown()

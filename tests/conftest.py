@@ -1,7 +1,7 @@
 """Shared fixtures and hardware gating.
 
 Tests marked ``gpu`` skip without CUDA and ``trt`` without TensorRT; the probes run once, in a
-hook, not at import.
+hook, not at import. Tests marked ``ray`` run only with ``--ray`` (``make test-ray``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,17 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--ray", action="store_true",
+                     help="run the tests marked ray (a local Ray cluster; make test-ray)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--ray"):  # heavy: their own target, make test-ray
+        kept = [item for item in items if item.get_closest_marker("ray") is None]
+        if len(kept) < len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+            items[:] = kept
     need_gpu = any("gpu" in item.keywords for item in items)
     need_trt = any("trt" in item.keywords for item in items)
     has_gpu = _cuda_available() if need_gpu or need_trt else False

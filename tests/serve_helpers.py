@@ -6,6 +6,8 @@ import asyncio
 import json
 import re
 import signal
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,6 +15,11 @@ from typing import Any
 
 import aiohttp
 from cli_process import Lipx
+
+from lipx.runtime.events import AudioChunk, WordEvent
+from lipx.runtime.sinks import Sink
+from lipx.runtime.stream import StreamOptions, stream
+from lipx.serve.client import stream_remote
 
 
 class Served(Lipx):
@@ -82,3 +89,52 @@ def frames_of(video: Path) -> list[Any]:
 
     with open_source(str(video)) as source:
         return [f.image for f in source]
+
+
+class Recorder(Sink):
+    """Keeps the words and audio a stream makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.words: list[tuple[str, float, float]] = []
+        self.audio: list[AudioChunk] = []
+
+    def on_word(self, event: WordEvent) -> None:
+        self.words.append((event.word, round(event.start_s, 3), round(event.end_s, 3)))
+
+    def on_audio(self, event: AudioChunk) -> None:
+        self.audio.append(event)
+
+
+def stream_alone(package: Path, video: Path, opts: StreamOptions) -> Recorder:
+    rec = Recorder()
+    stream(package, str(video), opts, [rec])
+    return rec
+
+
+def stream_served(server: Served, video: Path, model: str, opts: StreamOptions,
+            delay_s: float = 0.0) -> Recorder:
+    time.sleep(delay_s)
+    rec = Recorder()
+    stream_remote(server.ws, str(video), opts, lambda manifest: [rec], model=model)
+    return rec
+
+
+def in_threads(*calls) -> list:
+    results: list = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run_one(i, fn, args):
+        try:
+            results[i] = fn(*args)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run_one, args=(i, fn, args))
+               for i, (fn, args) in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    return results

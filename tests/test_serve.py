@@ -9,7 +9,6 @@ import json
 import shutil
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -19,33 +18,24 @@ import pytest
 pytest.importorskip("aiohttp")
 
 from serve_fixtures import held_out_streams  # noqa: E402
-from serve_helpers import Served, exchange, frames_of, hello, run  # noqa: E402
+from serve_helpers import (  # noqa: E402
+    Served,
+    exchange,
+    frames_of,
+    hello,
+    in_threads,
+    run,
+    stream_alone,
+    stream_served,
+)
 from stream_fixtures import write_video  # noqa: E402
 
-from lipx.runtime.events import AudioChunk, WordEvent  # noqa: E402
-from lipx.runtime.sinks import Sink  # noqa: E402
-from lipx.runtime.stream import StreamOptions, stream  # noqa: E402
-from lipx.serve.client import stream_remote  # noqa: E402
+from lipx.runtime.stream import StreamOptions  # noqa: E402
 from lipx.serve.protocol import encode_jpeg, frame_message  # noqa: E402
 
 WORDS = StreamOptions(threshold=0.0, agreement=1)
 """The tiny random model's every window is a word: many words to compare."""
 LIP, SPEECH = "tiny-lipreading", "tiny-lip2speech"
-
-
-class Recorder(Sink):
-    """Keeps the words and audio a stream makes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.words: list[tuple[str, float, float]] = []
-        self.audio: list[AudioChunk] = []
-
-    def on_word(self, event: WordEvent) -> None:
-        self.words.append((event.word, round(event.start_s, 3), round(event.end_s, 3)))
-
-    def on_audio(self, event: AudioChunk) -> None:
-        self.audio.append(event)
 
 
 @pytest.fixture(scope="module")
@@ -66,40 +56,6 @@ def server(packages):
     assert served.stop() == 0, served.stderr
 
 
-def _alone(package: Path, video: Path, opts: StreamOptions) -> Recorder:
-    rec = Recorder()
-    stream(package, str(video), opts, [rec])
-    return rec
-
-
-def _remote(server: Served, video: Path, model: str, opts: StreamOptions,
-            delay_s: float = 0.0) -> Recorder:
-    time.sleep(delay_s)
-    rec = Recorder()
-    stream_remote(server.ws, str(video), opts, lambda manifest: [rec], model=model)
-    return rec
-
-
-def _threads(*calls) -> list:
-    results: list = [None] * len(calls)
-    errors: list[BaseException] = []
-
-    def run_one(i, fn, args):
-        try:
-            results[i] = fn(*args)
-        except BaseException as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run_one, args=(i, fn, args))
-               for i, (fn, args) in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
-    assert not errors, errors
-    return results
-
-
 async def _leave_midway(url: str, video: Path) -> int:
     """A client that sends half a video and disconnects without a word."""
     import aiohttp
@@ -114,11 +70,11 @@ async def _leave_midway(url: str, video: Path) -> int:
 
 
 def test_streams_served_together_read_what_each_reads_alone(server, packages, videos):
-    alone = [_alone(packages["lipreading"], v, WORDS).words for v in videos]
+    alone = [stream_alone(packages["lipreading"], v, WORDS).words for v in videos]
     assert all(alone)
-    together = _threads(
-        *[(_remote, (server, v, LIP, WORDS)) for v in videos[:3]],
-        (_remote, (server, videos[3], LIP, WORDS, 0.5)),  # joins mid-way
+    together = in_threads(
+        *[(stream_served, (server, v, LIP, WORDS)) for v in videos[:3]],
+        (stream_served, (server, videos[3], LIP, WORDS, 0.5)),  # joins mid-way
         (lambda: run(_leave_midway(server.ws, videos[0])), ()),  # leaves mid-way
     )
     assert [r.words for r in together[:4]] == alone
@@ -128,8 +84,8 @@ def test_streams_served_together_read_what_each_reads_alone(server, packages, vi
 
 def test_speech_served_together_is_the_speech_alone(server, packages, videos):
     opts = StreamOptions()
-    alone = _alone(packages["lip2speech"], videos[1], opts).audio
-    together = _threads(*[(_remote, (server, videos[1], SPEECH, opts)) for _ in range(3)])
+    alone = stream_alone(packages["lip2speech"], videos[1], opts).audio
+    together = in_threads(*[(stream_served, (server, videos[1], SPEECH, opts)) for _ in range(3)])
     want = np.concatenate([c.samples for c in alone])
     for rec in together:
         assert [round(c.start_s, 4) for c in rec.audio] == [round(c.start_s, 4) for c in alone]
@@ -343,12 +299,12 @@ def test_held_out_streams_served_together_read_what_each_reads_alone(shipped_lip
     """The trained package, three held-out test streams at once, batched: each reads the words
     (and times) it reads alone, and those are the words said."""
     streams = held_out_streams(tmp_path / "streams", 3)
-    alone = [_alone(shipped_lipreading_package, video, StreamOptions()).words
+    alone = [stream_alone(shipped_lipreading_package, video, StreamOptions()).words
              for video, _ in streams]
     served = Served(shipped_lipreading_package, "--threads", "1")
     try:
         name = json.loads(served.get("/models")[1])["models"][0]["name"]
-        together = _threads(*[(_remote, (served, video, name, StreamOptions()))
+        together = in_threads(*[(stream_served, (served, video, name, StreamOptions()))
                               for video, _ in streams])
     finally:
         assert served.stop() == 0, served.stderr

@@ -248,6 +248,7 @@ class Stream {
       case "ready":
         this.ready = true;
         this.reconnects = 0;
+        ui.status.dataset.server = msg.server ?? ""; // the process (Ray replica) serving it
         setStatus("streaming");
         this.sender = new FrameSender(ui.camera, this.ws, msg.fps);
         return;
