@@ -72,6 +72,11 @@ STOP_POLL_S = 0.5
 HTTP_HEADROOM = 8
 """Requests a replica accepts beyond its streams: the page, /models, /healthz, /metrics."""
 MAX_REPLICAS = 1024
+AUTOSCALING_PACE = {"look_back_period_s": 10.0, "upscale_delay_s": 10.0,
+                    "downscale_delay_s": 300.0}
+"""Ray's defaults (30 s, 30 s, 600 s) are paced for short requests; a stream is one request
+that lasts minutes, a replica loads in about 10 s, and a scale-down waits for the streams of
+the replica it stops (or loses them): so up sooner, down later."""
 STATIC_FILES = frozenset(p.name for p in STATIC.iterdir()) if STATIC.is_dir() else frozenset()
 
 api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -123,7 +128,8 @@ class RayOptions:
             target = self.target_streams or max(1, opts.max_streams * 3 // 4)
             scale = {"autoscaling_config": {
                 "min_replicas": self.replicas, "initial_replicas": self.replicas,
-                "max_replicas": self.max_replicas, "target_ongoing_requests": target}}
+                "max_replicas": self.max_replicas, "target_ongoing_requests": target,
+                **AUTOSCALING_PACE}}
         actor: dict[str, Any] = {"num_cpus": self.cpus_per_replica}
         if gpus:
             actor["num_gpus"] = gpus

@@ -2,7 +2,8 @@
 deployment of the tiny packages and the shipped lipreading package. Streams through Ray read what
 each reads alone, on both replicas; a killed replica's streams reconnect as new sessions while
 the other replica's streams go on untouched; the page reconnects too; ``bench-serve`` runs
-against it; a stop ends every stream with its results.
+against it; a stop ends every stream with its results; live streams make the autoscaler add a
+replica.
 
 Marked ``ray``: run by ``make test-ray`` (``pytest --ray``), which installs ``lipx[ray]``; plain
 ``make test`` deselects them. The cluster is stopped with ``ray stop`` at the end (which stops
@@ -25,7 +26,7 @@ import pytest
 
 pytest.importorskip("ray", reason="needs lipx[ray]")
 
-from serve_helpers import Recorder, Served, in_threads, stream_alone  # noqa: E402
+from serve_helpers import Recorder, Served, hello, in_threads, run, stream_alone  # noqa: E402
 
 from lipx.runtime.stream import StreamOptions  # noqa: E402
 from lipx.serve.client import stream_remote  # noqa: E402
@@ -238,3 +239,45 @@ def test_stop_ends_every_stream_with_its_results(served, tmp_path):
         assert s.lost and "shutting down" in s.lost[-1], s.lost
         assert r.stats.frames_out < 25 * 20  # ended by the stop, not by the video
     assert "deployment deleted" in served.stderr
+
+
+async def _serving_process(url: str) -> str:
+    """A stream that starts and leaves at once: the process (replica) its session ran on."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.send_str(hello(model=LIP, live=False))
+        ready = await ws.receive_json(timeout=60)
+        await ws.send_str('{"type": "end"}')
+        return ready["server"]
+
+
+def test_autoscaling_adds_a_replica_for_live_streams(cluster, packages, tmp_path):
+    """One replica, at most two, aiming at one stream each: three live streams make Ray start
+    the second replica, and a new stream then runs there."""
+    from stream_fixtures import write_video
+
+    server = Served(packages["lipreading"], "--threads", "1", "--ray", cluster,
+                    "--replicas", "1", "--max-replicas", "2", "--target-streams", "1",
+                    "--cpus-per-replica", "1")
+    try:
+        video = write_video(tmp_path / "long.mp4", 25 * 60, seed=31)
+        paced = StreamOptions(realtime=True)
+        seen = [Sessions() for _ in range(3)]
+        threads = [threading.Thread(target=_through, args=(server, video, LIP, paced, s),
+                                    daemon=True) for s in seen]
+        for t in threads:
+            t.start()
+        for s in seen:
+            assert s.started.wait(60)
+        first = {s.servers[0] for s in seen}
+        assert len(first) == 1, "one replica to begin with"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            other = run(_serving_process(server.ws))
+            if other not in first:
+                break
+            time.sleep(2)
+        assert other not in first, f"no second replica within 90 s:\n{server.stderr}"
+    finally:
+        assert server.stop() == 0, server.stderr
