@@ -75,8 +75,9 @@ def write_truth(path: Path, matrices: np.ndarray, landmarks: np.ndarray | None =
 
     ``matrices`` map the stream's 256x256 frame into the wild frame (where ``--crop lrw`` of
     the aligned twin puts the mouth box). With the drawn face's true ``landmarks`` (in the
-    256 frame), ``aligned`` holds, per frame, the similarity from wild-frame pixels to the LRW
-    face fitted on all 98 of them (the alignment ``lipx data prepare`` does with landmarks).
+    256 frame), ``landmarks`` holds them in wild-frame pixels ((T, 98, 2), 2 decimals) and
+    ``aligned``, per frame, the similarity from wild-frame pixels to the LRW face fitted on all
+    98 of them (the alignment ``lipx data prepare`` does with landmarks).
     """
     from lipx.landmarks import reference_face, similarity_transform
 
@@ -84,14 +85,17 @@ def write_truth(path: Path, matrices: np.ndarray, landmarks: np.ndarray | None =
                  "matrices": [[round(float(v), 6) for v in m.ravel()] for m in matrices]}
     if landmarks is not None:
         ref = reference_face()
-        fits = [similarity_transform(p @ m[:, :2].T + m[:, 2], ref)
-                for p, m in zip(landmarks, matrices, strict=True)]
+        placed = [p @ m[:, :2].T + m[:, 2] for p, m in zip(landmarks, matrices, strict=True)]
+        fits = [similarity_transform(p, ref) for p in placed]
         doc["aligned"] = [[round(float(v), 6) for v in fit.ravel()] for fit in fits]
+        doc["landmarks"] = [[round(float(v), 2) for v in p.ravel()] for p in placed]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc) + "\n")
     tmp.replace(path)
 
 
 def read_truth(path: Path, key: str = "matrices") -> np.ndarray:
-    """(T, 2, 3) ``matrices`` (or ``aligned``) of a ``NAME.wild.json``."""
-    return np.asarray(json.loads(Path(path).read_text())[key], np.float64).reshape(-1, 2, 3)
+    """(T, 2, 3) ``matrices`` (or ``aligned``), or (T, 98, 2) ``landmarks``, of a
+    ``NAME.wild.json``."""
+    values = np.asarray(json.loads(Path(path).read_text())[key], np.float64)
+    return values.reshape(len(values), -1, 2) if key == "landmarks" else values.reshape(-1, 2, 3)

@@ -10,8 +10,9 @@ import pytest
 from lipx.errors import ManifestError
 from lipx.landmarks import reference_face, similarity_transform
 from lipx.runtime.faces import Face, FaceDetector, apply, asset_folder, face_asset, invert
-from lipx.runtime.landmark_tracker import STABLE_POINTS, LandmarkTracker, lrw_corners
+from lipx.runtime.landmark_tracker import LandmarkTracker, lrw_corners
 from lipx.runtime.roi import make_roi, resize_rgb
+from lipx.runtime.wflw_map import WflwMap
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
@@ -33,9 +34,9 @@ class Scene:
         self.detector_calls = self.mesh_calls = 0
         rng = np.random.default_rng(0)
         self.canonical = rng.uniform(50, 206, (468, 2))  # the mesh's other points, in the face
-        ref = reference_face()
-        for mesh_index, wflw in STABLE_POINTS.items():
-            self.canonical[mesh_index] = ref[wflw]
+        # the mesh -> WFLW map of this face: the reference face's points, wherever the mesh is
+        self.wflw = WflwMap(self.canonical, np.zeros((0, 936)), np.zeros((0, 196)),
+                            reference_face().astype(np.float64).ravel())
 
     @property
     def now(self) -> np.ndarray | None:
@@ -66,7 +67,8 @@ class Scene:
 
 
 def tracker_for(scene: Scene, **kw: object) -> LandmarkTracker:
-    return LandmarkTracker(scene.detector, scene.mesh, **kw)  # type: ignore[arg-type]
+    return LandmarkTracker(scene.detector, scene.mesh, wflw=scene.wflw,  # type: ignore[arg-type]
+                           **kw)
 
 
 def smooth_image(seed: int = 0) -> np.ndarray:
@@ -104,14 +106,14 @@ def test_tracks_without_detecting_again_and_smooths_causally():
 
 def test_smoothing_reduces_jitter_and_follows_motion():
     rng = np.random.default_rng(2)
-    jitter = rng.normal(0, 4, 60)
+    jitter = rng.normal(0, 0.2, 60)  # a still face's mesh noise, in px of the frame
     scene = Scene([similarity(1.0, 0, 40 + j, 20) for j in jitter])
     x = np.array([r.corners[0, 0] for r in scene.run(tracker_for(scene))[10:]])
     assert x.std() < 0.5 * jitter[10:].std()
     scene = Scene([similarity(1.0, 0, 4 * i, 20) for i in range(40)])
     last = scene.run(tracker_for(scene))[-1]
     lag = apply(scene.transforms[-1], lrw_corners())[0, 0] - last.corners[0, 0]
-    assert 0 <= lag < 12  # a face moving 100 px/s is followed within 3 frames
+    assert 0 <= lag < 1  # a face moving 100 px/s is followed within a quarter of a frame
 
 
 def test_lost_face_is_held_then_reset_and_found_again():
@@ -192,3 +194,19 @@ def test_rendered_synthetic_face_is_aligned_like_its_true_landmarks():
     m_true = similarity_transform(landmarks[-1], reference_face())
     err = np.linalg.norm(apply(m_true, result.corners) - apply(m_true, truth), axis=1)
     assert err.max() < 4.0, err  # pixels of the 256 face
+
+
+def test_the_wflw_map_commutes_with_moving_the_face_and_is_checked_before_loading(tmp_path):
+    from lipx.runtime import wflw_map
+
+    shipped = wflw_map.shipped_map()
+    mesh = apply(similarity(1.1, 5, 10, -5), shipped.mean)
+    m = similarity(1.3, -17, 120, 40)
+    np.testing.assert_allclose(shipped(apply(m, mesh)), apply(m, shipped(mesh)), atol=1e-6)
+    at_mean = shipped(shipped.mean).ravel()  # the mean mesh gives the fitted mean points
+    np.testing.assert_allclose(at_mean, shipped.offset, atol=1e-6)
+    copy = tmp_path / "faces"
+    shutil.copytree(asset_folder(), copy)
+    (copy / wflw_map.MAP_FILE).write_bytes(b"not a map")
+    with pytest.raises(ManifestError, match="corrupt or was replaced"):
+        wflw_map.load_map(copy)
