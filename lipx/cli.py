@@ -579,6 +579,38 @@ def _progress(description: str, total: int | None):
     return bar()
 
 
+# --- crop -----------------------------------------------------------------------------------
+
+
+@app.command()
+def crop(
+    source: Annotated[str, typer.Argument(
+        help="webcam, webcam:N, a video file, an rtsp/http URL, lavfi:GRAPH "
+        "or a folder of images.")],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write the model's-eye view: the frame with the mouth box and the "
+        "tracked points beside the crop the model receives (MP4).")] = None,
+    crop: CropOption = "auto",
+    jsonl: Annotated[Optional[Path], typer.Option(
+        help="Write per-frame mouth box corners in source pixels as JSON lines: frame, t, "
+        "found, held, corners (null without a face).")] = None,
+    device: Annotated[str, typer.Option(
+        help="Device of the face models: cpu, cuda or tensorrt.")] = "cpu",
+    max_frames: Annotated[Optional[int], typer.Option(help="Stop after N frames.")] = None,
+) -> None:
+    """Show what the model sees of a face: the mouth crop of every frame (--crop auto tracks
+    the face as lipx stream does) and the mouth box corners."""
+    from lipx.runtime.crop_view import CropOptions, crop_video
+
+    started = time.perf_counter()
+    opts = CropOptions(crop=crop, device=device, max_frames=max_frames)
+    with _progress(f"crop {crop}", None) as advance:
+        report = crop_video(source, opts, video=out, jsonl=jsonl,
+                            progress=lambda n, total: advance(n, {}, total))
+    written = " and ".join(str(p) for p in (out, jsonl) if p is not None)
+    done(f"{report.summary()} -> {written}", started)
+
+
 # --- stream ---------------------------------------------------------------------------------
 
 
