@@ -11,7 +11,12 @@ Input layouts:
 - LRW: ``SRC/WORD/{train,val,test}/WORD_NNNNN.mp4`` (+ ``.txt`` with ``Duration: ... seconds``).
 
 Per clip: decode, resample to 25 fps; GRID aligns every frame to the LRW reference face by a
-similarity transform on its 98 landmarks (a frame without landmarks uses the nearest frame's), LRW
+similarity transform on its 98 landmarks (a frame without landmarks uses the nearest frame's); a
+GRID video without a landmark file (a user's own recording) is aligned by the ``--crop auto`` face
+tracker given as ``PrepareOptions.tracker`` (the CLI always gives it), frame by frame and
+causally, exactly as ``lipx stream --crop auto`` aligns it, so a model trained on such videos sees
+in a stream the crop it saw in training (a frame where the tracker knows no face uses the
+nearest frame's alignment); LRW
 uses the frames as they are (already in the 256x256 face geometry); both keep the uint8 luma mouth
 region (box + margin) and 16 kHz audio cut or zero-padded to the video's length (GRID: 55 Hz
 high-pass, padded at the end; LRW: centred, as the original). Clips that cannot be used (corrupt,
@@ -33,7 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -43,7 +48,7 @@ from lipx.audio import SAMPLE_RATE, NoAudioError, fit_length, highpass, load_aud
 from lipx.data import prepare_format as fmt
 from lipx.data.formats import grid_paths, read_align, read_lrw_info
 from lipx.errors import InputError
-from lipx.landmarks import N_POINTS, align_face, read_landmarks
+from lipx.landmarks import N_POINTS, align_face, read_landmarks, warp_face
 from lipx.video import VideoSpec
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,17 @@ _SAMPLES_PER_FRAME = round(SAMPLE_RATE / _SPEC.fps)
 
 Progress = Callable[[int, int], None]
 """progress(done, total), called after every clip."""
+
+
+class FaceTracker(Protocol):
+    """What prepare needs of ``--crop auto``'s tracker (:class:`lipx.runtime.landmark_tracker.
+    LandmarkTracker`): fed frames in order, it knows each frame's source -> face transform."""
+
+    def __call__(self, frame: np.ndarray) -> object:
+        """Track one (H, W, 3) uint8 RGB frame."""
+
+    def transform(self) -> np.ndarray | None:
+        """(2, 3) source pixels -> 256x256 LRW face, or None while no face is known."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,10 @@ class PrepareOptions:
     """Shortest usable clip in frames; None uses :data:`MIN_FRAMES` of the layout."""
     margin: int = 8
     """Pixels kept around the mouth box on each side (room for +-5 px crop jitter)."""
+    tracker: Callable[[], FaceTracker] | None = None
+    """GRID: makes the face tracker that aligns a video without a landmark file (picklable for
+    ``workers`` > 1, e.g. ``functools.partial(lipx.runtime.roi.make_roi, "auto")``); None: such
+    videos are skipped as ``missing_landmarks``."""
 
     def __post_init__(self) -> None:
         for name in ("src", "out", "splits"):
@@ -120,8 +140,9 @@ class FailedClip:
     source: str
     """Path relative to the source root."""
     reason: str
-    """corrupt, truncated, no_audio, too_short, missing_landmarks, bad_landmarks, bad_size or
-    error (an unforeseen exception, with its type in ``detail``)."""
+    """corrupt, truncated, no_audio, too_short, missing_landmarks, bad_landmarks, no_face
+    (the tracker found none in any frame), bad_size or error (an unforeseen exception, with
+    its type in ``detail``)."""
     detail: str
 
 
@@ -169,6 +190,7 @@ class ClipJob:
     align: Path | None = None
     landmarks: Path | None = None
     info: Path | None = None
+    tracker: Callable[[], FaceTracker] | None = None
 
 
 @dataclass(frozen=True)
@@ -186,13 +208,13 @@ class _Unusable(Exception):
         self.reason = reason
 
 
-def _decode(job: ClipJob) -> np.ndarray:
-    """(T, H, W) uint8 luma frames at 25 fps."""
+def _decode(job: ClipJob, luma: bool = True) -> np.ndarray:
+    """(T, H, W) uint8 luma frames at 25 fps (``luma=False``: (T, H, W, 3) RGB)."""
     times, frames = [], []
     try:
         for t, frame in vid.iter_frames(job.video):
             times.append(t)
-            frames.append(vid.to_luma(frame))
+            frames.append(vid.to_luma(frame) if luma else frame)
     except InputError as e:
         raise _Unusable("truncated" if frames else "corrupt", str(e)) from e
     if len(frames) < job.min_frames:  # before resampling: cheap, and a clear count
@@ -243,7 +265,29 @@ def _landmarks(job: ClipJob, frames: int) -> np.ndarray:
     return points[nearest]
 
 
-def _grid_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
+def _nearest_known(known: list[bool]) -> np.ndarray:
+    """For each frame, the index of the nearest frame whose ``known`` is true."""
+    found = np.flatnonzero(known)
+    return found[np.abs(np.arange(len(known))[:, None] - found[None, :]).argmin(axis=1)]
+
+
+def _tracked_region(job: ClipJob, tracker: FaceTracker) -> np.ndarray:
+    """The mouth regions of a video aligned by the face tracker (what a stream crops)."""
+    frames = _decode(job, luma=False)
+    matrices = []
+    for frame in frames:
+        tracker(frame)
+        matrices.append(tracker.transform())
+    known = [m is not None for m in matrices]
+    if not any(known):
+        raise _Unusable("no_face", "the face tracker found no face in any frame")
+    faces = np.stack([warp_face(frame, matrices[i], _SPEC.face_size)  # type: ignore[arg-type]
+                      for frame, i in zip(frames, _nearest_known(known))])
+    return vid.mouth_region(faces, _SPEC, job.margin)
+
+
+def _landmark_region(job: ClipJob) -> np.ndarray:
+    """The mouth regions of a video aligned by its landmark file (frames it covers)."""
     frames = _decode(job)
     points = _landmarks(job, len(frames))
     frames = frames[:len(points)]
@@ -251,13 +295,22 @@ def _grid_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
         raise _Unusable("too_short", f"landmarks cover {len(frames)} frames, need {job.min_frames}")
     side = _SPEC.box[2] - _SPEC.box[0] + 2 * job.margin
     origin = vid.region_origin(_SPEC, job.margin)
-    region = np.stack([align_face(frame, p, origin=origin, out_size=side)
-                       for frame, p in zip(frames, points)])
-    wav = highpass(_audio(job, len(frames)), SAMPLE_RATE)
+    return np.stack([align_face(frame, p, origin=origin, out_size=side)
+                     for frame, p in zip(frames, points)])
+
+
+def _grid_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
+    tracked = job.landmarks is None and job.tracker is not None
+    if job.landmarks is None and job.tracker is not None:
+        region = _tracked_region(job, job.tracker())
+    else:
+        region = _landmark_region(job)
+    wav = highpass(_audio(job, len(region)), SAMPLE_RATE)
     aligned = read_align(job.align) if job.align else []
     words = [[w.start, w.end, w.word] for w in aligned]
-    return region, fit_length(wav, len(frames) * _SAMPLES_PER_FRAME), {
-        "speaker": job.speaker, "text": " ".join(w.word for w in aligned), "words": words}
+    return region, fit_length(wav, len(region) * _SAMPLES_PER_FRAME), {
+        "speaker": job.speaker, "text": " ".join(w.word for w in aligned), "words": words,
+        "aligned_by": "tracker" if tracked else "landmarks"}
 
 
 def _lrw_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -324,7 +377,7 @@ def find_grid_clips(opts: PrepareOptions, min_frames: int) -> list[ClipJob]:
             video=video, out=opts.out / "clips" / speaker / f"{name}.npz", speaker=speaker,
             audio=wav if wav.is_file() else None, align=align if align.is_file() else None,
             landmarks=_landmark_file(opts.src, speaker, name), margin=opts.margin,
-            min_frames=min_frames))
+            min_frames=min_frames, tracker=opts.tracker))
     if not jobs:
         raise InputError(f"no GRID videos found under {opts.src}; expected sN/video/NAME.mpg "
                          "(speaker folders s1, s2, ...)")

@@ -345,14 +345,19 @@ def data_prepare(
     min_frames: Annotated[Optional[int], typer.Option(
         help="Shortest usable clip in frames (default: GRID 25, LRW 29).")] = None,
 ) -> None:
-    """Prepare GRID or LRW for training: aligned mouth regions, 16 kHz audio, index, splits."""
+    """Prepare GRID or LRW for training: aligned mouth regions, 16 kHz audio, index, splits.
+    GRID videos without a landmark file are aligned by the face tracker of --crop auto."""
+    from functools import partial
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from lipx.data.prepare import PrepareOptions, prepare_corpus
+    from lipx.runtime.roi import make_roi
 
     started = time.perf_counter()
     opts = PrepareOptions(layout=layout.lower(), src=src, out=out, workers=workers, splits=splits,
-                          overwrite=overwrite, min_frames=min_frames)
+                          overwrite=overwrite, min_frames=min_frames,
+                          tracker=partial(make_roi, "auto"))  # type: ignore[arg-type]
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(f"prepare {opts.layout}", total=None)

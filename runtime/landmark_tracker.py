@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from lipx.landmarks import reference_face, similarity_transform
+from lipx.landmarks import reference_face, similarity_transform, warp_face
 from lipx.runtime.faces import (
     MESH_SIZE,
     MIN_SCORE,
@@ -179,12 +179,9 @@ class LandmarkTracker(MouthROI):
         return None if self._matrix is None else self._matrix.copy()
 
     def _result(self, frame: np.ndarray, held: bool) -> RoiResult:
-        import cv2
-
         m = self._matrix
         assert m is not None  # internal invariant: called only with a transform
-        face = cv2.warpAffine(frame, m, (FACE_SIZE, FACE_SIZE), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+        face = warp_face(frame, m, FACE_SIZE)
         corners = apply(invert(m), lrw_corners())
         box = (*corners.min(0), *corners.max(0))
         return RoiResult(face, box, True, held, corners=corners)  # type: ignore[arg-type]

@@ -291,3 +291,50 @@ def test_cli_prepares_and_summarises(lrw, tmp_path):
     assert result.exit_code == 0, result.output
     assert "PASSED" in result.output and "8 prepared, 0 already done, 1 failed" in result.output
     assert "ABOUT_00003.mp4: corrupt" in result.output and (out / "index.jsonl").is_file()
+
+
+# --- videos without landmark files: the --crop auto tracker ---------------------------------
+
+
+def test_a_video_without_landmarks_is_aligned_by_the_streams_tracker(tmp_path):
+    """One crop for training and streaming: prepare of a GRID video without a landmark file
+    stores the mouth regions that ``--crop auto`` cuts from the same decoded frames."""
+    from lipx import video as vid
+    from lipx.runtime.roi import make_roi
+
+    photo = pytest.importorskip("skimage.data").astronaut()
+    pytest.importorskip("onnxruntime")
+    images = []
+    for i in range(30):  # the face turns and drifts across a 640x480 frame
+        m = cv2.getRotationMatrix2D((256, 256), -10 + i, 0.8)
+        m[:, 2] += [40 + 2 * i, -40]
+        images.append(cv2.warpAffine(photo, m, (640, 480), borderMode=cv2.BORDER_REFLECT))
+    src = tmp_path / "src"
+    write_av(src / "s1" / "video" / "own.mp4", np.stack(images), tone(30), vcodec="mpeg4",
+             acodec="aac")
+    grid_clip(src, "s1", "lm")  # beside one with landmarks: aligned by them as before
+    result = CliRunner().invoke(app, ["data", "prepare", "grid", str(src), "-o",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    corpus, records = fmt.read_corpus(tmp_path / "out")
+    by_id = {r["id"]: r for r in records}
+    region, _, meta = fmt.read_clip(tmp_path / "out" / by_id["s1/own"]["path"])
+    assert meta["aligned_by"] == "tracker" and region.shape == (30, 152, 152)
+    assert fmt.read_clip(tmp_path / "out" / by_id["s1/lm"]["path"])[2]["aligned_by"] == "landmarks"
+    tracker = make_roi("auto")
+    streamed = np.stack([tracker(frame).face256 for _, frame in vid.iter_frames(
+        src / "s1" / "video" / "own.mp4")])
+    np.testing.assert_array_equal(region, vid.mouth_region(streamed, vid.VideoSpec(), 8))
+
+
+def test_a_video_where_the_tracker_finds_no_face_is_skipped(tmp_path):
+    pytest.importorskip("onnxruntime")
+    src = tmp_path / "src"
+    grid_clip(src, "s1", "noface", landmark_dir=None)  # a disk on grey: no face
+    from functools import partial
+
+    from lipx.runtime.roi import make_roi
+
+    report = prepare_corpus(PrepareOptions("grid", src, tmp_path / "out",
+                                           tracker=partial(make_roi, "auto")))
+    assert [(f.source, f.reason) for f in report.failed] == [("s1/video/noface.mpg", "no_face")]
