@@ -586,12 +586,13 @@ def _progress(description: str, total: int | None):
 
 # --- crop -----------------------------------------------------------------------------------
 
+SourceArgument = Annotated[str, typer.Argument(
+    help="webcam, webcam:N, a video file, an rtsp/http URL, lavfi:GRAPH or a folder of images.")]
+
 
 @app.command()
 def crop(
-    source: Annotated[str, typer.Argument(
-        help="webcam, webcam:N, a video file, an rtsp/http URL, lavfi:GRAPH "
-        "or a folder of images.")],
+    source: SourceArgument,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Write the model's-eye view: the frame with the mouth box and the "
         "tracked points beside the crop the model receives (MP4).")] = None,
@@ -639,9 +640,7 @@ def _status(line: str) -> None:
 
 @app.command()
 def stream(
-    source: Annotated[str, typer.Argument(
-        help="webcam, webcam:N, a video file, an rtsp/http URL, lavfi:GRAPH "
-        "or a folder of images.")],
+    source: SourceArgument,
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", help="Model package (lipx export); with --server, the name of one "
         "the server serves (default: its only one).")] = None,
