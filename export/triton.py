@@ -29,6 +29,7 @@ from lipx.export.artifact import artifact
 from lipx.package import GraphInfo, Manifest, Package, TensorInfo
 from lipx.runtime.backends import BACKENDS
 from lipx.runtime.package_runners import PackageArtifacts
+from lipx.runtime.triton_runner import triton_model_name
 
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64",
           "int32": "TYPE_INT32", "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8"}
@@ -52,10 +53,9 @@ class TritonSettings:
     workspace_mb: int = 2048
 
 
-def model_name(manifest: Manifest, role: str | None = None) -> str:
-    """Triton model name of a graph (``<name>_<role>``) or of the ensemble (role None)."""
-    base = re.sub(r"[^A-Za-z0-9_]+", "_", manifest.model_name).strip("_") or manifest.task
-    return f"{base}_{role}" if role else base
+model_name = triton_model_name
+"""Triton model name of a graph (``<name>_<role>``) or of the ensemble (role None); the
+runtime's :class:`~lipx.runtime.triton_runner.TritonRunner` calls the same names."""
 
 
 def _tensor(t: TensorInfo, drop_batch: bool = True) -> str:

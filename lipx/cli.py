@@ -93,6 +93,9 @@ CropOption = Annotated[str, typer.Option(
 ThreadsOption = Annotated[Optional[int], typer.Option(
     help="Intra-op threads per engine call, PyTorch's and onnxruntime's (default: theirs; "
     "serve: 1 on the CPU, where its front-end and backend calls run side by side).")]
+TritonOption = Annotated[Optional[str], typer.Option(
+    help="Make the engine calls on the Triton Inference Server at http://HOST:PORT that serves "
+    "this package's repository (lipx export --format triton); the streams' state stays here.")]
 ChunkOption = Annotated[int, typer.Option(
     help="New frames per front-end call (1: lowest latency; more: larger engine calls, up to "
     "chunk/fps more latency).")]
@@ -682,6 +685,7 @@ def stream(
     pipeline: Annotated[Optional[bool], typer.Option(
         "--pipeline/--no-pipeline", help="Run the backend and head on a worker thread while "
         "the next frames are read (default: on for live and --realtime sources).")] = None,
+    triton: TritonOption = None,
 ) -> None:
     """Run a model package on a camera, file or network stream: words as they are read
     (lipreading) or generated speech (lip-to-speech), with per-stage latency at the end."""
@@ -696,7 +700,7 @@ def stream(
                          window=window, stride=stride, chunk=chunk, threshold=threshold,
                          agreement=agreement, lookahead=lookahead, cache=not no_cache,
                          realtime=realtime, reconnect=reconnect, max_frames=max_frames,
-                         pipeline=pipeline)
+                         pipeline=pipeline, triton=triton)
     outputs = Outputs(jsonl=jsonl, wav=wav, srt=srt, vtt=vtt, save=save, play=play)
     if server is not None:
         from lipx.serve.client import stream_remote
@@ -756,6 +760,7 @@ def serve(
     certfile: Annotated[Optional[Path], typer.Option(
         help="TLS certificate (PEM) for https/wss; browsers need it off localhost.")] = None,
     keyfile: Annotated[Optional[Path], typer.Option(help="TLS private key (PEM).")] = None,
+    triton: TritonOption = None,
     ray: Annotated[Optional[str], typer.Option(
         "--ray", rich_help_panel="Ray Serve",
         help="Serve as replicas of a Ray Serve deployment on this cluster: 'auto' (the one "
@@ -794,7 +799,8 @@ def serve(
                         chunk=chunk, workers=workers, max_streams=max_streams,
                         max_batch=max_batch,
                         max_wait_ms=max_wait_ms, idle_timeout_s=idle_timeout,
-                        max_message_bytes=max_message_bytes, certfile=certfile, keyfile=keyfile)
+                        max_message_bytes=max_message_bytes, certfile=certfile, keyfile=keyfile,
+                        triton=triton)
     if not _state["debug"]:
         logging.getLogger("lipx.serve").setLevel(logging.INFO)
     started = time.perf_counter()

@@ -20,6 +20,7 @@ from lipx.runtime.backends import BACKENDS
 from lipx.runtime.package_runners import resolve_backend
 from lipx.runtime.task import HeadOptions
 from lipx.runtime.tasks import stream_task
+from lipx.runtime.triton_runner import triton_url
 from lipx.tasks import MAX_FRAMES, Schedule
 
 CROPS = ("lrw", "auto")
@@ -43,6 +44,9 @@ class EngineOptions:
     """onnxruntime intra-op threads (None: 1 on the CPU, the default elsewhere)."""
     cuda_graph: bool = False
     """TensorRT: capture CUDA graphs for the fixed chunk and window shapes."""
+    triton: str | None = None
+    """``http://HOST:PORT`` of a Triton server serving the package's repository (``lipx export
+    --format triton``): the engine calls go there (the stream's state stays here)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,10 @@ class StreamOptions:
     per-frame matrices are tiny, and threads make them slower, not faster."""
     cuda_graph: bool = False
     """TensorRT: capture CUDA graphs for the fixed chunk and window shapes."""
+    triton: str | None = None
+    """``http://HOST:PORT`` of a Triton server serving the package's repository (``lipx export
+    --format triton``): the front-end and back-end calls go there; the ring buffer, the head
+    and the clocks stay here."""
     pipeline: bool | None = None
     """Run the backend and the head on a worker thread while the loop reads, crops and runs the
     front-end on the next frames, so a live source drops no frame while the total compute keeps
@@ -127,6 +135,8 @@ class StreamOptions:
                              "--no-cache")
         if self.cuda_graph and not BACKENDS[self.engine].plans:
             raise InputError("CUDA graphs are for TensorRT plans (--engine trt)")
+        if self.triton is not None:
+            triton_url(self.triton)
 
     def schedule(self, manifest: Manifest) -> Schedule:
         """The options' window and stride, else the package's; InputError when they clash."""

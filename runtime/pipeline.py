@@ -39,6 +39,7 @@ from lipx.runtime.package_runners import (
 from lipx.runtime.runner import Runner
 from lipx.runtime.sources import Source
 from lipx.runtime.tasks import stream_task
+from lipx.runtime.triton_runner import TritonRunner
 from lipx.tasks import Schedule
 
 if TYPE_CHECKING:
@@ -74,8 +75,14 @@ class Pipeline:
             for role in self.roles:
                 self.manifest.engine(role)  # ManifestError naming how to build them
         threads = o.threads or (1 if self.device == "cpu" else None)
-        runners = open_runners(self.package, self.roles, o.engine, self.device, o.precision,
-                               threads, o.cuda_graph)
+        runners: dict[str, Runner]
+        if o.triton is not None:  # the engine calls on a Triton server (its repository's graphs)
+            precision = o.precision or self.info.default_precision
+            runners = {role: TritonRunner(o.triton, self.manifest, role, precision)
+                       for role in self.roles}
+        else:
+            runners = open_runners(self.package, self.roles, o.engine, self.device,
+                                   o.precision, threads, o.cuda_graph)
         self._stack = contextlib.ExitStack()
         try:
             self.runners: dict[str, Runner] = {

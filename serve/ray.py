@@ -57,6 +57,7 @@ from ray import serve  # noqa: E402
 from ray.serve import Application  # noqa: E402
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response  # noqa: E402
 from starlette.websockets import WebSocketDisconnect, WebSocketState  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from lipx.errors import InputError  # noqa: E402
 from lipx.package import Package  # noqa: E402
@@ -69,6 +70,8 @@ APP_NAME = "lipx"
 NAMESPACE = "lipx"
 STOP_FLAG = "lipx-stop"
 STOP_POLL_S = 0.5
+SERVE_CONTROLLER, SERVE_NAMESPACE = "SERVE_CONTROLLER_ACTOR", "serve"
+"""Ray Serve's controller, a named actor: asked where a running Serve's proxy listens."""
 HTTP_HEADROOM = 8
 """Requests a replica accepts beyond its streams: the page, /models, /healthz, /metrics."""
 MAX_REPLICAS = 1024
@@ -213,6 +216,7 @@ class Replica:
 
     def __init__(self, packages: Sequence[str], opts: ServeOptions) -> None:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+        threadpool_limits(limits=1, user_api="blas")  # as lipx serve: tiny per-frame matrices
         self.server = Server(packages, opts)
         self.watch: asyncio.Task[None] | None = None
 
@@ -321,14 +325,17 @@ def _typed(key: str, text: str) -> Any:
 def serve_on_ray(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: RayOptions,
                  on_ready: Callable[[str], None] | None = None) -> None:
     """Deploy on the cluster at ``ray_opts.address``; serve until SIGINT or SIGTERM, then
-    delete the deployment (its replicas end their streams) and leave the cluster running (a
-    ``local`` one ends with this process).
+    delete the deployment (its replicas end their streams first). Ray Serve, when started here,
+    is shut down too (its proxy's port is free again); the cluster keeps running (a ``local``
+    one ends with this process). Where Ray Serve already runs, its proxy's address is used.
 
     Raises:
         InputError: the cluster cannot be reached, lacks the resources asked for, or the
             deployment fails to start (a replica's error is in Ray's logs).
     """
     local = ray_opts.address == "local"
+    for path in packages:  # refused before any cluster is reached
+        Package.open(path)
     try:
         ray.init(address=None if local else ray_opts.address, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False)
@@ -339,8 +346,16 @@ def serve_on_ray(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: R
     try:
         gpus = _gpus(opts, ray_opts)
         _check_resources(ray_opts, gpus)
-        port = opts.port or _free_port(opts.host)
-        http: dict[str, Any] = {"host": opts.host, "port": port}
+        running = _running_http()
+        if running is not None:  # Ray Serve runs already: its proxy listens where it listens
+            host, port = running
+            if opts.port and (host, port) != (opts.host, opts.port):
+                raise InputError(f"Ray Serve already runs on this cluster, at {host}:{port}; "
+                                 f"serve there (--host {host} --port {port}) or stop it "
+                                 f"(`serve shutdown`)")
+        else:
+            host, port = opts.host, opts.port or _free_port(opts.host)
+        http: dict[str, Any] = {"host": host, "port": port}
         if opts.certfile is not None and opts.keyfile is not None:
             opts.ssl_context()  # the files load (or a clear error)
             http.update(ssl_certfile=str(opts.certfile), ssl_keyfile=str(opts.keyfile))
@@ -359,15 +374,25 @@ def serve_on_ray(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: R
                              f"(Ray's logs have the replica's error)") from None
         if on_ready is not None:
             scheme = "https" if opts.certfile else "http"
-            on_ready(f"{scheme}://{opts.host}:{port}")
+            on_ready(f"{scheme}://{host}:{port}")
         _wait_for_signal()
         log.info("stopping: the replicas end their streams, then the deployment is deleted")
         ray.get(flag.set.remote())  # the replicas end their streams: Ray then waits for them
         serve.delete(APP_NAME)
-        if local:
+        if running is None:  # Serve was started here: its proxy goes too (the port is free)
             serve.shutdown()
     finally:
         ray.shutdown()
+
+
+def _running_http() -> tuple[str, int] | None:
+    """Where a Ray Serve already running on the cluster listens (None: it does not run)."""
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return None
+    config: Any = ray.get(controller.get_http_config.remote())
+    return str(config.host), int(config.port)
 
 
 def _gpus(opts: ServeOptions, ray_opts: RayOptions) -> float:

@@ -78,6 +78,8 @@ class ServeOptions:
     max_message_bytes: int = 4 << 20
     certfile: Path | None = None
     keyfile: Path | None = None
+    triton: str | None = None
+    """A Triton server that makes the engine calls (see ``EngineOptions.triton``)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -105,7 +107,7 @@ class ServeOptions:
     def engine_options(self) -> EngineOptions:
         """The pipelines' engines (threads: the pipeline's default, 1 on the CPU)."""
         return EngineOptions(engine=self.engine, device=self.device, precision=self.precision,
-                             threads=self.threads)
+                             threads=self.threads, triton=self.triton)
 
     def step_workers(self, device: str) -> dict[str, int]:
         """Calls of each step that may run at once on a pipeline's (resolved) ``device``."""

@@ -281,3 +281,39 @@ def test_autoscaling_adds_a_replica_for_live_streams(cluster, packages, tmp_path
         assert other not in first, f"no second replica within 90 s:\n{server.stderr}"
     finally:
         assert server.stop() == 0, server.stderr
+
+
+def test_ray_options_refuse_clearly():
+    from lipx.errors import InputError
+    from lipx.serve.ray import RayOptions, build
+    from lipx.serve.server import ServeOptions
+
+    for bad, message in [({"replicas": 0}, "--replicas"), ({"max_replicas": 0}, "--max-replicas"),
+                         ({"target_streams": 0}, "--target-streams"),
+                         ({"cpus_per_replica": 0}, "--cpus-per-replica"),
+                         ({"gpus_per_replica": -1}, "--gpus-per-replica")]:
+        with pytest.raises(InputError, match=message):
+            RayOptions(**bad)
+    with pytest.raises(InputError, match="cannot exceed --max-streams"):
+        RayOptions(replicas=1, max_replicas=2, target_streams=9).deployment_options(
+            ServeOptions(max_streams=8), gpus=0)
+    scaled = RayOptions(replicas=1, max_replicas=3).deployment_options(
+        ServeOptions(max_streams=8), gpus=1)
+    assert scaled["autoscaling_config"]["target_ongoing_requests"] == 6
+    assert scaled["autoscaling_config"]["max_replicas"] == 3
+    assert scaled["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1}
+    fixed = RayOptions(replicas=2).deployment_options(ServeOptions(), gpus=0)
+    assert fixed["num_replicas"] == 2 and "num_gpus" not in fixed["ray_actor_options"]
+    with pytest.raises(InputError, match="packages="):
+        build({})
+    with pytest.raises(InputError, match="unknown argument"):
+        build({"packages": "p", "colour": "red"})
+    with pytest.raises(InputError, match="must be a number"):
+        build({"packages": "p", "replicas": "two"})
+
+
+def test_serve_ray_without_a_cluster_is_one_clear_line(run_cli, packages, tmp_path):
+    code, _, err = run_cli("serve", packages["lipreading"], "--ray", "127.0.0.1:1")
+    assert code != 0 and "cannot reach a Ray cluster" in err and "Traceback" not in err
+    code, _, err = run_cli("serve", tmp_path, "--ray", "local")
+    assert code != 0 and "Traceback" not in err
