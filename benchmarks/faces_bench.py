@@ -1,6 +1,6 @@
 """Measure ``--crop auto`` (the landmark tracker) against known truth, and its cost.
 
-``python -m lipx.benchmarks.faces_bench --wild DIR [--out DIR]``:
+``python -m lipx.benchmarks.faces_bench --wild DIR [--out DIR] [--package PKG --aligned DIR]``:
 
 - **wild streams**: every ``*.mp4`` of a ``lipx data synth --layout lrw-streams --wild`` folder,
   decoded and tracked frame by frame; each tracked mouth-box corner is mapped back into the
@@ -11,7 +11,8 @@
   aligned twin cuts, which includes the renderer's own head motion and placement jitter).
 - **astronaut**: scikit-image's photograph under known transforms (moved, scaled 0.8-1.3,
   rotated +-20 degrees, re-lit 0.6-1.3, Gaussian noise sigma 6, JPEG quality 60), each tracked
-  for 5 frames; the box against the upright photo's box mapped by the same transform.
+  for 5 frames; the box against the upright photo's box mapped by the same transform (cases
+  where no face is found count in ``not_found``, their ``max_corner_px`` null).
 - **jitter**: the photograph still in a 640x480 frame for 100 frames with fresh noise each
   frame: standard deviation of each corner (px of the 256 face) after the first 10 frames.
 - **lag**: the photograph moving at a constant 100 px/s: how far the box trails the truth,
@@ -19,6 +20,9 @@
 - **recovery**: face for 30 frames, 20 frames of background, the face again: frames after its
   return until the box is within 3 px of the truth.
 - **faceless**: grey, noise, gradient and photo-without-face frames: how many report a face.
+- **reading** (with ``--package PKG --aligned DIR``): a lipreading package's WER, false words
+  and compute per frame on the wild streams with ``--crop auto`` and on their aligned twins
+  (``lipx data synth`` of the same streams without ``--wild``) with ``--crop lrw``.
 - **cost**: milliseconds per tracked frame (mesh, fit, smoothing, warp) and per detection frame,
   640x480 and 1280x720, one onnxruntime and one OpenCV thread; best of 3 runs per frame.
 """
@@ -122,12 +126,15 @@ def astronaut_transforms(photo: np.ndarray) -> dict:
         for _ in range(5):
             frame = _astronaut_frame(photo, m, (640, 480), rng, light, 6.0, jpeg)
             r = tracker(frame)
-        err = (face_px_error(r.corners, apply(m, ref)) if r.corners is not None
-               else np.full(4, np.inf))
-        errors += list(err)
+        worst = None
+        if r.corners is not None:
+            err = face_px_error(r.corners, apply(m, ref))
+            errors += list(err)
+            worst = round(float(err.max()), 3)
         cases.append({"scale": round(scale, 3), "degrees": round(deg, 2), "light": round(light, 2),
-                      "jpeg": jpeg, "max_corner_px": round(float(err.max()), 3)})
-    return {"corners_px": stats(errors), "cases": cases}
+                      "jpeg": jpeg, "max_corner_px": worst})
+    not_found = sum(c["max_corner_px"] is None for c in cases)
+    return {"corners_px": stats(errors), "not_found": not_found, "cases": cases}
 
 
 def jitter_lag_recovery(photo: np.ndarray) -> dict:
@@ -214,10 +221,30 @@ def cost(photo: np.ndarray) -> dict:
     return out
 
 
+def reading(package: Path, wild: Path, aligned: Path) -> dict:
+    """A lipreading package streamed over the wild streams with ``--crop auto`` and over their
+    aligned twins (the same streams before the placement) with ``--crop lrw``: WER, false
+    words and compute per frame (crop stage included) of each, by ``lipx eval-stream``'s
+    evaluator."""
+    from lipx.runtime import stream_eval as se
+    from lipx.runtime.stream import StreamOptions
+
+    out = {}
+    for crop, folder in (("auto", wild), ("lrw", aligned)):
+        opts = se.StreamEvalOptions(package, folder, StreamOptions(crop=crop), exactness=False)
+        report = se.evaluate_streams(opts)
+        out[crop] = {"streams": str(folder), "n": report.streams, "scores": report.scores,
+                     "latency": report.latency}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Measure --crop auto against known truth.")
     parser.add_argument("--wild", type=Path, help="a lrw-streams --wild folder")
     parser.add_argument("--out", type=Path, help="folder for faces_bench.json")
+    parser.add_argument("--package", type=Path, help="a lipreading package to read the --wild "
+                        "streams with --crop auto and their --aligned twins with --crop lrw")
+    parser.add_argument("--aligned", type=Path, help="the --wild streams made without --wild")
     args = parser.parse_args()
     from lipx.benchmarks.moving_face import astronaut
 
@@ -226,11 +253,13 @@ def main() -> None:
     if args.wild:
         report["wild"] = wild_streams(args.wild)
         report["wild"]["folder"] = str(args.wild)
+    if args.package and args.wild and args.aligned:
+        report["reading"] = reading(args.package, args.wild, args.aligned)
     report["astronaut"] = astronaut_transforms(photo)
     report["still"] = jitter_lag_recovery(photo)
     report["faceless"] = faceless(photo)
     report["cost"] = cost(photo)
-    text = json.dumps(report, indent=1)
+    text = json.dumps(report, indent=1, allow_nan=False)
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
