@@ -336,6 +336,7 @@ def serve_on_ray(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: R
     local = ray_opts.address == "local"
     for path in packages:  # refused before any cluster is reached
         Package.open(path)
+    _check_reachable(ray_opts.address)
     try:
         ray.init(address=None if local else ray_opts.address, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False)
@@ -383,6 +384,22 @@ def serve_on_ray(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: R
             serve.shutdown()
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """A ``host:port`` (GCS) or ``ray://host:port`` address that takes no TCP connection is
+    refused at once (``ray.init`` would retry it for minutes)."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--ray must be auto, local, HOST:PORT or ray://HOST:PORT, "
+                         f"got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=5.0).close()
+    except OSError as e:
+        raise InputError(f"cannot reach a Ray cluster at {address!r}: {e.strerror or e} "
+                         f"(start one with `ray start --head`, or use --ray local)") from None
 
 
 def _running_http() -> tuple[str, int] | None:
