@@ -481,6 +481,7 @@ def eval_stream(
     threshold: ThresholdOption = None,
     agreement: AgreementOption = None,
     lookahead: LookaheadOption = None,
+    crop: CropOption = "lrw",
     max_streams: Annotated[int, typer.Option(help="Score at most N streams (0: all).")] = 0,
     json_out: JsonOption = None,
     sweep: Annotated[Optional[list[str]], typer.Option(
@@ -507,7 +508,7 @@ def eval_stream(
     stream = StreamOptions(engine=engine.value, device=device,
                            precision=precision.value if precision else None, window=window,
                            stride=stride, threshold=threshold, agreement=agreement,
-                           lookahead=lookahead)
+                           lookahead=lookahead, crop=crop)
     opts = se.StreamEvalOptions(package, streams, stream, max_streams=max_streams)
     loaded = se.load_set(opts)  # bad input fails before any progress bar
     if grid:
