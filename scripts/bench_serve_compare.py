@@ -27,6 +27,7 @@ the whole video if shorter (its rows say how many frames).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,22 +92,34 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def serve_config(name: str, pkg: Path, video: Path, out: Path, ramp: list[int],
-                 seconds: float) -> dict[str, Any]:
-    """(a) or (b): a server with ``SERVERS[name]``'s options under bench-serve's ramp."""
-    extra = SERVERS[name]
-    log(f"== {name}: lipx serve {' '.join(extra) or '(defaults)'}, ramp {ramp}")
+def ramp_server(name: str, extra: list[str], pkg: Path, video: Path, out: Path,
+                ramp: list[int], seconds: float,
+                watch: Callable[[subprocess.Popen[bytes]], Any] | None = None
+                ) -> dict[str, Any]:
+    """``lipx serve PKG EXTRA`` under bench-serve's ramp; its report (also OUT/NAME.json).
+    ``watch(process)``, a context manager with ``summary()``, runs beside the ramp and adds
+    its summary as ``memory``."""
+    log(f"== {name}: lipx serve PKG {' '.join(extra) or '(defaults)'}, ramp {ramp}")
     proc, url = start_server(pkg, extra, max(ramp) + 8, out / f"serve-{name}.log")
     try:
-        opts = BenchServeOptions(url, video, streams=ramp, seconds=seconds, ramp=True,
-                                 json_path=out / f"{name}.json")
-        report = bench_serve(opts, progress=log)
+        with watch(proc) if watch else contextlib.nullcontext() as watcher:
+            opts = BenchServeOptions(url, video, streams=ramp, seconds=seconds, ramp=True,
+                                     json_path=out / f"{name}.json")
+            report = bench_serve(opts, progress=log)
     finally:
         stop_server(proc)
     report["server_args"] = ["serve", "PKG", "--max-streams", str(max(ramp) + 8), *extra]
+    if watcher is not None:
+        report["memory"] = watcher.summary()
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
     log(f"{name}: sustained {report['sustained']} streams")
     return report
+
+
+def serve_config(name: str, pkg: Path, video: Path, out: Path, ramp: list[int],
+                 seconds: float) -> dict[str, Any]:
+    """(a) or (b): a server with ``SERVERS[name]``'s options under bench-serve's ramp."""
+    return ramp_server(name, SERVERS[name], pkg, video, out, ramp, seconds)
 
 
 def run_processes(pkg: Path, video: Path, n: int, frames: int, folder: Path
@@ -185,44 +199,60 @@ def separate_config(pkg: Path, video: Path, out: Path, counts: list[int],
     return report
 
 
-def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
-    """Streams vs dropped %, emission p95 and memory, one line per configuration."""
+def plot_ramps(reports: dict[str, dict[str, Any]], path: Path, title: str,
+               memory: dict[str, str] | None = None, memory_title: str = "") -> None:
+    """Streams vs dropped %, emission p95 (and, with ``memory``, each configuration's memory
+    field), one line per configuration."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    memory = {"batched": "server_rss_mb", "unbatched": "server_rss_mb",
-              "separate": "rss_mb_total"}
+    panels = 3 if memory else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.2))
     for name, report in reports.items():
         runs = report["runs"]
         n = [r["streams"] for r in runs]
         axes[0].plot(n, [r["dropped_pct"] for r in runs], "o-", label=name)
         axes[1].plot(n, [r["emission_p95_s"] for r in runs], "o-", label=name)
-        axes[2].plot(n, [r[memory[name]] for r in runs], "o-", label=name)
+        if memory:
+            axes[2].plot(n, [r[memory[name]] for r in runs], "o-", label=name)
     axes[1].axhline(1.0, color="grey", linestyle=":", linewidth=1)
-    titles = ["frames dropped (%)", "emission latency p95 (s)", "memory (MB): server RSS, or "
-              "the processes' peak RSS summed"]
-    for ax, title in zip(axes, titles):
-        ax.set_title(title, fontsize=10)
+    titles = ["frames dropped (%)", "emission latency p95 (s)", memory_title]
+    for ax, name in zip(axes, titles):
+        ax.set_title(name, fontsize=10)
         ax.set_xlabel("streams")
         ax.grid(alpha=0.3)
         ax.legend()
-    fps = next(iter(reports.values()))["fps"]
-    fig.suptitle(f"one package, camera-paced streams at {fps:g} fps, {os.cpu_count()} cores "
-                 f"({platform.processor() or platform.machine()})", fontsize=11)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
+    """The three ways: drops, emission p95 and memory against streams."""
+    fps = next(iter(reports.values()))["fps"]
+    plot_ramps(reports, path,
+               f"one package, camera-paced streams at {fps:g} fps, {os.cpu_count()} cores "
+               f"({platform.processor() or platform.machine()})",
+               memory={"batched": "server_rss_mb", "unbatched": "server_rss_mb",
+                       "separate": "rss_mb_total"},
+               memory_title="memory (MB): server RSS, or the processes' peak RSS summed")
+
+
+def ramp_arguments(doc: str) -> argparse.ArgumentParser:
+    """PKG VIDEO OUT [--seconds] [--ramp]: what every serving comparison takes."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("pkg", type=Path)
     parser.add_argument("video", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--ramp", default=",".join(map(str, DEFAULT_RAMP)))
+    return parser
+
+
+def main() -> None:
+    parser = ramp_arguments(__doc__)
     parser.add_argument("--separate", default="4,8,16")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

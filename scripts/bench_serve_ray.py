@@ -22,7 +22,6 @@ Timings: run it on an otherwise quiet machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -33,9 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_serve_compare import free_port, log, start_server, stop_server
-
-from lipx.serve.bench import DEFAULT_RAMP, BenchServeOptions, bench_serve
+from bench_serve_compare import (
+    free_port,
+    log,
+    plot_ramps,
+    ramp_arguments,
+    ramp_server,
+)
 
 RAY = Path(sys.executable).with_name("ray")
 RAY_SYSTEM = ("raylet", "gcs_server", "ServeController", "ProxyActor", "dashboard",
@@ -107,6 +110,12 @@ class MemorySampler:
                 "ray_rss_mb_peak": round(max(ray_own), 1)}
 
 
+def _watcher(extra: list[str]) -> Any:
+    """The memory sampler of a configuration: the server itself, or the Ray replicas (and the
+    ``lipx serve --ray`` driver counted with Ray's own processes)."""
+    return lambda proc: MemorySampler(None if extra else proc.pid, proc.pid if extra else None)
+
+
 def configs(cores: int, address: str) -> dict[str, list[str]]:
     half = max(cores / 2, 0.5)
     return {"plain": [],
@@ -114,55 +123,8 @@ def configs(cores: int, address: str) -> dict[str, list[str]]:
             "ray-2": ["--ray", address, "--replicas", "2", "--cpus-per-replica", f"{half:g}"]}
 
 
-def run_config(name: str, extra: list[str], pkg: Path, video: Path, out: Path,
-               ramp: list[int], seconds: float) -> dict[str, Any]:
-    log(f"== {name}: lipx serve PKG {' '.join(extra) or '(defaults)'}, ramp {ramp}")
-    proc, url = start_server(pkg, extra, max(ramp) + 8, out / f"serve-{name}.log")
-    try:
-        with MemorySampler(None if extra else proc.pid, proc.pid if extra else None) as memory:
-            opts = BenchServeOptions(url, video, streams=ramp, seconds=seconds, ramp=True,
-                                     json_path=out / f"{name}.json")
-            report = bench_serve(opts, progress=log)
-    finally:
-        stop_server(proc)
-    report["server_args"] = ["serve", "PKG", "--max-streams", str(max(ramp) + 8), *extra]
-    report["memory"] = memory.summary()
-    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    log(f"{name}: sustained {report['sustained']} streams; memory {report['memory']}")
-    return report
-
-
-def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for name, report in reports.items():
-        runs = report["runs"]
-        n = [r["streams"] for r in runs]
-        axes[0].plot(n, [r["dropped_pct"] for r in runs], "o-", label=name)
-        axes[1].plot(n, [r["emission_p95_s"] for r in runs], "o-", label=name)
-    axes[1].axhline(1.0, color="grey", linestyle=":", linewidth=1)
-    for ax, title in zip(axes, ["frames dropped (%)", "emission latency p95 (s)"]):
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("streams")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"lipx serve, plain and on Ray, {os.cpu_count()} cores", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("pkg", type=Path)
-    parser.add_argument("video", type=Path)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--ramp", default=",".join(map(str, DEFAULT_RAMP)))
-    args = parser.parse_args()
+    args = ramp_arguments(__doc__).parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     ramp = [int(n) for n in args.ramp.split(",")]
     cores = os.cpu_count() or 1
@@ -172,8 +134,8 @@ def main() -> None:
                    check=True, capture_output=True)
     started = time.perf_counter()
     try:
-        reports = {name: run_config(name, extra, args.pkg, args.video, args.out, ramp,
-                                    args.seconds)
+        reports = {name: ramp_server(name, extra, args.pkg, args.video, args.out, ramp,
+                                     args.seconds, watch=_watcher(extra))
                    for name, extra in configs(cores, f"127.0.0.1:{port}").items()}
     finally:
         subprocess.run([str(RAY), "stop"], capture_output=True)
@@ -184,7 +146,8 @@ def main() -> None:
                "ray": ray.__version__}
     (args.out / "ray-compare.json").write_text(json.dumps(
         {"machine": machine, "package": str(args.pkg), **reports}, indent=1) + "\n")
-    plot(reports, args.out / "ray-compare.png")
+    plot_ramps(reports, args.out / "ray-compare.png",
+               f"lipx serve, plain and on Ray, {cores} cores")
     log("sustained: " + ", ".join(f"{k} {v['sustained']}" for k, v in reports.items())
         + f"; wrote {args.out}/ray-compare.json | {time.perf_counter() - started:.0f} s")
 
