@@ -93,6 +93,7 @@ CropOption = Annotated[str, typer.Option(
 ThreadsOption = Annotated[Optional[int], typer.Option(
     help="Intra-op threads per engine call, PyTorch's and onnxruntime's (default: theirs; "
     "serve: 1 on the CPU, where its front-end and backend calls run side by side).")]
+MaxFramesOption = Annotated[Optional[int], typer.Option(help="Stop after N frames.")]
 TritonOption = Annotated[Optional[str], typer.Option(
     help="Make the engine calls on the Triton Inference Server at http://HOST:PORT that serves "
     "this package's repository (lipx export --format triton); the streams' state stays here.")]
@@ -604,16 +605,15 @@ def crop(
     jsonl: Annotated[Optional[Path], typer.Option(
         help="Write per-frame mouth box corners in source pixels as JSON lines: frame, t, "
         "found, held, corners (null without a face).")] = None,
-    device: Annotated[str, typer.Option(
-        help="Device of the face models: cpu, cuda or tensorrt.")] = "cpu",
-    max_frames: Annotated[Optional[int], typer.Option(help="Stop after N frames.")] = None,
+    device: EngineDeviceOption = None,
+    max_frames: MaxFramesOption = None,
 ) -> None:
     """Show what the model sees of a face: the mouth crop of every frame (--crop auto tracks
-    the face as lipx stream does) and the mouth box corners."""
+    the face as lipx stream does, its face models on --device) and the mouth box corners."""
     from lipx.runtime.crop_view import CropOptions, crop_video
 
     started = time.perf_counter()
-    opts = CropOptions(crop=crop, device=device, max_frames=max_frames)
+    opts = CropOptions(crop=crop, device=device or "cpu", max_frames=max_frames)
     with _progress(f"crop {crop}", None) as advance:
         report = crop_video(source, opts, video=out, jsonl=jsonl,
                             progress=lambda n, total: advance(n, {}, total))
@@ -682,7 +682,7 @@ def stream(
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Recompute every window with model.onnx instead of caching per-frame "
         "features (to measure the cache).")] = False,
-    max_frames: Annotated[Optional[int], typer.Option(help="Stop after N frames.")] = None,
+    max_frames: MaxFramesOption = None,
     pipeline: Annotated[Optional[bool], typer.Option(
         "--pipeline/--no-pipeline", help="Run the backend and head on a worker thread while "
         "the next frames are read (default: on for live and --realtime sources).")] = None,

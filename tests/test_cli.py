@@ -13,6 +13,7 @@ from lipx import cli
 
 PER_COMMAND = {
     "out": "--out/-o everywhere, but what it writes is each command's",
+    "jsonl": "JSON lines of what each command makes: stream's results, crop's mouth boxes",
     "src": "the input each command converts or prepares",
     "checkpoint": "export's argument, eval's argument, bench's --checkpoint beside its target",
     "data": "train and eval: a corpus argument (one definition); bench: --data beside its target",
@@ -27,7 +28,8 @@ PER_COMMAND = {
 }
 """Parameter names that several commands use for different things, and why."""
 TWO_KINDS = {
-    "device": "PyTorch's device (train, eval, bench) or the engine's (stream, eval-stream)",
+    "device": "PyTorch's device (train, eval, bench) or the engine's (stream, eval-stream, "
+              "serve, crop)",
     "engine": "an engine (export, stream, eval-stream); bench: an engine or one of its rows, "
               "repeatable",
 }
