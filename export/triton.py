@@ -53,11 +53,6 @@ class TritonSettings:
     workspace_mb: int = 2048
 
 
-model_name = triton_model_name
-"""Triton model name of a graph (``<name>_<role>``) or of the ensemble (role None); the
-runtime's :class:`~lipx.runtime.triton_runner.TritonRunner` calls the same names."""
-
-
 def _tensor(t: TensorInfo, drop_batch: bool = True) -> str:
     dims = [d if isinstance(d, int) else -1 for d in t.shape[1 if drop_batch else 0:]]
     return (f'  {{\n    name: "{t.name}"\n    data_type: {_TYPES[t.dtype]}\n'
@@ -86,7 +81,7 @@ def graph_config(manifest: Manifest, role: str, settings: TritonSettings) -> str
     """config.pbtxt of one graph."""
     info, graph = BACKENDS[settings.engine], _graph(manifest, role, settings)
     kind = "KIND_GPU" if settings.kind == "gpu" else "KIND_CPU"
-    text = (f'name: "{model_name(manifest, role)}"\nbackend: "{info.triton_backend}"\n'
+    text = (f'name: "{triton_model_name(manifest, role)}"\nbackend: "{info.triton_backend}"\n'
             f"max_batch_size: {settings.max_batch}\n{_io(graph.inputs, graph.outputs)}"
             f"instance_group [\n  {{\n    count: {settings.instances}\n    kind: {kind}\n  }}\n]\n"
             f"dynamic_batching {{\n  max_queue_delay_microseconds: {settings.queue_delay_us}\n}}\n")
@@ -115,11 +110,11 @@ def ensemble_config(manifest: Manifest, settings: TritonSettings) -> str:
         return f'    {{\n      model_name: "{name}"\n      model_version: -1\n{maps}    }}'
 
     steps = [
-        step(model_name(manifest, "frontend"), [video.name], [front.outputs[0].name]),
-        step(model_name(manifest, "backend"), [features, *(t.name for t in extra)],
+        step(triton_model_name(manifest, "frontend"), [video.name], [front.outputs[0].name]),
+        step(triton_model_name(manifest, "backend"), [features, *(t.name for t in extra)],
              [t.name for t in back.outputs]),
     ]
-    return (f'name: "{model_name(manifest)}"\nplatform: "ensemble"\n'
+    return (f'name: "{triton_model_name(manifest)}"\nplatform: "ensemble"\n'
             f"max_batch_size: {settings.max_batch}\n{_io((video, *extra), whole.outputs)}"
             "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n")
 
@@ -134,7 +129,7 @@ def write_repository(manifest: Manifest, package: Path, path: Path,
     """
     names = []
     for role in ROLES:
-        name = model_name(manifest, role)
+        name = triton_model_name(manifest, role)
         version = path / name / "1"
         version.mkdir(parents=True)
         src, _ = PackageArtifacts(Package(package, manifest)).get(settings.engine, role,
@@ -142,10 +137,10 @@ def write_repository(manifest: Manifest, package: Path, path: Path,
         shutil.copyfile(src, version / _file(settings))
         (path / name / "config.pbtxt").write_text(graph_config(manifest, role, settings))
         names.append(name)
-    ensemble = path / model_name(manifest)
+    ensemble = path / triton_model_name(manifest)
     (ensemble / "1").mkdir(parents=True)
     (ensemble / "config.pbtxt").write_text(ensemble_config(manifest, settings))
-    return [*names, model_name(manifest)]
+    return [*names, triton_model_name(manifest)]
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -208,7 +203,7 @@ def validate_repository(path: Path, manifest: Manifest, settings: TritonSettings
     """Problems found in the repository at ``path`` (empty when it matches the manifest)."""
     problems = []
     for role in ROLES:
-        name = model_name(manifest, role)
+        name = triton_model_name(manifest, role)
         graph, file = _graph(manifest, role, settings), _file(settings)
         if not (path / name / "1" / file).is_file():
             problems.append(f"{name}: missing 1/{file}")
@@ -236,7 +231,7 @@ def _check_config(file: Path, name: str, graph: GraphInfo, settings: TritonSetti
 
 
 def _check_ensemble(path: Path, manifest: Manifest) -> list[str]:
-    name = model_name(manifest)
+    name = triton_model_name(manifest)
     file = path / name / "config.pbtxt"
     if not file.is_file():
         return [f"{name}: missing config.pbtxt"]

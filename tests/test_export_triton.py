@@ -11,12 +11,12 @@ from lipx.export.triton import (
     TritonSettings,
     ensemble_config,
     graph_config,
-    model_name,
     parse_pbtxt,
     validate_repository,
     write_repository,
 )
 from lipx.package import EngineInfo, GraphInfo, Manifest, TensorInfo
+from lipx.runtime.triton_runner import triton_model_name
 from lipx.tasks import Schedule, task_spec
 from lipx.video import VideoSpec
 
@@ -109,7 +109,7 @@ def test_validation_finds_drift_from_the_manifest(tmp_path):
 
 
 def test_names_and_parser():
-    assert model_name(lip2speech_manifest(), "backend") == "vca_gan_small_backend"
+    assert triton_model_name(lip2speech_manifest(), "backend") == "vca_gan_small_backend"
     assert parse_pbtxt('a: 1 b { c: "x" d: [1, 2] } b { c: "y" } # note\ne: 1.5') == {
         "a": [1], "b": [{"c": ["x"], "d": [[1, 2]]}, {"c": ["y"]}], "e": [1.5]}
     with pytest.raises(Exception, match="cannot parse"):
