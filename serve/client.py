@@ -241,10 +241,16 @@ class _Remote:
                 stop.set()
 
         reader = loop.run_in_executor(None, read)
+        going_on = False
         try:
             return await self._receive(ws, sinks)
+        except Lost:
+            going_on = True  # the next session reads on from the same source
+            raise
         finally:
             stop.set()
+            if not going_on:
+                source.close()  # unblocks a reader waiting on a live source
             await reader
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse,
