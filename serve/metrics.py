@@ -17,6 +17,8 @@ import resource
 import threading
 from collections.abc import Iterable, Mapping
 
+FORMAT_HEADERS = {"X-Prometheus-Format": "0.0.4"}
+"""Headers of a ``/metrics`` answer (text/plain, UTF-8): the exposition format's version."""
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5,
                    2.0, 5.0)
 """Seconds: engine steps (ms) up to emission latencies (about a second)."""

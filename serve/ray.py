@@ -61,6 +61,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from lipx.errors import InputError  # noqa: E402
 from lipx.package import Package  # noqa: E402
+from lipx.serve.metrics import FORMAT_HEADERS  # noqa: E402
 from lipx.serve.server import SHUTDOWN_S, STATIC, ServeOptions, Server  # noqa: E402
 from lipx.serve.socket import Message, close_reason  # noqa: E402
 
@@ -253,8 +254,7 @@ class Replica:
 
     @api.get("/metrics")
     async def metrics(self) -> Response:
-        return PlainTextResponse(self.server.metrics_page(),
-                                 headers={"X-Prometheus-Format": "0.0.4"})
+        return PlainTextResponse(self.server.metrics_page(), headers=FORMAT_HEADERS)
 
     @api.websocket("/ws")
     async def ws(self, websocket: WebSocket) -> None:
@@ -271,17 +271,18 @@ class Replica:
         self.server.close()
 
 
-def application(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: RayOptions,
-                gpus: float = 0.0) -> Application:
-    """The deployment, bound: ``serve.run`` starts it.
-
-    Packages are opened here first (a bad one is refused before any replica starts) and passed
-    by absolute path: every node of the cluster must see them there.
-    """
-    paths = []
+def package_paths(packages: Sequence[str | Path]) -> list[str]:
+    """The packages, each opened here first (a bad one is refused before any replica starts),
+    as absolute paths: every node of the cluster must see them there."""
     for path in packages:
         Package.open(path)
-        paths.append(str(Path(path).resolve()))
+    return [str(Path(path).resolve()) for path in packages]
+
+
+def application(paths: Sequence[str], opts: ServeOptions, ray_opts: RayOptions,
+                gpus: float = 0.0) -> Application:
+    """The deployment of the packages at ``paths`` (:func:`package_paths`), bound:
+    ``serve.run`` starts it."""
     workers = opts.workers or max(1, round(ray_opts.cpus_per_replica))
     replica_opts = replace(opts, workers=workers, certfile=None, keyfile=None)
     deployment = Replica.options(  # type: ignore[attr-defined]
@@ -308,7 +309,8 @@ def build(args: dict[str, str]) -> Application:
         else:
             raise InputError(f"unknown argument {key}= (see lipx.serve.ray.build)")
     opts, ray_opts = ServeOptions(**serve_kw), RayOptions(**ray_kw)
-    return application(packages, opts, ray_opts, ray_opts.gpus_per_replica or 0.0)
+    return application(package_paths(packages), opts, ray_opts,
+                       ray_opts.gpus_per_replica or 0.0)
 
 
 def _typed(key: str, text: str) -> Any:
@@ -334,8 +336,7 @@ def serve_on_ray(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: R
             deployment fails to start (a replica's error is in Ray's logs).
     """
     local = ray_opts.address == "local"
-    for path in packages:  # refused before any cluster is reached
-        Package.open(path)
+    paths = package_paths(packages)  # refused before any cluster is reached
     _check_reachable(ray_opts.address)
     try:
         ray.init(address=None if local else ray_opts.address, include_dashboard=False,
@@ -367,7 +368,7 @@ def serve_on_ray(packages: Sequence[str | Path], opts: ServeOptions, ray_opts: R
             raise InputError("another lipx serve --ray already serves on this cluster (one "
                              "deployment per cluster: stop it first)") from None
         serve.start(http_options=http)
-        app = application(packages, opts, ray_opts, gpus)
+        app = application(paths, opts, ray_opts, gpus)
         try:
             serve.run(app, name=APP_NAME, route_prefix="/")
         except RuntimeError as e:
@@ -449,4 +450,4 @@ def _wait_for_signal() -> None:
 
 
 __all__ = ["RayOptions", "Replica", "StarletteSocket", "application", "build",
-           "serve_on_ray"]
+           "package_paths", "serve_on_ray"]

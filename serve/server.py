@@ -35,7 +35,7 @@ from lipx.runtime.batcher import MAX_BATCH_LIMIT, MAX_WORKERS, Batcher
 from lipx.runtime.options import EngineOptions
 from lipx.runtime.pipeline import Pipeline
 from lipx.serve.connection import Connection
-from lipx.serve.metrics import Metrics
+from lipx.serve.metrics import FORMAT_HEADERS, Metrics
 from lipx.serve.protocol import PROTOCOL, ProtocolError
 from lipx.serve.socket import AiohttpSocket, Socket
 from lipx.tasks import MAX_FRAMES
@@ -213,7 +213,7 @@ class Server:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.metrics_page(), content_type="text/plain",
-                            charset="utf-8", headers={"X-Prometheus-Format": "0.0.4"})
+                            charset="utf-8", headers=FORMAT_HEADERS)
 
     def describe(self) -> dict[str, Any]:
         """``/models``: the protocol and the models served (the first is the default)."""
