@@ -17,7 +17,6 @@ Torch-free.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import threading
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from lipx.errors import ManifestError
+from lipx.files import file_sha256
 from lipx.runtime.backends import BACKENDS
 from lipx.runtime.runner import Runner
 
@@ -60,15 +60,26 @@ def face_asset(name: str, folder: Path | None = None) -> Path:
     except (OSError, ValueError, KeyError) as e:
         raise ManifestError(f"face model {name!r}: cannot read {folder / 'faces.json'} ({e}); "
                             "reinstall lipx or rerun scripts/face_assets.py") from e
-    path = folder / entry["file"]
+    return checked_asset(folder / entry["file"], entry["sha256"], "face model", "faces.json",
+                         "scripts/face_assets.py")
+
+
+def checked_asset(path: Path, expected: str, what: str, record: str, remake: str) -> Path:
+    """``path`` once its sha256 is ``expected`` (as ``record`` says).
+
+    Raises:
+        ManifestError: the file cannot be read, or it is corrupt or replaced (rebuilt by
+            ``remake``).
+    """
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
     except OSError as e:
-        raise ManifestError(f"face model {path} cannot be read ({e}); reinstall lipx") from e
-    if digest != entry["sha256"]:
-        raise ManifestError(f"face model {path} has sha256 {digest[:12]}..., faces.json says "
-                            f"{entry['sha256'][:12]}...; the file is corrupt or was replaced: "
-                            "reinstall lipx or rerun scripts/face_assets.py")
+        raise ManifestError(f"{what} {path} cannot be read ({e}); reinstall lipx or rerun "
+                            f"{remake}") from e
+    if digest != expected:
+        raise ManifestError(f"{what} {path} has sha256 {digest[:12]}..., {record} says "
+                            f"{expected[:12]}...; the file is corrupt or was replaced: "
+                            f"reinstall lipx or rerun {remake}")
     return path
 
 

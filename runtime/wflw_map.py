@@ -19,7 +19,6 @@ sha256 in ``mesh_to_wflw.json``; the digest is checked before loading. Torch-fre
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,7 +28,7 @@ import numpy as np
 
 from lipx.errors import ManifestError
 from lipx.landmarks import N_POINTS, similarity_transform
-from lipx.runtime.faces import apply, asset_folder, invert
+from lipx.runtime.faces import apply, asset_folder, checked_asset, invert
 
 MAP_FILE = "mesh_to_wflw.npz"
 MAP_META = "mesh_to_wflw.json"
@@ -117,12 +116,8 @@ def load_map(folder: Path) -> WflwMap:
     path = folder / MAP_FILE
     try:
         expected = json.loads((folder / MAP_META).read_text())["sha256"]
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
     except (OSError, ValueError, KeyError) as e:
-        raise ManifestError(f"cannot read the face calibration {path} or {MAP_META} ({e}); "
+        raise ManifestError(f"cannot read the face calibration's {folder / MAP_META} ({e}); "
                             "reinstall lipx or rerun scripts/face_calibration.py") from e
-    if digest != expected:
-        raise ManifestError(f"face calibration {path} has sha256 {digest[:12]}..., {MAP_META} "
-                            f"says {expected[:12]}...; the file is corrupt or was replaced: "
-                            "reinstall lipx or rerun scripts/face_calibration.py")
-    return WflwMap.load(path)
+    return WflwMap.load(checked_asset(path, expected, "face calibration", MAP_META,
+                                      "scripts/face_calibration.py"))
