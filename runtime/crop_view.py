@@ -33,8 +33,7 @@ import numpy as np
 from lipx.errors import InputError
 from lipx.runtime.events import FrameEvent
 from lipx.runtime.mp4 import BOX_RGB, HELD_BOX_RGB, AnnotatedVideoSink
-from lipx.runtime.options import CROPS
-from lipx.runtime.roi import MouthROI, RoiResult, make_roi
+from lipx.runtime.roi import MouthROI, RoiResult, check_crop, make_roi
 from lipx.runtime.sinks import Sink
 from lipx.runtime.sources import Frame, open_source
 from lipx.video import FPS, VideoSpec, denormalise, mouth_crop_frame
@@ -56,8 +55,7 @@ class CropOptions:
     """Stop after this many frames (None: until the source ends)."""
 
     def __post_init__(self) -> None:
-        if self.crop not in CROPS:
-            raise InputError(f"unknown --crop {self.crop!r}; choose from: {', '.join(CROPS)}")
+        check_crop(self.crop)
         if self.max_frames is not None and self.max_frames < 1:
             raise InputError(f"--max-frames must be >= 1, got {self.max_frames}")
 

@@ -18,12 +18,12 @@ from lipx.errors import InputError
 from lipx.package import Manifest
 from lipx.runtime.backends import BACKENDS
 from lipx.runtime.package_runners import resolve_backend
+from lipx.runtime.roi import check_crop
 from lipx.runtime.task import HeadOptions
 from lipx.runtime.tasks import stream_task
 from lipx.runtime.triton_runner import triton_url
 from lipx.tasks import MAX_FRAMES, Schedule
 
-CROPS = ("lrw", "auto")
 HEAD_FIELDS = ("threshold", "agreement", "min_gap", "pad", "lookahead", "crossfade", "gl_iters")
 """Stream options that are head options (each task's unit takes those it has)."""
 
@@ -112,8 +112,7 @@ class StreamOptions:
 
     def __post_init__(self) -> None:
         resolve_backend(self.engine, self.device, self.precision)
-        if self.crop not in CROPS:
-            raise InputError(f"unknown --crop {self.crop!r}; choose from: {', '.join(CROPS)}")
+        check_crop(self.crop)
         Schedule.check(self.window, self.stride)
         for name in ("chunk", "agreement", "gl_iters", "max_frames", "threads", "blas_threads"):
             value = getattr(self, name)

@@ -159,6 +159,16 @@ class OneEuroFilter:
         return self._x.copy()
 
 
+CROPS = ("lrw", "auto")
+"""The ``--crop`` choices: a fixed box of an aligned face, or the landmark tracker."""
+
+
+def check_crop(crop: str) -> None:
+    """InputError unless ``crop`` is one of :data:`CROPS`."""
+    if crop not in CROPS:
+        raise InputError(f"unknown --crop {crop!r}; choose from: {', '.join(CROPS)}")
+
+
 def make_roi(crop: str, fps: float = FPS, **kwargs: object) -> MouthROI:
     """The ROI for a ``--crop`` choice: ``lrw`` (fixed box) or ``auto`` (landmark tracker).
 

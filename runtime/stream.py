@@ -31,8 +31,9 @@ from lipx.package import Manifest, Package
 from lipx.runtime.events import FrameEvent
 from lipx.runtime.heads import Head
 from lipx.runtime.mp4 import AnnotatedVideoSink
-from lipx.runtime.options import CROPS, EngineOptions, StreamOptions
+from lipx.runtime.options import EngineOptions, StreamOptions
 from lipx.runtime.pipeline import Pipeline, check_stream
+from lipx.runtime.roi import CROPS
 from lipx.runtime.session import Session, WindowHook
 from lipx.runtime.sinks import JsonLines, Sink, SinkGroup, TextOut
 from lipx.runtime.sources import Source, open_source
