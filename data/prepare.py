@@ -258,14 +258,13 @@ def _landmarks(job: ClipJob, frames: int) -> np.ndarray:
     if len(points) < frames:
         log.debug("%s: %d landmark frames for %d video frames", job.clip_id, len(points), frames)
     n = min(frames, len(points))
-    found = np.flatnonzero(~np.isnan(points[:n]).any(axis=(1, 2)))
-    if found.size == 0:
+    known = ~np.isnan(points[:n]).any(axis=(1, 2))
+    if not known.any():
         raise _Unusable("missing_landmarks", "no frame of the landmark file has points")
-    nearest = found[np.abs(np.arange(n)[:, None] - found[None, :]).argmin(axis=1)]
-    return points[nearest]
+    return points[_nearest_known(known)]
 
 
-def _nearest_known(known: list[bool]) -> np.ndarray:
+def _nearest_known(known: list[bool] | np.ndarray) -> np.ndarray:
     """For each frame, the index of the nearest frame whose ``known`` is true."""
     found = np.flatnonzero(known)
     return found[np.abs(np.arange(len(known))[:, None] - found[None, :]).argmin(axis=1)]
@@ -300,17 +299,16 @@ def _landmark_region(job: ClipJob) -> np.ndarray:
 
 
 def _grid_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
-    tracked = job.landmarks is None and job.tracker is not None
     if job.landmarks is None and job.tracker is not None:
-        region = _tracked_region(job, job.tracker())
+        region, aligned_by = _tracked_region(job, job.tracker()), "tracker"
     else:
-        region = _landmark_region(job)
+        region, aligned_by = _landmark_region(job), "landmarks"
     wav = highpass(_audio(job, len(region)), SAMPLE_RATE)
     aligned = read_align(job.align) if job.align else []
     words = [[w.start, w.end, w.word] for w in aligned]
     return region, fit_length(wav, len(region) * _SAMPLES_PER_FRAME), {
         "speaker": job.speaker, "text": " ".join(w.word for w in aligned), "words": words,
-        "aligned_by": "tracker" if tracked else "landmarks"}
+        "aligned_by": aligned_by}
 
 
 def _lrw_clip(job: ClipJob) -> tuple[np.ndarray, np.ndarray, dict]:
