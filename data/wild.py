@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lipx.files import atomic_write
+from lipx.landmarks import warp_face
 from lipx.video import FPS
 
 WILD_SIZE = (640, 480)
@@ -60,12 +62,9 @@ def place_in_wild(frames: np.ndarray, matrices: np.ndarray,
                   size: tuple[int, int] = WILD_SIZE) -> np.ndarray:
     """Warp each (H, W, 3) frame by its matrix into a ``size`` frame (bilinear, borders
     replicated). Returns (T, size[1], size[0], 3) uint8."""
-    import cv2
-
     out = np.empty((len(frames), size[1], size[0], 3), np.uint8)
     for i, (frame, m) in enumerate(zip(frames, matrices, strict=True)):
-        out[i] = cv2.warpAffine(frame, m, size, flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
+        out[i] = warp_face(frame, m, size)
     return out
 
 
@@ -89,9 +88,7 @@ def write_truth(path: Path, matrices: np.ndarray, landmarks: np.ndarray | None =
         fits = [similarity_transform(p, ref) for p in placed]
         doc["aligned"] = [[round(float(v), 6) for v in fit.ravel()] for fit in fits]
         doc["landmarks"] = [[round(float(v), 2) for v in p.ravel()] for p in placed]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc) + "\n")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(doc) + "\n"))
 
 
 def read_truth(path: Path, key: str = "matrices") -> np.ndarray:

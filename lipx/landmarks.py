@@ -176,17 +176,20 @@ def align_face(image: np.ndarray, points: np.ndarray, reference: np.ndarray | No
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def warp_face(image: np.ndarray, matrix: np.ndarray, size: int = 256) -> np.ndarray:
-    """Warp a frame by a (2, 3) source -> face matrix into the ``size`` face frame.
+def warp_face(image: np.ndarray, matrix: np.ndarray,
+              size: int | tuple[int, int] = 256) -> np.ndarray:
+    """Warp a frame by a (2, 3) matrix into the ``size`` face frame (or a (width, height) one).
 
-    The warp of ``--crop auto`` (:mod:`lipx.runtime.landmark_tracker`) and of ``lipx data
-    prepare``'s clips without landmark files: bilinear, borders replicated (a face near the
-    frame's edge gets no black band the model never saw in training).
+    The warp of ``--crop auto`` (:mod:`lipx.runtime.landmark_tracker`), of ``lipx data
+    prepare``'s clips without landmark files and of ``--wild`` streams (the face placed in a
+    larger frame): bilinear, borders replicated (a face near the frame's edge gets no black band
+    the model never saw in training).
 
     Returns:
-        (size, size[, 3]) uint8, with the channels of ``image``.
+        (height, width[, 3]) uint8, with the channels of ``image``.
     """
     import cv2  # lazy: only alignment needs OpenCV
 
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+    shape = (size, size) if isinstance(size, int) else size
+    return cv2.warpAffine(image, matrix, shape, flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
