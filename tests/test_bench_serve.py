@@ -3,9 +3,7 @@ options, and the whole client against a small protocol-speaking stand-in for ``l
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 pytest.importorskip("aiohttp")
 
 from aiohttp import WSMsgType, web  # noqa: E402
+from background_app import BackgroundApp  # noqa: E402
 from stream_fixtures import write_video  # noqa: E402
 
 from lipx.errors import InputError  # noqa: E402
@@ -190,29 +189,12 @@ class FakeServer:
 
     def __init__(self, capacity: int) -> None:
         self.capacity, self.active, self.frames = capacity, 0, 0
-        self.loop = asyncio.new_event_loop()
-        self.started = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        assert self.started.wait(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        app = web.Application()
-        app.add_routes([web.get("/models", self._models), web.get("/metrics", self._metrics),
-                        web.get("/ws", self._ws)])
-        self.runner = web.AppRunner(app)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = self.runner.addresses[0][1]
-        self.started.set()
-        self.loop.run_forever()
+        self.app = BackgroundApp([web.get("/models", self._models),
+                                  web.get("/metrics", self._metrics), web.get("/ws", self._ws)])
+        self.port = self.app.port
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.app.stop()
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"protocol": 1, "models": [

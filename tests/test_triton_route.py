@@ -9,9 +9,7 @@ the stream's state kept locally) and the repository's layout, not Triton itself.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import pytest
 pytest.importorskip("aiohttp")
 
 from aiohttp import web  # noqa: E402
+from background_app import BackgroundApp  # noqa: E402
 from serve_helpers import Recorder, stream_alone  # noqa: E402
 
 from lipx.errors import BackendUnavailableError, InputError  # noqa: E402
@@ -51,27 +50,10 @@ class StandIn:
                 runner.activate()
                 self.runners[model.name] = runner
         self.requests = {name: 0 for name in self.runners}
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-        assert self.ready.wait(30)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        app = web.Application(client_max_size=64 << 20)
-        app.add_routes([web.get("/v2/models/{name}/ready", self._ready),
-                        web.post("/v2/models/{name}/infer", self._infer)])
-        self.app_runner = web.AppRunner(app)
-        self.loop.run_until_complete(self.app_runner.setup())
-        site = web.TCPSite(self.app_runner, "127.0.0.1", self.port)
-        self.loop.run_until_complete(site.start())
-        self.ready.set()
-        self.loop.run_forever()
+        self.app = BackgroundApp([web.get("/v2/models/{name}/ready", self._ready),
+                                  web.post("/v2/models/{name}/infer", self._infer)],
+                                 client_max_size=64 << 20)
+        self.url = self.app.url
 
     async def _ready(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if request.match_info["name"] in self.runners else 404)
@@ -87,9 +69,7 @@ class StandIn:
         return web.Response(body=body, headers={HEADER: length})
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.app_runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.app.stop()
         for runner in self.runners.values():
             runner.deactivate()
 
