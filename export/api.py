@@ -15,6 +15,9 @@ so and records none. Without any TensorRT flavour (or full TensorRT without a GP
 package is still written completely (as ``engine="onnx"`` would, without the Triton repository,
 which would need the plans), then BackendUnavailableError says the plans were not built and
 where the ONNX package is; the CLI prints that line and exits 1.
+
+With ``faces=True`` the package also carries the face models ``--crop auto`` tracks with
+(:mod:`lipx.export.faces`), and with ``engine="trt"`` their float32 plans.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +38,13 @@ from lipx import __version__
 from lipx.audio import AudioSpec
 from lipx.errors import BackendUnavailableError, InputError, ManifestError, check_tolerances
 from lipx.export.build import BUILDERS
+from lipx.export.faces import PRECISION as FACE_PRECISION
+from lipx.export.faces import copy_face_graphs
 from lipx.export.onnx_export import OnnxFromTorch, export_graphs
 from lipx.export.parity import check_artifacts
 from lipx.export.spec import ExportSpec, export_spec
 from lipx.files import file_sha256
-from lipx.package import EngineInfo, GraphInfo, Manifest, Package
+from lipx.package import FACE_ROLES, EngineInfo, GraphInfo, Manifest, Package
 from lipx.parity import validate_parity
 from lipx.runtime.backends import BACKENDS, FORMATS, get_backend
 from lipx.runtime.package_runners import BuildOptions, PackageArtifacts, open_runners
@@ -114,6 +119,9 @@ class ExportOptions:
     """Exporter processes run at once (None: every graph at once). An export process spends
     most of its time tracing in one thread, so even on 2 cores three at once beat two (small
     VCA-GAN: 16.5 s against 23.8 s)."""
+    faces: bool = False
+    """Carry the face models ``--crop auto`` tracks with (:mod:`lipx.export.faces`), with
+    ``engine="trt"`` as float32 TensorRT plans too, so a GPU box tracks faces on its GPU."""
 
     def __post_init__(self) -> None:
         backend = get_backend(self.engine)
@@ -295,6 +303,10 @@ def export_model(source: ExportSource, opts: ExportOptions,
     missing_trt: BackendUnavailableError | None = None
     try:
         manifest = _onnx_package(source, spec, sched, opts, work, say)
+        if opts.faces:
+            say(f"adding the face models {', '.join(FACE_ROLES)} (--crop auto)")
+            manifest = dataclasses.replace(
+                manifest, graphs=(*manifest.graphs, *copy_face_graphs(work)))
         if BACKENDS[opts.engine].plans:
             try:
                 manifest = _add_engines(manifest, source, spec, sched, opts, work, say)
@@ -359,21 +371,21 @@ def _onnx_package(source: ExportSource, spec: ExportSpec, sched: _Plan,
         manifest = _checked(manifest, source, spec, "onnx", "fp32", sched, opts, work)
     if not BACKENDS[opts.engine].plans and sched.precision != "fp32":
         say(f"converting graphs to {sched.precision}")
-        manifest = _build(manifest, "onnx", sched.precision, spec, opts, work)
+        manifest = _build(manifest, "onnx", sched.precision, spec.graphs, opts, work)
         if opts.parity:
             manifest = _checked(manifest, source, spec, "onnx", sched.precision, sched, opts,
                                 work)
     return manifest
 
 
-def _build(manifest: Manifest, engine: str, precision: str, spec: ExportSpec,
+def _build(manifest: Manifest, engine: str, precision: str, roles: Iterable[str],
            opts: ExportOptions, work: Path) -> Manifest:
-    """``manifest`` with ``engine``'s artifacts of every graph at ``precision`` made in ``work``
-    (and the fp16 graphs a strongly typed TensorRT build made on the way)."""
+    """``manifest`` with ``engine``'s artifacts of the ``roles`` graphs at ``precision`` made in
+    ``work`` (and the fp16 graphs a strongly typed TensorRT build made on the way)."""
     options = BuildOptions(opts.max_batch, opts.max_frames, opts.workspace_mb, opts.cache_dir,
                            opts.trt_flavour, opts.trt_targets, opts.profile_ranges)
     artifacts = PackageArtifacts(Package(work, manifest), work, options, BUILDERS)
-    for role in spec.graphs:
+    for role in roles:
         artifacts.get(engine, role, precision)
     made = [entry for _, entry in artifacts.built.values()]
     return dataclasses.replace(
@@ -419,13 +431,16 @@ def _add_engines(manifest: Manifest, source: ExportSource, spec: ExportSpec, sch
     is checked first), check the plans' parity where they can run, add all to the manifest."""
     if sched.precision != "fp32":
         say(f"converting graphs to {sched.precision} for the strongly typed plans")
-        manifest = _build(manifest, "onnx", sched.precision, spec, opts, work)
+        manifest = _build(manifest, "onnx", sched.precision, spec.graphs, opts, work)
         if opts.parity:
             say(f"checking the {sched.precision} ONNX graphs' parity against PyTorch")
             manifest = _checked(manifest, source, spec, "onnx", sched.precision, sched, opts,
                                 work)
     say(f"building the TensorRT {sched.precision} plans of {', '.join(spec.graphs)}")
-    manifest = _build(manifest, "trt", sched.precision, spec, opts, work)
+    manifest = _build(manifest, "trt", sched.precision, spec.graphs, opts, work)
+    if opts.faces:
+        say(f"building the TensorRT {FACE_PRECISION} plans of {', '.join(FACE_ROLES)}")
+        manifest = _build(manifest, "trt", FACE_PRECISION, FACE_ROLES, opts, work)
     for e in manifest.engines:
         say(f"{e.file}: {e.target.label}, sm {', '.join(e.targets)}, "
             f"{e.plan_bytes / 1e6:.1f} MB, built in {e.build_s:.1f} s")

@@ -51,8 +51,9 @@ def tensorrt_plan(artifacts: PackageArtifacts, role: str, precision: str,
 
     Profiles come from the package's schedule and the build options: the backend takes
     ``min_frames`` .. window frames, the front-end chunks of 1 .. window frames plus context,
-    the whole model ``min_frames`` .. ``max_frames``, each overridable (``--profile``). An fp16
-    plan is built from the fp16 graph, which ``artifacts`` converts when the package lacks it.
+    the whole model ``min_frames`` .. ``max_frames``, each overridable (``--profile``). A graph
+    of fixed shapes (the face models) has one profile of those shapes. An fp16 plan is built
+    from the fp16 graph, which ``artifacts`` converts when the package lacks it.
     """
     from lipx.export.precision import Fp32Rule
     from lipx.export.trt import (
@@ -65,15 +66,17 @@ def tensorrt_plan(artifacts: PackageArtifacts, role: str, precision: str,
 
     manifest, opts = artifacts.manifest, artifacts.options
     spec, s = manifest.spec, manifest.schedule
-    dims = apply_overrides(role, derive_dims(
-        role, s.window, s.stride, opts.max_batch, spec.min_frames,
-        max(opts.max_frames or 3 * s.window, s.window), spec.context), opts.profiles)
     settings = BuildSettings(precision, opts.workspace_mb, opts.cache_dir,
                              Fp32Rule.with_patterns(spec.fp32_patterns), opts.trt_flavour,
                              opts.trt_targets)
     src, graph = artifacts.get("onnx", role, precision)
     if not isinstance(graph, GraphInfo):
         raise TypeError(f"expected a graph for {role}, got {graph!r}")
+    dims = {}
+    if any(t.dynamic for t in graph.inputs):
+        dims = apply_overrides(role, derive_dims(
+            role, s.window, s.stride, opts.max_batch, spec.min_frames,
+            max(opts.max_frames or 3 * s.window, s.window), spec.context), opts.profiles)
     try:
         return build_engine(graph, src, path, (profile_for(graph, dims),), settings)
     except (BackendUnavailableError, InputError):

@@ -929,6 +929,10 @@ def export(
     min_top1: MinTop1Option = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace an existing non-empty output directory.")] = False,
+    faces: Annotated[bool, typer.Option(
+        "--faces", help="Also carry the face models --crop auto tracks with (MediaPipe face "
+        "detector and mesh, 2.9 MB, Apache-2.0) in faces/; with --engine trt their TensorRT "
+        "plans too, so `lipx stream --engine trt --crop auto` tracks faces on the GPU.")] = False,
 ) -> None:
     """Export a checkpoint to a model package: ONNX graphs (whole model, streaming front-end and
     backend), optional TensorRT plans (strongly typed; TensorRT-RTX builds them without a GPU),
@@ -944,7 +948,7 @@ def export(
         workspace_mb=workspace_mb, parity=parity, atol=atol, rtol=rtol, min_top1=min_top1,
         force=force, trt_flavour=trt_flavour, profiles=tuple(profile or ()),
         trt_targets=tuple(t.strip() for t in trt_targets.split(",") if t.strip()),
-        cache_dir=trt_cache_dir,
+        cache_dir=trt_cache_dir, faces=faces,
     )
     result = export_package(checkpoint, opts, progress=lambda m: console.print(f"[dim]{m}[/dim]"))
     done(result.summary(), started)

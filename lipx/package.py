@@ -8,6 +8,9 @@
     backend.onnx           a window of W features -> logits, or -> mel + linear
     model.fp16.onnx ...    optional converted graphs ({role}.{precision}.onnx)
     frontend.plan ...      optional TensorRT plans (plain plans; their facts live here)
+    faces/                 optional (``--faces``): the face models ``--crop auto`` tracks with
+                           (face_detector.onnx, face_mesh.onnx, their licence and provenance),
+                           graphs of roles face_detector and face_mesh, with plans of their own
     triton/                optional Triton Inference Server model repository
 
 The manifest is read and written only through :class:`Manifest` (frozen, ``from_dict`` /
@@ -41,6 +44,13 @@ they are strongly typed, build time and plan size."""
 MANIFEST_NAME = "manifest.json"
 ROLES = ("model", "frontend", "backend")
 """Graph roles: the whole model and the two halves of the streaming split."""
+FACE_DETECTOR, FACE_MESH = "face_detector", "face_mesh"
+FACE_ROLES = (FACE_DETECTOR, FACE_MESH)
+"""Roles of the face models a package may carry (``lipx export --faces``), named as in
+``lipx/assets/faces/faces.json``: MediaPipe's face detector and face mesh, fixed-shape float32
+graphs that ``--crop auto``'s tracker runs on the stream's engine."""
+FACES_DIR = "faces"
+"""The package folder of the face graphs, their licence and provenance."""
 
 Dim = int | str
 """A tensor dimension: a fixed size, or the name of a symbolic (dynamic) one."""
@@ -706,7 +716,8 @@ def replace(manifest: Manifest, **changes: Any) -> Manifest:
 
 
 __all__ = [
-    "FLAVOUR_LABELS", "MANIFEST_NAME", "ROLES", "SCHEMA_VERSION", "EngineInfo", "GraphInfo",
+    "FACES_DIR", "FACE_DETECTOR", "FACE_MESH", "FACE_ROLES", "FLAVOUR_LABELS", "MANIFEST_NAME",
+    "ROLES", "SCHEMA_VERSION", "EngineInfo", "GraphInfo",
     "Manifest", "OutputParity", "Package", "ParityRecord", "PlanTarget", "ShapeRange", "TensorInfo",
     "package_file", "replace", "summarize",
 ]

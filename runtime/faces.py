@@ -5,8 +5,12 @@ BlazeFace short-range detector and Face Mesh v1 (Apache-2.0, see the folder's ``
 ``faces.json``, their provenance and sha256 digests. A file whose digest does not match is
 refused before it is loaded, like a package file. Nothing is downloaded.
 
-The graphs run on the engine table's ONNX row (:data:`lipx.runtime.backends.BACKENDS`): the
-onnxruntime runner on the CPU, CUDA or the TensorRT provider, as the model graphs do.
+The graphs run through the engine table (:data:`lipx.runtime.backends.BACKENDS`) as the model
+graphs do. A package exported with ``--faces`` carries them (its ``faces/`` folder, manifest roles
+:data:`~lipx.package.FACE_ROLES`, digests checked before loading), with ``--engine trt`` as
+TensorRT plans too: :func:`package_face_runners` opens them on the stream's engine, so a GPU box
+tracks faces on the GPU. Without them, the shipped assets run on onnxruntime (the CPU, CUDA or
+its TensorRT provider): :func:`shared_face_runner`.
 
 - :class:`FaceDetector`: an RGB frame -> faces (score, box, six keypoints) in frame pixels.
 - :class:`FaceMesh`: an RGB frame and a rotated square region -> 468 points in frame pixels and a
@@ -17,9 +21,11 @@ Torch-free.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,7 +35,9 @@ import numpy as np
 
 from lipx.errors import ManifestError
 from lipx.files import file_sha256
+from lipx.package import FACE_DETECTOR, FACE_MESH, FACE_ROLES, Package
 from lipx.runtime.backends import BACKENDS
+from lipx.runtime.package_runners import PackageArtifacts, open_runners
 from lipx.runtime.runner import Runner
 
 ASSETS = "assets/faces"
@@ -47,6 +55,42 @@ def asset_folder() -> Path:
     return Path(str(resources.files("lipx").joinpath(ASSETS)))
 
 
+def faces_json(folder: Path | None = None) -> dict[str, Any]:
+    """The face models' record, ``faces.json``: provenance, tools, and per model its ``file``
+    and ``sha256``.
+
+    Raises:
+        ManifestError: it is missing or malformed.
+    """
+    path = (folder or asset_folder()) / "faces.json"
+    try:
+        meta = json.loads(path.read_text())
+        models = meta["models"]
+        if not all(isinstance(models[r].get("file"), str) and isinstance(models[r].get("sha256"),
+                                                                          str) for r in FACE_ROLES):
+            raise ValueError("a model lacks its file or sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ManifestError(f"face models: cannot read {path} ({e}); reinstall lipx or rerun "
+                            "scripts/face_assets.py") from e
+    return dict(meta)
+
+
+def face_record(name: str, folder: Path | None = None) -> dict[str, Any]:
+    """``faces.json``'s entry of face model ``name`` (``face_detector``, ``face_mesh``): its
+    ``file``, ``sha256`` and provenance.
+
+    Raises:
+        ManifestError: ``faces.json`` is missing or malformed, or lacks the model.
+    """
+    folder = folder or asset_folder()
+    models = faces_json(folder)["models"]
+    if name not in models:
+        raise ManifestError(f"face model {name!r}: cannot read it in {folder / 'faces.json'}, "
+                            f"which lists {', '.join(models)}; reinstall lipx or rerun "
+                            "scripts/face_assets.py")
+    return dict(models[name])
+
+
 def face_asset(name: str, folder: Path | None = None) -> Path:
     """Path of face model ``name`` (``face_detector``, ``face_mesh``), its digest checked.
 
@@ -54,12 +98,7 @@ def face_asset(name: str, folder: Path | None = None) -> Path:
         ManifestError: the file or ``faces.json`` is missing, or the digest differs.
     """
     folder = folder or asset_folder()
-    try:
-        meta = json.loads((folder / "faces.json").read_text())
-        entry = meta["models"][name]
-    except (OSError, ValueError, KeyError) as e:
-        raise ManifestError(f"face model {name!r}: cannot read {folder / 'faces.json'} ({e}); "
-                            "reinstall lipx or rerun scripts/face_assets.py") from e
+    entry = face_record(name, folder)
     return checked_asset(folder / entry["file"], entry["sha256"], "face model", "faces.json",
                          "scripts/face_assets.py")
 
@@ -92,6 +131,43 @@ def open_face_runner(name: str, device: str = "cpu", threads: int | None = 1) ->
     return runner
 
 
+def package_face_runners(package: Package, engine: str, device: str | None = None,
+                         cuda_graph: bool = False) -> dict[str, Runner] | None:
+    """Unopened runners of the face models ``package`` carries for ``engine`` (role -> runner):
+    its face graphs on onnxruntime, or its face plans on TensorRT; None when it carries none
+    for that engine (then the shipped assets serve: :func:`shared_face_runner`).
+
+    Args:
+        package: the model package (``lipx export --faces``).
+        engine, device: the stream's (:data:`~lipx.runtime.backends.BACKENDS`); a plan of any
+            precision will do, a graph is float32 (the face models have no other).
+        cuda_graph: TensorRT: replay CUDA graphs (the face models have one shape each).
+    Raises:
+        ManifestError: the package carries one face model without the other, one that is not
+            the model this lipx tracks with (another lipx's, whose outputs it would misread),
+            or a file that fails its check.
+        BackendUnavailableError: the engine's library is missing.
+    """
+    info = BACKENDS[engine]
+    artifacts = PackageArtifacts(package)
+    carried = [r for r in FACE_ROLES if artifacts.find(info, r, None) is not None]
+    if not carried:
+        return None
+    if len(carried) < len(FACE_ROLES):
+        missing = ", ".join(r for r in FACE_ROLES if r not in carried)
+        raise ManifestError(f"{package.dir} carries {', '.join(carried)} but not {missing} for "
+                            f"--engine {engine}; re-export it with --faces")
+    for role in FACE_ROLES:
+        graph, shipped = package.manifest.graph(role), face_record(role)["sha256"]
+        if graph.sha256 != shipped:
+            raise ManifestError(f"{package.dir}: its {role} ({graph.file}, sha256 "
+                                f"{graph.sha256[:12]}...) is not the face model this lipx tracks "
+                                f"with (sha256 {shipped[:12]}...); re-export it with --faces")
+    threads = 1 if device in (None, "cpu") and not info.plans else None
+    return open_runners(package, FACE_ROLES, engine, device, threads=threads,
+                        cuda_graph=cuda_graph, artifacts=artifacts)
+
+
 _OPEN: dict[tuple[str, str, int | None], Runner] = {}
 _OPEN_LOCK = threading.Lock()
 
@@ -103,6 +179,13 @@ def shared_face_runner(name: str, device: str = "cpu", threads: int | None = 1) 
         if key not in _OPEN:
             _OPEN[key] = open_face_runner(name, device, threads)
         return _OPEN[key]
+
+
+def _turns(runner: Runner) -> AbstractContextManager[object]:
+    """What callers hold around ``runner.infer``: a lock unless the runner takes concurrent
+    calls (a TensorRT plan has one context and one set of buffers; sessions on many threads
+    share a pipeline's face models)."""
+    return contextlib.nullcontext() if runner.concurrent else threading.Lock()
 
 
 def _anchors() -> np.ndarray:
@@ -181,7 +264,8 @@ class FaceDetector:
     """
 
     def __init__(self, runner: Runner | None = None, device: str = "cpu"):
-        self.runner = runner or shared_face_runner("face_detector", device)
+        self.runner = runner or shared_face_runner(FACE_DETECTOR, device)
+        self._turn = _turns(self.runner)
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
         """Faces in ``frame`` ((H, W, 3) uint8 RGB), best first."""
@@ -192,7 +276,8 @@ class FaceDetector:
         small = cv2.warpAffine(frame, m, (DETECTOR_SIZE, DETECTOR_SIZE), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         x = (small.astype(np.float32) * (2 / 255.0) - 1.0).transpose(2, 0, 1)[None]
-        out = self.runner.infer({"image": np.ascontiguousarray(x)}, check=False)
+        with self._turn:
+            out = self.runner.infer({"image": np.ascontiguousarray(x)}, check=False)
         scores = sigmoid(out["scores"][0, :, 0])
         keep = scores > MIN_SCORE
         if not keep.any():
@@ -225,7 +310,8 @@ class FaceMesh:
     """
 
     def __init__(self, runner: Runner | None = None, device: str = "cpu"):
-        self.runner = runner or shared_face_runner("face_mesh", device)
+        self.runner = runner or shared_face_runner(FACE_MESH, device)
+        self._turn = _turns(self.runner)
 
     def __call__(self, frame: np.ndarray, roi: np.ndarray) -> tuple[np.ndarray, float]:
         """Mesh points in ``frame`` within ``roi`` (a :func:`square_roi` matrix to 192 px).
@@ -238,6 +324,7 @@ class FaceMesh:
         crop = cv2.warpAffine(frame, roi, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
         x = (crop.astype(np.float32) * (1 / 255.0)).transpose(2, 0, 1)[None]
-        out = self.runner.infer({"image": np.ascontiguousarray(x)}, check=False)
+        with self._turn:
+            out = self.runner.infer({"image": np.ascontiguousarray(x)}, check=False)
         points = out["landmarks"].reshape(468, 3)[:, :2].astype(np.float64)
         return apply(invert(roi), points), float(sigmoid(out["face"].reshape(())))

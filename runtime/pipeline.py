@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipx.errors import InputError, ManifestError
-from lipx.package import Manifest, Package
+from lipx.package import FACE_DETECTOR, FACE_MESH, Manifest, Package
+from lipx.runtime.faces import FaceDetector, FaceMesh, package_face_runners
 from lipx.runtime.options import EngineOptions, StreamOptions
 from lipx.runtime.package_runners import (
     check_profiles,
@@ -100,6 +101,8 @@ class Pipeline:
         """Guards ``calls`` and ``_warm`` (sessions run on many threads)."""
         self.calls = {role: 0 for role in self.roles}
         """Engine calls made so far, by role (each batched call counts once)."""
+        self._faces: tuple[FaceDetector, FaceMesh] | None = None
+        self._faces_lock = threading.Lock()
 
     @property
     def manifest(self) -> Manifest:
@@ -136,6 +139,39 @@ class Pipeline:
         if steps is not None and getattr(steps, "pipeline", self) is not self:
             raise InputError("a session's batcher must be one of its own pipeline")
         return Session(self, source, opts, window_hook, record, steps)
+
+    def face_models(self) -> tuple[FaceDetector, FaceMesh]:
+        """The face models ``--crop auto``'s trackers run, opened on first use and shared by
+        every session (each session keeps its own tracking state).
+
+        The package's own (``lipx export --faces``) on this pipeline's engine: onnxruntime on its
+        device, or with ``--engine trt`` the package's face plans, so faces are tracked on the
+        GPU. Without them (or with a Triton server, whose repository has no face models): the
+        shipped ONNX assets on onnxruntime, on the CPU or, beside a GPU engine, CUDA.
+
+        Raises:
+            ManifestError: the package's face models fail their checks.
+            BackendUnavailableError: their engine's library or device is missing.
+        """
+        with self._faces_lock:
+            if self._faces is None:
+                self._faces = self._open_faces()
+            return self._faces
+
+    def _open_faces(self) -> tuple[FaceDetector, FaceMesh]:
+        o = self.options
+        runners = None if o.triton is not None else package_face_runners(
+            self.package, o.engine, self.device, o.cuda_graph)
+        if runners is None:
+            device = "cpu" if self.device == "cpu" else "cuda"
+            log.info("--crop auto: the shipped face models on onnxruntime (%s)%s", device,
+                     "; export the package with --faces to run them on its plans"
+                     if self.info.plans else "")
+            return FaceDetector(device=device), FaceMesh(device=device)
+        opened = {role: self._stack.enter_context(r) for role, r in runners.items()}
+        log.info("--crop auto: the package's face models (%s)",
+                 ", ".join(r.name for r in opened.values()))
+        return FaceDetector(opened[FACE_DETECTOR]), FaceMesh(opened[FACE_MESH])
 
     def schedule(self, opts: StreamOptions) -> Schedule:
         """The schedule ``opts`` give this package, checked against the engines, which are warmed

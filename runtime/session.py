@@ -76,6 +76,10 @@ class Session:
                                      reconnect=opts.reconnect, max_frames=opts.max_frames)
             self.source = self._stack.enter_context(source)
             sched = pipeline.schedule(opts)
+            faces: dict[str, object] = {}  # the tracker's face models: the pipeline's, opened once
+            if opts.crop == "auto":
+                faces["detector"], faces["mesh"] = pipeline.face_models()
+            self.roi = make_roi(opts.crop, fps=self.fps, **faces)
         except BaseException:
             self._stack.close()
             raise
@@ -85,9 +89,6 @@ class Session:
         self.pad = self.head_options.pad
         """Frames repeated before the first frame and after the last (window indices count
         them; the head's do not)."""
-        # the face models run where the pipeline's graphs run (onnxruntime CPU or CUDA)
-        face_device = "cpu" if pipeline.device == "cpu" else "cuda"
-        self.roi = make_roi(opts.crop, fps=self.fps, device=face_device)
         waits = ("decode",) if self.source.info.live else ()
         self.timer = StageTimer(STAGES, self.fps, wait_stages=waits)
         self._pts = array("d")  # stream position -> presentation time (frames may be dropped)
