@@ -270,18 +270,28 @@ def _nearest_known(known: list[bool] | np.ndarray) -> np.ndarray:
     return found[np.abs(np.arange(len(known))[:, None] - found[None, :]).argmin(axis=1)]
 
 
-def _tracked_region(job: ClipJob, tracker: FaceTracker) -> np.ndarray:
-    """The mouth regions of a video aligned by the face tracker (what a stream crops)."""
-    frames = _decode(job, luma=False)
+def track_faces(frames: np.ndarray, tracker: FaceTracker, size: int = _SPEC.face_size
+                ) -> np.ndarray | None:
+    """(T, size, size, 3) RGB frames aligned to the LRW reference face by the face tracker, as
+    ``--crop auto`` aligns a stream (a frame where it knows no face: the nearest frame's
+    transform); None when it found no face in any frame. Also the crop of training streams in
+    the wild (:func:`lipx.train.stream_windows.decode_stream`)."""
     matrices = []
     for frame in frames:
         tracker(frame)
         matrices.append(tracker.transform())
     known = [m is not None for m in matrices]
     if not any(known):
+        return None
+    return np.stack([warp_face(frame, matrices[i], size)  # type: ignore[arg-type]
+                     for frame, i in zip(frames, _nearest_known(known))])
+
+
+def _tracked_region(job: ClipJob, tracker: FaceTracker) -> np.ndarray:
+    """The mouth regions of a video aligned by the face tracker (what a stream crops)."""
+    faces = track_faces(_decode(job, luma=False), tracker)
+    if faces is None:
         raise _Unusable("no_face", "the face tracker found no face in any frame")
-    faces = np.stack([warp_face(frame, matrices[i], _SPEC.face_size)  # type: ignore[arg-type]
-                      for frame, i in zip(frames, _nearest_known(known))])
     return vid.mouth_region(faces, _SPEC, job.margin)
 
 

@@ -30,6 +30,14 @@ streams() {
 }
 step "streams: LRW (training speakers, validation and test halves of the held-out ones), GRID"
 streams lrw 96 20 48 64
+# twins in the wild (the same faces placed, moved and rotated in a 640x480 frame) of the first
+# 48 training streams and of the validation and test streams, for --crop auto
+lipx data synth "$DIR/lrw-streams-train-wild" --layout lrw-streams --like "$DIR/lrw" \
+    --part train --streams 48 --per-stream 20 --wild
+lipx data synth "$DIR/lrw-streams-val-wild" --layout lrw-streams --like "$DIR/lrw" --part val \
+    --streams 48 --wild
+lipx data synth "$DIR/lrw-streams-test-wild" --layout lrw-streams --like "$DIR/lrw" \
+    --part test --streams 64 --wild
 streams grid 60 4 9 12   # GRID's training speakers: the unseen protocol's, not its val ones
 
 step "train the small presets, 30 minutes each (configs/*-small.yaml)"
@@ -42,22 +50,29 @@ step "fine-tune both for streams: lipreading 24 minutes, lip-to-speech 15 (confi
 lipx train lipreading "$DIR/lrw-prep" -o "$DIR/lipreading" \
     --config configs/lipreading-small-streams.yaml --set init="$DIR/lipreading-clips/best.lipx" \
     --set streams="$DIR/lrw-streams-train" --set val_streams="$DIR/lrw-streams-val"
+step "lipreading once more, 15 minutes, on the training streams and their twins in the wild"
+lipx train lipreading "$DIR/lrw-prep" -o "$DIR/lipreading-wild" \
+    --config configs/lipreading-small-wild.yaml --set init="$DIR/lipreading/best.lipx" \
+    --set streams="$DIR/lrw-streams-train,$DIR/lrw-streams-train-wild" \
+    --set val_streams="$DIR/lrw-streams-val,$DIR/lrw-streams-val-wild"
 lipx train lip2speech "$DIR/grid-prep" -o "$DIR/lip2speech" \
     --config configs/lip2speech-small-streams.yaml \
     --set init="$DIR/lip2speech-clips/best.lipx" --set streams="$DIR/grid-streams-train"
 
 step "evaluate on the held-out speakers (test part)"
-lipx eval "$DIR/lipreading/best.lipx" "$DIR/lrw-prep" --json "$DIR/lipreading-eval.json"
+lipx eval "$DIR/lipreading-wild/best.lipx" "$DIR/lrw-prep" --json "$DIR/lipreading-eval.json"
 lipx eval "$DIR/lip2speech/best.lipx" "$DIR/grid-prep" --json "$DIR/lip2speech-eval.json"
 
 step "slim fp16 copies for lipx/assets/checkpoints"
-lipx slim "$DIR/lipreading/best.lipx" -o "$DIR/lipreading.lipx" --half
+lipx slim "$DIR/lipreading-wild/best.lipx" -o "$DIR/lipreading.lipx" --half
 lipx slim "$DIR/lip2speech/best.lipx" -o "$DIR/lip2speech.lipx" --half
 
 step "streams: export, then score the held-out test streams (package defaults)"
 lipx export "$DIR/lipreading.lipx" -o "$DIR/lipreading-pkg"
 lipx eval-stream "$DIR/lipreading-pkg" "$DIR/lrw-streams-test" \
     --json "$DIR/lipreading-streams-test.json"
+lipx eval-stream "$DIR/lipreading-pkg" "$DIR/lrw-streams-test-wild" --crop auto \
+    --json "$DIR/lipreading-streams-test-wild.json"
 lipx export "$DIR/lip2speech.lipx" -o "$DIR/lip2speech-pkg"
 lipx eval-stream "$DIR/lip2speech-pkg" "$DIR/grid-streams-test" \
     --json "$DIR/lip2speech-streams-test.json"

@@ -114,6 +114,30 @@ def test_windows_carry_the_runtime_context_and_clips_its_zero_padding(lrw_corpus
     np.testing.assert_array_equal(clip["video"][0, 2:-2], plain["video"][0])
 
 
+@pytest.mark.slow
+def test_streams_in_the_wild_train_on_the_crop_the_stream_gets_at_run_time(
+        lrw_corpus, streams, tmp_path):
+    """A wild twin of a training stream (its faces placed, moved and rotated in a 640x480
+    frame) decodes to exactly the mouth regions ``--crop auto`` cuts of it at run time, frame
+    for frame; two folders given together (comma-separated) are one set."""
+    from lipx.runtime.roi import make_roi
+    from lipx.video import VideoSpec, iter_frames, mouth_region
+
+    synthesize_streams(StreamsOptions(tmp_path / "wild", _recipe(lrw_corpus), streams=1,
+                                      per_stream=4, part="train", wild=True))
+    both = StreamWindows(f"{streams / 'train'},{tmp_path / 'wild'}", _labels(lrw_corpus),
+                         size=4, augment=False, workers=2)  # decoded in 2 processes
+    aligned, wild = both.streams[0], both.streams[-1]
+    assert len(both.streams) == 3 and aligned.name == wild.name
+    np.testing.assert_array_equal(wild.centres, aligned.centres)
+    video = next((tmp_path / "wild").glob("*.mp4"))
+    tracker = make_roi("auto")
+    streamed = mouth_region(np.stack([tracker(frame).face256 for _, frame in iter_frames(video)]),
+                            VideoSpec(), 8)
+    np.testing.assert_array_equal(wild.region, streamed)
+    assert wild.region.shape == aligned.region.shape and (wild.region != aligned.region).any()
+
+
 def test_a_vocabulary_without_no_word_or_streams_of_other_words_are_refused(lrw_corpus, streams):
     with pytest.raises(InputError, match="no-word"):
         StreamWindows(streams / "train", _labels(lrw_corpus)[:-1], size=4)

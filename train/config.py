@@ -91,16 +91,19 @@ class TrainConfig:
     must be the corpus'; a classifier that lacks the no-word class (``streams``) gains it."""
     streams: str = ""
     """Training for streams: a folder of training streams (``lipx data synth OUT --layout
-    lrw-streams|grid-streams --like CORPUS --part train``). Training then also draws windows
-    anywhere in them (``train/stream_windows.py``), and every item carries the front-end's
-    context frames, as the streaming runtime's cached front-end sees them. Lipreading: the model
+    lrw-streams|grid-streams --like CORPUS --part train``), or several separated by commas;
+    streams in the wild (``--wild``) are aligned by ``--crop auto``'s face tracker, the crop they
+    get at run time. Training then also draws windows anywhere in them
+    (``train/stream_windows.py``), and every item carries the front-end's context frames, as the
+    streaming runtime's cached front-end sees them. Lipreading: the model
     gains a last class, no-word, for windows not centred on a vocabulary word. Lip-to-speech:
     windows of ``window`` frames (set it to the stream window the package will run, 24 by
     default) with the stream's speech as the target, pauses, silence and still faces
     included. Empty: the paper's objective on clips only."""
     val_streams: str = ""
-    """Held-out streams (``--part val``) whose windows validation also scores; ``best`` is then
-    picked by the mean of clip accuracy and window accuracy (``score``)."""
+    """Held-out streams (``--part val``; several folders separated by commas) whose windows
+    validation also scores; ``best`` is then picked by the mean of clip accuracy and window
+    accuracy (``score``)."""
     stream_share: float = 0.5
     """Share of the training items that are stream windows (with ``streams``)."""
     stream_centre: int = 2

@@ -36,8 +36,13 @@ features.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -47,14 +52,25 @@ from torch.utils.data import Dataset
 from lipx import audio as aud
 from lipx.audio import AudioSpec
 from lipx.data.formats import NON_SPEECH, read_segments
+from lipx.data.prepare import track_faces
 from lipx.errors import InputError
-from lipx.runtime.stream_eval import read_stream_set
+from lipx.runtime.landmark_tracker import LandmarkTracker
+from lipx.runtime.stream_eval import StreamItem, read_stream_set
 from lipx.tasks import NO_WORD
 from lipx.train import augment as aug
 from lipx.train.datasets import model_frames, pad_frames, with_context
 from lipx.video import VideoSpec, mouth_region, read_video
 
 log = logging.getLogger(__name__)
+
+
+def read_stream_sets(folders: str | Path) -> list[StreamItem]:
+    """The streams of a ``streams`` setting: one folder, or several separated by commas (e.g.
+    aligned streams and their twins in the wild, ``lipx data synth --wild``), in order."""
+    names = [f.strip() for f in str(folders).split(",") if f.strip()]
+    if not names:
+        raise InputError("no streams folder given")
+    return [item for name in names for item in read_stream_set(Path(name))]
 
 
 @dataclass(frozen=True)
@@ -76,11 +92,19 @@ class DecodedStream:
 
 def decode_stream(video: Path, align: Path, wav: Path | None, vocabulary: list[str],
                   spec: VideoSpec, margin: int, audio_spec: AudioSpec) -> DecodedStream:
-    """Read one stream of a set into a :class:`DecodedStream`."""
+    """Read one stream of a set into a :class:`DecodedStream`.
+
+    A stream of aligned faces (``face_size`` square frames) is cut at the fixed mouth box, as
+    ``--crop lrw`` cuts it; any other (a stream in the wild, ``lipx data synth --wild``) is
+    aligned frame by frame by ``--crop auto``'s face tracker first, the crop a stream of it gets
+    at run time.
+    """
     frames = read_video(video, spec.fps)
     if frames.shape[1:3] != (spec.face_size, spec.face_size):
-        raise InputError(f"{video}: frames are {frames.shape[2]}x{frames.shape[1]}; training "
-                         f"streams must be {spec.face_size}x{spec.face_size} aligned faces")
+        faces = track_faces(frames, LandmarkTracker(fps=spec.fps), spec.face_size)
+        if faces is None:
+            raise InputError(f"{video}: the face tracker found no face in any frame")
+        frames = faces
     region = mouth_region(frames, spec, margin)
     per = audio_spec.samples_per_video_frame()
     if wav is not None:
@@ -102,6 +126,39 @@ def decode_stream(video: Path, align: Path, wav: Path | None, vocabulary: list[s
                          centres(others))
 
 
+POOL_FROM = 8
+"""Streams in a set from which :func:`decode_streams` decodes them in parallel by default."""
+
+
+def decode_streams(items: list[StreamItem], vocabulary: list[str], spec: VideoSpec, margin: int,
+                   audio_spec: AudioSpec, workers: int = 0) -> list[DecodedStream]:
+    """:func:`decode_stream` of every stream of a set, in order, by ``workers`` processes (0: one
+    per CPU core for a set of :data:`POOL_FROM` streams or more, else this one: starting a
+    process costs seconds). A stream in the wild costs a face tracking pass (about 5 ms a
+    640x480 frame on one core), minutes for a training set, so the cores share it."""
+    job = partial(_decode_item, vocabulary=vocabulary, spec=spec, margin=margin,
+                  audio_spec=audio_spec)
+    if not workers:
+        workers = os.cpu_count() or 1 if len(items) >= POOL_FROM else 1
+    workers = min(workers, len(items))
+    if workers <= 1:
+        return [job(item) for item in items]
+    context = multiprocessing.get_context("spawn")  # safe when torch threads exist in the parent
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=_one_thread) as pool:
+        return list(pool.map(job, items))
+
+
+def _decode_item(item: StreamItem, **kwargs: Any) -> DecodedStream:
+    return decode_stream(item.video, item.align, item.wav, **kwargs)
+
+
+def _one_thread() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 class StreamWindows(Dataset):
     """Windows of ``frames`` frames drawn from a set of streams (see the module docstring).
 
@@ -110,7 +167,8 @@ class StreamWindows(Dataset):
     windows, plus ``stream`` True.
 
     Args:
-        root: a streams folder (``streams.jsonl``).
+        root: a streams folder (``streams.jsonl``), or several separated by commas; aligned
+            faces, or streams in the wild (aligned by the face tracker, :func:`decode_stream`).
         vocabulary: the class labels, the corpus' words then :data:`NO_WORD`.
         size: items per epoch (each draws its own window; ``set_epoch`` changes the draws).
         frames: window length (the clips').
@@ -126,6 +184,7 @@ class StreamWindows(Dataset):
         context: frames added to ``video`` on each side, the window's neighbours in the stream:
             what the runtime's cached front-end sees (its features at the window's edges are
             not the zero-padded ones of the whole model on the window alone).
+        workers: processes decoding the streams (0: one per CPU core; :func:`decode_streams`).
     """
 
     def __init__(self, root: str | Path, vocabulary: list[str], size: int, frames: int = 29,
@@ -133,14 +192,14 @@ class StreamWindows(Dataset):
                  seed: int = 0,
                  video_augment: aug.VideoAugment | None = None, prepared_margin: int = 8,
                  video_spec: VideoSpec | None = None,
-                 audio_spec: AudioSpec | None = None, context: int = 0) -> None:
+                 audio_spec: AudioSpec | None = None, context: int = 0, workers: int = 0) -> None:
         if not vocabulary or vocabulary[-1] != NO_WORD:
             raise InputError(f"stream windows need a vocabulary ending in {NO_WORD!r}")
         if size < 1 or frames < 1:
             raise InputError(f"need size >= 1 and frames >= 1, got {size} and {frames}")
         if not 0 <= centre < margin:
             raise InputError(f"need 0 <= centre < margin frames, got {centre} and {margin}")
-        self.root = Path(root)
+        self.root = str(root)
         self.vocabulary, self.size, self.num_frames = list(vocabulary), size, frames
         if not 0.0 <= hard <= 1.0:
             raise InputError(f"hard must be a share in [0, 1], got {hard}")
@@ -154,11 +213,11 @@ class StreamWindows(Dataset):
         if self.augment and self.video_augment.jitter > prepared_margin:
             raise InputError(f"crop jitter {self.video_augment.jitter} px needs a margin of at "
                              f"least that, got {prepared_margin}")
-        items = read_stream_set(self.root)
+        items = read_stream_sets(root)
         log.info("decoding %d training streams in %s", len(items), self.root)
         words = vocabulary[:-1]
-        self.streams = [decode_stream(i.video, i.align, i.wav, words, self.video_spec,
-                                      prepared_margin, self.audio_spec) for i in items]
+        self.streams = decode_streams(items, words, self.video_spec, prepared_margin,
+                                      self.audio_spec, workers)
         if not any(len(s.centres) for s in self.streams):
             raise InputError(f"the streams in {self.root} say no word of the vocabulary "
                              f"({', '.join(words[:5])}, ...); make them with --like the "
@@ -233,10 +292,11 @@ class SpeechWindows(Dataset):
     ends. The spectrograms are computed once per stream, on all of its speech, as a clip's are.
 
     Args:
-        root: a streams folder (``streams.jsonl``), each stream with its ``.wav``.
+        root: a streams folder (``streams.jsonl``), or several separated by commas, each stream
+            with its ``.wav``.
         size: items per epoch (each draws its own window; ``set_epoch`` changes the draws).
         frames: window length.
-        augment, seed, video_augment, prepared_margin, video_spec, context: as
+        augment, seed, video_augment, prepared_margin, video_spec, context, workers: as
             :class:`StreamWindows`.
         audio_spec: the model's audio parameters (the targets' STFT and mel).
     """
@@ -244,17 +304,17 @@ class SpeechWindows(Dataset):
     def __init__(self, root: str | Path, size: int, frames: int = 24, augment: bool = True,
                  seed: int = 0, video_augment: aug.VideoAugment | None = None,
                  prepared_margin: int = 8, video_spec: VideoSpec | None = None,
-                 audio_spec: AudioSpec | None = None, context: int = 0) -> None:
+                 audio_spec: AudioSpec | None = None, context: int = 0, workers: int = 0) -> None:
         if size < 1 or frames < 5:
             raise InputError(f"need size >= 1 and frames >= 5, got {size} and {frames}")
-        self.root = Path(root)
+        self.root = str(root)
         self.size, self.num_frames, self.context = size, frames, context
         self.augment, self.seed, self.epoch = augment, seed, 0
         self.video_augment = video_augment or aug.VideoAugment.grid()
         self.video_spec = video_spec or VideoSpec()
         self.audio_spec = audio_spec or AudioSpec()
         self.prepared_margin = prepared_margin
-        items = read_stream_set(self.root)
+        items = read_stream_sets(root)
         if items[0].task not in ("", "lip2speech"):
             raise InputError(f"{self.root} holds {items[0].task} streams; lip-to-speech trains "
                              "on GRID sentences: lipx data synth DIR --layout grid-streams "
@@ -264,8 +324,8 @@ class SpeechWindows(Dataset):
             raise InputError(f"{self.root}: stream {missing[0]} has no .wav; lip-to-speech "
                              "trains on each stream's speech")
         log.info("decoding %d training streams in %s", len(items), self.root)
-        self.streams = [decode_stream(i.video, i.align, i.wav, [], self.video_spec,
-                                      prepared_margin, self.audio_spec) for i in items]
+        self.streams = decode_streams(items, [], self.video_spec, prepared_margin,
+                                      self.audio_spec, workers)
         self.streams = [s for s in self.streams if len(s.region) >= frames]
         if not self.streams:
             raise InputError(f"every stream in {self.root} is shorter than a {frames}-frame "
