@@ -484,6 +484,10 @@ def eval_stream(
     lookahead: LookaheadOption = None,
     crop: CropOption = "lrw",
     max_streams: Annotated[int, typer.Option(help="Score at most N streams (0: all).")] = 0,
+    exactness: Annotated[bool, typer.Option(
+        "--exactness/--no-exactness", help="Also check the cached runtime against the whole "
+        "front-end on every window (costs several times the streams' own compute: --no-exactness "
+        "to score a large set quickly).")] = True,
     json_out: JsonOption = None,
     sweep: Annotated[Optional[list[str]], typer.Option(
         help="Vary an option, NAME=V1,V2 (window, stride, lookahead, threshold, agreement, "
@@ -510,7 +514,8 @@ def eval_stream(
                            precision=precision.value if precision else None, window=window,
                            stride=stride, threshold=threshold, agreement=agreement,
                            lookahead=lookahead, crop=crop)
-    opts = se.StreamEvalOptions(package, streams, stream, max_streams=max_streams)
+    opts = se.StreamEvalOptions(package, streams, stream, max_streams=max_streams,
+                                exactness=exactness)
     loaded = se.load_set(opts)  # bad input fails before any progress bar
     if grid:
         assert out is not None

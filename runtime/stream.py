@@ -31,7 +31,7 @@ from lipx.package import Manifest, Package
 from lipx.runtime.events import FrameEvent
 from lipx.runtime.heads import Head
 from lipx.runtime.mp4 import AnnotatedVideoSink
-from lipx.runtime.options import EngineOptions, StreamOptions
+from lipx.runtime.options import EngineOptions, StreamOptions, blas_threads
 from lipx.runtime.pipeline import Pipeline, check_stream
 from lipx.runtime.roi import CROPS
 from lipx.runtime.session import Session, WindowHook
@@ -122,7 +122,7 @@ def stream(
             (sinks are closed).
     """
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_blas_threads(opts.blas_threads))
+        stack.enter_context(blas_threads(opts.blas_threads))
         if isinstance(package, Pipeline):
             pipeline = package
         else:  # the source first: a camera that cannot be opened fails before the engines load
@@ -158,15 +158,3 @@ def _drive(session: Session, sinks: Sequence[Sink], on_status: Callable[[str], N
     finally:
         events.close()
     return session.stats()
-
-
-def _blas_threads(limit: int | None) -> contextlib.AbstractContextManager[object]:
-    """Limit numpy's BLAS thread pool (threadpoolctl, when installed)."""
-    if limit is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        log.debug("threadpoolctl is not installed; BLAS threads left as they are")
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=limit, user_api="blas")

@@ -42,7 +42,7 @@ import numpy as np
 from lipx.errors import InputError
 from lipx.package import Manifest, Package
 from lipx.runtime.events import FrameEvent, WordEvent
-from lipx.runtime.options import StreamOptions
+from lipx.runtime.options import StreamOptions, blas_threads
 from lipx.runtime.package_runners import engine_feeds, open_runners
 from lipx.runtime.pipeline import Pipeline
 from lipx.runtime.runner import Runner
@@ -215,6 +215,7 @@ def evaluate_streams(opts: StreamEvalOptions, progress: Progress | None = None,
     """
     package, items = loaded or load_set(opts)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(blas_threads(opts.stream.blas_threads))
         if pipeline is None:
             pipeline = stack.enter_context(open_pipeline(opts, package))
         unit = pipeline.task

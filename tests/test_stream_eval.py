@@ -70,6 +70,13 @@ def test_eval_stream_lipreading_end_to_end_with_a_sweep(run_cli, packages, tmp_p
     assert report["exactness"]["features_max_abs"] <= 1e-5  # the cache is exact
     assert report["exactness"]["outputs_max_abs"] <= 1e-5
     assert report["scores"]["silence_s"] > 0 and report["scores"]["still_face_s"] > 0
+    quick = tmp_path / "quick.json"  # the same scores without the exactness pass
+    code, stdout, err = run_cli("eval-stream", packages["lipreading"], data, "--json", quick,
+                                "--no-exactness")
+    assert code == 0, err
+    assert "cache vs whole front-end" not in stdout
+    assert json.loads(quick.read_text())["exactness"] == {}
+    assert json.loads(quick.read_text())["scores"]["wer"] == report["scores"]["wer"]
 
     sweep = tmp_path / "sweep"
     code, _, err = run_cli("eval-stream", packages["lipreading"], data, "--sweep",
