@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from export_toys import ToyLipreading
+from export_toys import ToyLipreading, fake_onnx_stage
 from stream_fixtures import install_fake_tensorrt, onnx_plan
 from typer.testing import CliRunner
 
@@ -47,18 +47,6 @@ SHAPES = {"face_detector": ((1, 3, 128, 128), ("boxes", "scores")),
           "face_mesh": ((1, 3, 192, 192), ("landmarks", "face"))}
 
 
-def copy_stage(package: Path):
-    """Stands in for the (slow) ONNX stage of the export: the tiny package's graphs."""
-
-    def stage(source, spec, sched, opts, work, say):
-        for f in package.iterdir():
-            if f.is_file() and f.name != "manifest.json":
-                shutil.copy(f, work / f.name)
-        return Manifest.read(package)
-
-    return stage
-
-
 @pytest.fixture(scope="module")
 def faces_pkg(packages, tmp_path_factory) -> Path:
     """``lipx export --faces`` through the CLI (its ONNX stage: the tiny lipreading package's)."""
@@ -66,7 +54,7 @@ def faces_pkg(packages, tmp_path_factory) -> Path:
     source = ExportSource(ToyLipreading(), "lipreading", "tiny", "tiny",
                           vocabulary=tuple(f"WORD{i}" for i in range(7)))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(api, "_onnx_package", copy_stage(packages["lipreading"]))
+        mp.setattr(api, "_onnx_package", fake_onnx_stage(packages["lipreading"]))
         mp.setattr(api, "load_source", lambda path: source)
         result = CliRunner().invoke(cli.app, ["export", "x.pt", "-o", str(out), "--faces",
                                               "--no-parity"])

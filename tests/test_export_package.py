@@ -4,14 +4,13 @@ line, a non-zero exit and nothing half-written."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from export_toys import ToyConfig, ToyLip2Speech, ToyLipreading
+from export_toys import ToyConfig, ToyLip2Speech, ToyLipreading, fake_onnx_stage
 from typer.testing import CliRunner
 
 from lipx import cli
@@ -244,18 +243,6 @@ def test_export_examples_exceed_a_model_minimum_above_eight_frames(tmp_path):
                           vocabulary=VOCAB)
     result = export_model(source, ExportOptions(output=tmp_path / "p", window=12, stride=3))
     assert "parity passed" in result.summary()
-
-
-def fake_onnx_stage(package: Path):
-    """Stands in for the (slow) ONNX stage: copies a finished package's files into the work dir."""
-
-    def stage(source, spec, sched, opts, work, say):
-        for f in package.iterdir():
-            if f.is_file() and f.name != "manifest.json":
-                shutil.copy(f, work / f.name)
-        return Manifest.read(package)
-
-    return stage
 
 
 @pytest.mark.slow
