@@ -47,7 +47,7 @@ from lipx.data.render import Appearance, Placement, render_frames
 from lipx.data.voice import Voice, synthesize
 from lipx.errors import InputError
 from lipx.files import atomic_write
-from lipx.landmarks import format_landmarks
+from lipx.landmarks import format_landmarks, one_opencv_thread
 
 if TYPE_CHECKING:
     from av.audio.stream import AudioStream
@@ -450,12 +450,6 @@ def claim_folder(out: Path, manifest: dict, keys: tuple[str, ...] = ("layout", "
     write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
-def _worker_init() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def synthesize_corpus(opts: SynthOptions,
                       progress: Callable[[int, int], None] | None = None) -> SynthReport:
     """Make (or complete) the corpus described by ``opts``.
@@ -487,7 +481,8 @@ def synthesize_corpus(opts: SynthOptions,
                 progress(done, len(clips))
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(opts.workers, mp_context=ctx, initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(opts.workers, mp_context=ctx,
+                                 initializer=one_opencv_thread) as pool:
             for future in as_completed([pool.submit(_make, opts, spec) for spec in todo]):
                 future.result()
                 done += 1

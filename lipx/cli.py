@@ -822,9 +822,9 @@ def serve(
         console.print(f"serving {names} at {url} (page: {url}/, protocol: ws{url[4:]}/ws); "
                       f"Ctrl-C stops")
 
-    from threadpoolctl import threadpool_limits
+    from lipx.runtime.options import blas_threads
 
-    with threadpool_limits(limits=1, user_api="blas"):  # tiny per-frame matrices
+    with blas_threads(1):  # tiny per-frame matrices, as lipx stream
         asyncio.run(server.serve_forever(ready))
     done("server stopped", started)
 

@@ -176,6 +176,15 @@ def align_face(image: np.ndarray, points: np.ndarray, reference: np.ndarray | No
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def one_opencv_thread() -> None:
+    """Limit OpenCV to one thread: the initializer of worker processes that each render or warp
+    frames (``lipx data synth``, decoding training streams), where its pool would only fight the
+    other workers for the cores."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def warp_face(image: np.ndarray, matrix: np.ndarray,
               size: int | tuple[int, int] = 256) -> np.ndarray:
     """Warp a frame by a (2, 3) matrix into the ``size`` face frame (or a (width, height) one).

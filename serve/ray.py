@@ -57,10 +57,10 @@ from ray import serve  # noqa: E402
 from ray.serve import Application  # noqa: E402
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response  # noqa: E402
 from starlette.websockets import WebSocketDisconnect, WebSocketState  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
 from lipx.errors import InputError  # noqa: E402
 from lipx.package import Package  # noqa: E402
+from lipx.runtime.options import blas_threads  # noqa: E402
 from lipx.serve.metrics import FORMAT_HEADERS  # noqa: E402
 from lipx.serve.server import SHUTDOWN_S, STATIC, ServeOptions, Server  # noqa: E402
 from lipx.serve.socket import Message, close_reason  # noqa: E402
@@ -217,7 +217,7 @@ class Replica:
 
     def __init__(self, packages: Sequence[str], opts: ServeOptions) -> None:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-        threadpool_limits(limits=1, user_api="blas")  # as lipx serve: tiny per-frame matrices
+        blas_threads(1)  # for the replica's life, as lipx serve: tiny per-frame matrices
         self.server = Server(packages, opts)
         self.watch: asyncio.Task[None] | None = None
 

@@ -54,6 +54,7 @@ from lipx.audio import AudioSpec
 from lipx.data.formats import NON_SPEECH, read_segments
 from lipx.data.prepare import track_faces
 from lipx.errors import InputError
+from lipx.landmarks import one_opencv_thread
 from lipx.runtime.landmark_tracker import LandmarkTracker
 from lipx.runtime.stream_eval import StreamItem, read_stream_set
 from lipx.tasks import NO_WORD
@@ -145,18 +146,12 @@ def decode_streams(items: list[StreamItem], vocabulary: list[str], spec: VideoSp
         return [job(item) for item in items]
     context = multiprocessing.get_context("spawn")  # safe when torch threads exist in the parent
     with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                             initializer=_one_thread) as pool:
+                             initializer=one_opencv_thread) as pool:
         return list(pool.map(job, items))
 
 
 def _decode_item(item: StreamItem, **kwargs: Any) -> DecodedStream:
     return decode_stream(item.video, item.align, item.wav, **kwargs)
-
-
-def _one_thread() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 class StreamWindows(Dataset):
