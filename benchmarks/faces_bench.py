@@ -4,8 +4,9 @@
 
 - **wild streams**: every ``*.mp4`` of a ``lipx data synth --layout lrw-streams --wild`` folder,
   decoded and tracked frame by frame; each tracked mouth-box corner is mapped back into the
-  truth: the box of the drawn face's true 98 landmarks aligned to the reference face (the
-  alignment ``lipx data prepare`` does; ``aligned`` in ``NAME.wild.json``), p50 / p95 / max
+  truth: the box of the drawn face's true 98 landmarks (``landmarks`` in ``NAME.wild.json``)
+  fitted by the same framing (``--framing``, default the ``--package``'s, else ``landmarks``:
+  all 98 points to the reference face, as ``lipx data prepare`` aligns), p50 / p95 / max
   corner distance in pixels of the 256 face over the frames where a face is reported; also
   against the fixed LRW box of the unwarped frame (``matrices``: what ``--crop lrw`` of the
   aligned twin cuts, which includes the renderer's own head motion and placement jitter).
@@ -38,6 +39,7 @@ import numpy as np
 
 from lipx.benchmarks.timing import machine
 from lipx.data.wild import read_truth
+from lipx.landmarks import named_framing
 from lipx.runtime.faces import apply, invert
 from lipx.runtime.landmark_tracker import LandmarkTracker, lrw_corners
 
@@ -63,15 +65,16 @@ def decode(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
-def wild_streams(folder: Path) -> dict:
+def wild_streams(folder: Path, framing: str = "landmarks") -> dict:
     errors: list[float] = []
     fixed: list[float] = []
     rows = []
+    fit = named_framing(framing).fit
     for video in sorted(folder.glob("*.mp4")):
-        truth = read_truth(video.with_suffix(".wild.json"), "aligned")
+        truth = [fit(p) for p in read_truth(video.with_suffix(".wild.json"), "landmarks")]
         placed = read_truth(video.with_suffix(".wild.json"))
         frames = decode(video)
-        tracker = LandmarkTracker()
+        tracker = LandmarkTracker(framing=framing)
         mine, theirs = [], []
         for frame, m, p in zip(frames, truth, placed, strict=True):
             r = tracker(frame)
@@ -84,7 +87,8 @@ def wild_streams(folder: Path) -> dict:
                      "vs_fixed_box": stats(theirs)})
         errors += mine
         fixed += theirs
-    return {"streams": rows, "corners_px": stats(errors), "corners_px_vs_fixed_box": stats(fixed)}
+    return {"framing": framing, "streams": rows, "corners_px": stats(errors),
+            "corners_px_vs_fixed_box": stats(fixed)}
 
 
 def _astronaut_frame(photo: np.ndarray, m: np.ndarray, size: tuple[int, int], rng,
@@ -245,13 +249,20 @@ def main() -> None:
     parser.add_argument("--package", type=Path, help="a lipreading package to read the --wild "
                         "streams with --crop auto and their --aligned twins with --crop lrw")
     parser.add_argument("--aligned", type=Path, help="the --wild streams made without --wild")
+    parser.add_argument("--framing", help="how the truth and the tracker fit a face "
+                        "(lipx.landmarks.FRAMINGS; default: the --package's, else landmarks)")
     args = parser.parse_args()
+    framing = args.framing or "landmarks"
+    if args.package and not args.framing:
+        from lipx.package import Manifest
+
+        framing = Manifest.read(args.package).video.framing
     from lipx.benchmarks.moving_face import astronaut
 
     photo = astronaut()
     report: dict = {"machine": machine()}
     if args.wild:
-        report["wild"] = wild_streams(args.wild)
+        report["wild"] = wild_streams(args.wild, framing)
         report["wild"]["folder"] = str(args.wild)
     if args.package and args.wild and args.aligned:
         report["reading"] = reading(args.package, args.wild, args.aligned)

@@ -124,6 +124,14 @@ def write_json_atomic(path: Path, obj: Any, lines: bool = False) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text), tmp=path.with_name(path.name + ".tmp"))
 
 
+def corpus_framing(corpus: dict) -> str:
+    """How a prepared corpus' faces are framed (:data:`lipx.landmarks.FRAMINGS`): ``synthetic``
+    for an LRW-layout corpus of ``lipx data synth`` (its renderer's frame), else ``landmarks``
+    (GRID, aligned with its landmark files; and LRW itself, whose framing those approximate)."""
+    synth = corpus.get("synth")
+    return "synthetic" if isinstance(synth, dict) and synth.get("layout") == "lrw" else "landmarks"
+
+
 def read_corpus(root: str | Path) -> tuple[dict, list[dict]]:
     """Read ``corpus.json`` and ``index.jsonl`` of a prepared corpus.
 

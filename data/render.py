@@ -259,6 +259,18 @@ def face_shape(app: Appearance, vis: np.ndarray, blink: float = 0.0) -> Shape:
     return Shape(landmarks, parts)
 
 
+def average_face(n_faces: int = 1024, seed: int = 98) -> np.ndarray:
+    """(98, 2) mean landmarks of ``n_faces`` random faces (:meth:`Appearance.random`), neutral
+    mouth, eyes open, in the canonical frame: the reference face of the ``synthetic`` framing
+    (:func:`lipx.landmarks.named_framing`). The canonical frame is where ``--layout lrw``
+    places every face, so fitting a face's stable points onto this average reproduces that
+    framing."""
+    rng = np.random.default_rng(seed)
+    neutral = np.zeros(6)
+    return np.mean([face_shape(Appearance.random(rng), neutral).landmarks
+                    for _ in range(n_faces)], axis=0)
+
+
 def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 24) -> np.ndarray:
     a = np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.stack([cx + rx * np.cos(a), cy + ry * np.sin(a)], 1)

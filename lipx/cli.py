@@ -610,6 +610,12 @@ def crop(
     jsonl: Annotated[Optional[Path], typer.Option(
         help="Write per-frame mouth box corners in source pixels as JSON lines: frame, t, "
         "found, held, corners (null without a face).")] = None,
+    framing: Annotated[str, typer.Option(
+        help="How the model's training faces were framed, which --crop auto fits a face to "
+        "(`lipx info PKG` shows a package's): landmarks (all 98 points to LRW's reference "
+        "face, as `lipx data prepare` aligns GRID) or synthetic (nose and eyes to the average "
+        "face of `lipx data synth`, the framing of the shipped lipreading model).")
+    ] = "landmarks",
     device: EngineDeviceOption = None,
     max_frames: MaxFramesOption = None,
 ) -> None:
@@ -618,7 +624,8 @@ def crop(
     from lipx.runtime.crop_view import CropOptions, crop_video
 
     started = time.perf_counter()
-    opts = CropOptions(crop=crop, device=device or "cpu", max_frames=max_frames)
+    opts = CropOptions(crop=crop, framing=framing, device=device or "cpu",
+                       max_frames=max_frames)
     with _progress(f"crop {crop}", None) as advance:
         report = crop_video(source, opts, video=out, jsonl=jsonl,
                             progress=lambda n, total: advance(n, {}, total))

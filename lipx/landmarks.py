@@ -10,12 +10,18 @@ A frame without points (empty between two ``|``) is a frame where no face was fo
 NaN points. GRID frames are aligned to LRW's face geometry by a similarity transform (rotation,
 uniform scale, translation) fitted by least squares (Umeyama) on all 98 points to frame 6 of the
 packaged LRW reference face, then warped with bilinear interpolation and black borders.
+
+A model's :class:`Framing` says how the faces it was trained on were framed, so that
+``--crop auto`` can fit a tracked face the same way: all 98 points to that reference face
+(``landmarks``, the GRID alignment above), or the stable points to the synthetic renderer's
+average face (``synthetic``, the LRW layout of ``lipx data synth``).
 """
 
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -123,6 +129,62 @@ def reference_face() -> np.ndarray:
     points = parse_landmarks(text)[1][REFERENCE_FRAME].copy()
     points.flags.writeable = False
     return points
+
+
+SYNTHETIC_FACE = "assets/synthetic_face_98.txt"
+"""The synthetic renderer's average face (:func:`lipx.data.render.average_face`, written by
+``scripts/synthetic_face.py``)."""
+STABLE_POINTS = np.r_[51:76, 96, 97]
+"""WFLW points that move with the head, not with speech or face shape much: the nose (51-59),
+the eyes (60-75) and the pupils (96, 97). The jaw and the mouth move with every word, and the
+brows with expression."""
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How the faces a model was trained on were framed: the 256x256 face frame its mouth box
+    is cut from, as a reference face and the points of a face's landmarks fitted onto it.
+
+    ``--crop auto`` fits a tracked face the same way, so the model sees the crop it was
+    trained on. Named in :attr:`lipx.video.VideoSpec.framing` (checkpoints and packages).
+    """
+
+    name: str
+    reference: np.ndarray
+    """(98, 2) the reference face in the 256x256 face frame."""
+    points: np.ndarray
+    """Indices of the fitted points."""
+
+    def fit(self, landmarks: np.ndarray) -> np.ndarray:
+        """(2, 3) similarity from a face's (98, 2) landmarks' pixels to the face frame."""
+        return similarity_transform(landmarks[self.points], self.reference[self.points])
+
+
+FRAMINGS = {
+    "landmarks": "all 98 landmarks fitted to LRW's reference face (ABOUT_00001, frame 6): how "
+                 "`lipx data prepare` aligns a corpus with landmark files, such as GRID",
+    "synthetic": "the nose, eyes and pupils fitted to the average face of `lipx data synth`'s "
+                 "renderer: how its LRW layout frames a face (which does not follow the jaw "
+                 "or the mouth)",
+}
+"""The framings by name, with what each means."""
+
+
+@cache
+def named_framing(name: str) -> Framing:
+    """The framing called ``name`` (one of :data:`FRAMINGS`).
+
+    Raises:
+        InputError: an unknown name.
+    """
+    if name == "landmarks":
+        return Framing(name, reference_face(), np.arange(N_POINTS))
+    if name == "synthetic":
+        text = resources.files("lipx").joinpath(SYNTHETIC_FACE).read_text()
+        reference = parse_landmarks(text)[1][0]
+        reference.flags.writeable = False
+        return Framing(name, reference, STABLE_POINTS)
+    raise InputError(f"unknown face framing {name!r}; expected one of {', '.join(FRAMINGS)}")
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from lipx.audio import AudioSpec
 from lipx.errors import InputError, ManifestError, did_you_mean
 from lipx.files import atomic_write, file_sha256
+from lipx.landmarks import FRAMINGS
 from lipx.tasks import MAX_FRAMES, NO_WORD, SPECS, Schedule, TaskSpec
 from lipx.video import VideoSpec
 
@@ -608,6 +609,9 @@ class Manifest:
             audio = AudioSpec.from_dict(pre["audio"]) if pre.get("audio") else None
         except (TypeError, KeyError) as e:
             raise ManifestError(f"manifest: malformed preprocessing ({e})") from e
+        if video.framing not in FRAMINGS:
+            raise ManifestError(f"manifest: unknown preprocessing.video.framing "
+                                f"{video.framing!r}; this lipx knows {', '.join(FRAMINGS)}")
         vocab = f.get("vocabulary")
         return cls(
             **{**f, "video": video, "audio": audio, "spec": TaskSpec.from_dict(d.get("task_spec")),
@@ -691,6 +695,7 @@ def summarize(manifest: Manifest) -> dict[str, Any]:
         "schedule": {"window": m.schedule.window, "stride": m.schedule.stride,
                      "context": spec.context, "min frames": spec.min_frames},
         "head output": spec.head_output,
+        "face framing": m.video.framing,
         "tolerances": {p: ", ".join(f"{k} {v:g}" for k, v in t.to_dict().items() if v is not None)
                        for p, t in spec.tolerances.items()},
         "stream defaults": ", ".join(f"{k} {v:g}" for k, v in spec.head_options().items()),

@@ -54,6 +54,9 @@ class VideoSpec:
     """Normalisation mean, on [0, 1] pixel values."""
     std: float = 0.1700
     """Normalisation standard deviation."""
+    framing: str = "landmarks"
+    """How the training faces were framed in the face frame (:data:`lipx.landmarks.FRAMINGS`):
+    what ``--crop auto`` fits a tracked face to."""
 
     def to_dict(self) -> dict:
         return asdict(self)

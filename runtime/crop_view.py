@@ -31,6 +31,7 @@ from typing import TextIO
 import numpy as np
 
 from lipx.errors import InputError
+from lipx.landmarks import named_framing
 from lipx.runtime.events import FrameEvent
 from lipx.runtime.mp4 import BOX_RGB, HELD_BOX_RGB, AnnotatedVideoSink
 from lipx.runtime.roi import MouthROI, RoiResult, check_crop, make_roi
@@ -51,11 +52,15 @@ class CropOptions:
     """Mouth ROI: ``auto`` (landmark tracker) or ``lrw`` (fixed box of an aligned face)."""
     device: str = "cpu"
     """onnxruntime device of the face models (``cpu``, ``cuda``, ``tensorrt``)."""
+    framing: str = "landmarks"
+    """How the model's training faces were framed (:data:`lipx.landmarks.FRAMINGS`; a
+    package's ``video.framing``)."""
     max_frames: int | None = None
     """Stop after this many frames (None: until the source ends)."""
 
     def __post_init__(self) -> None:
         check_crop(self.crop)
+        named_framing(self.framing)  # an unknown name fails here, before a camera opens
         if self.max_frames is not None and self.max_frames < 1:
             raise InputError(f"--max-frames must be >= 1, got {self.max_frames}")
 
@@ -169,8 +174,8 @@ def crop_video(source: str, opts: CropOptions, *, video: str | os.PathLike[str] 
         if path is not None and not Path(path).parent.is_dir():
             raise InputError(f"cannot write {path}: folder {Path(path).parent} does not exist")
     spec, frames, found, held, interrupted = VideoSpec(), 0, 0, 0, False
-    mouth = roi or make_roi(opts.crop, fps=FPS, **({"device": opts.device}
-                                                  if opts.crop == "auto" else {}))
+    tracker = {"device": opts.device, "framing": opts.framing} if opts.crop == "auto" else {}
+    mouth = roi or make_roi(opts.crop, fps=FPS, **tracker)
     try:
         with open_source(source, FPS, max_frames=opts.max_frames) as src:
             duration = src.info.duration_s

@@ -9,9 +9,11 @@ Per frame, causally (no future frame is used):
    on the region of its best face.
 2. **Fit**: the 98 WFLW points are estimated from the whole mesh
    (:class:`~lipx.runtime.wflw_map.WflwMap`, calibrated on training speakers' renders), then
-   fitted to the LRW reference face by a least-squares similarity transform (rotation, uniform
-   scale, translation; :func:`lipx.landmarks.similarity_transform`): the fit ``lipx data
-   prepare`` makes with a face's 98 landmarks.
+   fitted by a least-squares similarity transform (rotation, uniform scale, translation) the
+   way the model's training faces were framed (:class:`lipx.landmarks.Framing`, from the
+   package's ``video.framing``): all 98 points to LRW's reference face as ``lipx data prepare``
+   aligns GRID (``landmarks``), or the nose, eyes and pupils to the synthetic renderer's
+   average face (``synthetic``).
 3. **Smooth**: the mouth box's four corners in source pixels go through a one-euro filter (a
    low-pass whose cut-off rises with speed: still faces are steady, moving ones are followed
    with little lag); the transform is refitted to the smoothed corners.
@@ -28,7 +30,7 @@ import math
 
 import numpy as np
 
-from lipx.landmarks import reference_face, similarity_transform, warp_face
+from lipx.landmarks import Framing, named_framing, similarity_transform, warp_face
 from lipx.runtime.faces import (
     MESH_SIZE,
     MIN_SCORE,
@@ -83,17 +85,14 @@ def region_of_detection(face: Face) -> np.ndarray:
     return square_roi(centre, ROI_SCALE * max(x2 - x1, y2 - y1), angle, MESH_SIZE)
 
 
-def fit_to_reference(wflw: np.ndarray) -> np.ndarray:
-    """(2, 3) similarity from source pixels to the LRW face, fitted on (98, 2) WFLW points."""
-    return similarity_transform(wflw, reference_face())
-
-
 class LandmarkTracker(MouthROI):
     """``--crop auto``: detect, track the mesh, fit to the LRW reference face, smooth, warp.
 
     Args:
         detector, mesh: the face models (default: the shipped ones on ``device``).
         wflw: the mesh -> WFLW map (default: the shipped calibration).
+        framing: how the model's training faces were framed (a name of
+            :data:`lipx.landmarks.FRAMINGS`, or a :class:`~lipx.landmarks.Framing`).
         device: onnxruntime device of the default models (``cpu``, ``cuda``, ``tensorrt``).
         fps: frame rate (the filter's time step).
         hold_frames: frames a lost face's transform is held before the tracker resets.
@@ -105,12 +104,14 @@ class LandmarkTracker(MouthROI):
     """
 
     def __init__(self, detector: FaceDetector | None = None, mesh: FaceMesh | None = None, *,
-                 wflw: WflwMap | None = None, device: str = "cpu", fps: float = FPS,
+                 wflw: WflwMap | None = None, framing: str | Framing = "landmarks",
+                 device: str = "cpu", fps: float = FPS,
                  hold_frames: int = 12, min_cutoff: float = 1.0, beta: float = 100.0):
         super().__init__()
         self.detector = detector or FaceDetector(device=device)
         self.mesh = mesh or FaceMesh(device=device)
         self.wflw = wflw or shipped_map()
+        self.framing = framing if isinstance(framing, Framing) else named_framing(framing)
         self.fps, self.hold_frames = fps, hold_frames
         self.filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta)
         self.detections = 0
@@ -137,7 +138,7 @@ class LandmarkTracker(MouthROI):
         self.points = self._track(frame)
         self.wflw_points = None if self.points is None else self.wflw(self.points)
         if self.wflw_points is not None:
-            raw = apply(invert(fit_to_reference(self.wflw_points)), lrw_corners())
+            raw = apply(invert(self.framing.fit(self.wflw_points)), lrw_corners())
             side = float(np.linalg.norm(raw[1] - raw[0]))
             smooth = self.filter(raw.ravel(), self._since_update / self.fps, unit=side)
             self._matrix = similarity_transform(smooth.reshape(4, 2), lrw_corners())

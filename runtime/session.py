@@ -79,6 +79,7 @@ class Session:
             faces: dict[str, object] = {}  # the tracker's face models: the pipeline's, opened once
             if opts.crop == "auto":
                 faces["detector"], faces["mesh"] = pipeline.face_models()
+                faces["framing"] = m.video.framing
             self.roi = make_roi(opts.crop, fps=self.fps, **faces)
         except BaseException:
             self._stack.close()

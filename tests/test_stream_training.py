@@ -119,21 +119,26 @@ def test_streams_in_the_wild_train_on_the_crop_the_stream_gets_at_run_time(
         lrw_corpus, streams, tmp_path):
     """A wild twin of a training stream (its faces placed, moved and rotated in a 640x480
     frame) decodes to exactly the mouth regions ``--crop auto`` cuts of it at run time, frame
-    for frame; two folders given together (comma-separated) are one set."""
+    for frame, framed as the corpus frames its faces; two folders given together
+    (comma-separated) are one set."""
     from lipx.runtime.roi import make_roi
-    from lipx.video import VideoSpec, iter_frames, mouth_region
+    from lipx.train.datasets import LipreadingDataset
+    from lipx.video import iter_frames, mouth_region
 
     synthesize_streams(StreamsOptions(tmp_path / "wild", _recipe(lrw_corpus), streams=1,
                                       per_stream=4, part="train", wild=True))
+    spec = LipreadingDataset(lrw_corpus, "train").video_spec  # what training passes
+    assert spec.framing == "synthetic"
     both = StreamWindows(f"{streams / 'train'},{tmp_path / 'wild'}", _labels(lrw_corpus),
-                         size=4, augment=False, workers=2)  # decoded in 2 processes
+                         size=4, augment=False, workers=2,  # decoded in 2 processes
+                         video_spec=spec)
     aligned, wild = both.streams[0], both.streams[-1]
     assert len(both.streams) == 3 and aligned.name == wild.name
     np.testing.assert_array_equal(wild.centres, aligned.centres)
     video = next((tmp_path / "wild").glob("*.mp4"))
-    tracker = make_roi("auto")
+    tracker = make_roi("auto", framing="synthetic")
     streamed = mouth_region(np.stack([tracker(frame).face256 for _, frame in iter_frames(video)]),
-                            VideoSpec(), 8)
+                            spec, 8)
     np.testing.assert_array_equal(wild.region, streamed)
     assert wild.region.shape == aligned.region.shape and (wild.region != aligned.region).any()
 
@@ -158,6 +163,7 @@ def test_fine_tuning_for_streams_adds_no_word_and_validates_windows(lrw_corpus, 
     train(_cfg(lrw_corpus, clips, steps=2))
     base = load_checkpoint(clips / "last.lipx")
     assert NO_WORD not in base.vocabulary
+    assert base.video.framing == "synthetic"  # the corpus' framing, for --crop auto
 
     result = train(_cfg(lrw_corpus, tmp_path / "streams", steps=2, init=str(clips / "last.lipx"),
                         streams=str(streams / "train"), val_streams=str(streams / "held-out")))

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from lipx import audio as aud
 from lipx.audio import AudioSpec
-from lipx.data.prepare_format import read_clip, read_corpus, select
+from lipx.data.prepare_format import corpus_framing, read_clip, read_corpus, select
 from lipx.errors import InputError
 from lipx.train import augment
 from lipx.video import VideoSpec, mouth_crop, region_origin
@@ -82,7 +82,7 @@ class PreparedDataset(Dataset):
             raise InputError(f"split {protocol}/{part} of {self.root} has no clips")
         self.augment = part == "train" if augment is None else augment
         self.seed, self.epoch = seed, 0
-        self.video_spec = video_spec or VideoSpec()
+        self.video_spec = video_spec or VideoSpec(framing=corpus_framing(self.corpus))
         self.margin = int(self.corpus["margin"])
         if self.augment and self.video_augment.jitter > self.margin:
             raise InputError(f"crop jitter {self.video_augment.jitter} px needs a prepared "
@@ -217,7 +217,7 @@ class Mixed(Dataset):
     def __init__(self, clips: PreparedDataset, windows: Dataset | None,
                  labels: list[str]) -> None:
         self.clips, self.windows, self.labels = clips, windows, labels
-        self.corpus = clips.corpus
+        self.corpus, self.video_spec = clips.corpus, clips.video_spec
 
     def __len__(self) -> int:
         return len(self.clips) + (len(cast(Sized, self.windows)) if self.windows is not None

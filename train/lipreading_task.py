@@ -183,7 +183,7 @@ class LipreadingTask(TrainTask):
 
         labels = [*cast("LipreadingDataset", train).labels, NO_WORD]
         windows = {**windows, "centre": cfg.stream_centre, "margin": cfg.stream_margin,
-                   "hard": cfg.stream_hard}
+                   "hard": cfg.stream_hard, "video_spec": train.video_spec}
         train_windows = StreamWindows(cfg.streams, labels, size, augment=cfg.augment,
                                       seed=cfg.seed, **windows)
         mixed_train = Mixed(train, train_windows, labels)

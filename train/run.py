@@ -139,6 +139,7 @@ def train(cfg: TrainConfig, resume: bool = False,
         train_set, val_set, collate = _datasets(cfg, split)
         labels = list(getattr(train_set, "labels", []))  # a Mixed set's include NO_WORD
         task = _task(cfg, info, labels)
+        task.video_spec = train_set.video_spec  # the corpus' framing (lipx.landmarks.FRAMINGS)
         if "synth" in train_set.corpus:  # provenance: lets `lipx demo` render held-out speakers
             task.meta["corpus_synth"] = train_set.corpus["synth"]
         if info.is_main:

@@ -102,7 +102,8 @@ def decode_stream(video: Path, align: Path, wav: Path | None, vocabulary: list[s
     """
     frames = read_video(video, spec.fps)
     if frames.shape[1:3] != (spec.face_size, spec.face_size):
-        faces = track_faces(frames, LandmarkTracker(fps=spec.fps), spec.face_size)
+        tracker = LandmarkTracker(fps=spec.fps, framing=spec.framing)
+        faces = track_faces(frames, tracker, spec.face_size)
         if faces is None:
             raise InputError(f"{video}: the face tracker found no face in any frame")
         frames = faces
