@@ -12,7 +12,7 @@ PINS := requirements/pins.txt
 TORCH := torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipx-installed
-PYTEST_ARGS ?= -q
+PYTEST_ARGS ?= -q --durations=15
 
 RAY_STAMP := $(VENV)/.lipx-ray-installed
 
@@ -29,7 +29,8 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The fast lane (under 2 minutes on the 2-core machine): the tests not marked slow.
+# The fast lane (2 minutes on a Zen 5 core, 3.5 on an AVX2-only EPYC): the tests not marked slow.
+# `make test` takes 12.5 and 20 minutes there; --durations lists the slowest tests of each run.
 test-fast: install
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
 
