@@ -272,7 +272,7 @@ def _nearest_known(known: list[bool] | np.ndarray) -> np.ndarray:
 
 def track_faces(frames: np.ndarray, tracker: FaceTracker, size: int = _SPEC.face_size
                 ) -> np.ndarray | None:
-    """(T, size, size, 3) RGB frames aligned to the LRW reference face by the face tracker, as
+    """(T, size, size, 3) RGB frames aligned by the face tracker (in its framing), as
     ``--crop auto`` aligns a stream (a frame where it knows no face: the nearest frame's
     transform); None when it found no face in any frame. Also the crop of training streams in
     the wild (:func:`lipx.train.stream_windows.decode_stream`)."""

@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from lipx.landmarks import Framing, named_framing, similarity_transform, warp_face
+from lipx.landmarks import named_framing, similarity_transform, warp_face
 from lipx.runtime.faces import (
     MESH_SIZE,
     MIN_SCORE,
@@ -86,13 +86,13 @@ def region_of_detection(face: Face) -> np.ndarray:
 
 
 class LandmarkTracker(MouthROI):
-    """``--crop auto``: detect, track the mesh, fit to the LRW reference face, smooth, warp.
+    """``--crop auto``: detect, track the mesh, fit to the model's framing, smooth, warp.
 
     Args:
         detector, mesh: the face models (default: the shipped ones on ``device``).
         wflw: the mesh -> WFLW map (default: the shipped calibration).
         framing: how the model's training faces were framed (a name of
-            :data:`lipx.landmarks.FRAMINGS`, or a :class:`~lipx.landmarks.Framing`).
+            :data:`lipx.landmarks.FRAMINGS`).
         device: onnxruntime device of the default models (``cpu``, ``cuda``, ``tensorrt``).
         fps: frame rate (the filter's time step).
         hold_frames: frames a lost face's transform is held before the tracker resets.
@@ -104,14 +104,14 @@ class LandmarkTracker(MouthROI):
     """
 
     def __init__(self, detector: FaceDetector | None = None, mesh: FaceMesh | None = None, *,
-                 wflw: WflwMap | None = None, framing: str | Framing = "landmarks",
+                 wflw: WflwMap | None = None, framing: str = "landmarks",
                  device: str = "cpu", fps: float = FPS,
                  hold_frames: int = 12, min_cutoff: float = 1.0, beta: float = 100.0):
         super().__init__()
         self.detector = detector or FaceDetector(device=device)
         self.mesh = mesh or FaceMesh(device=device)
         self.wflw = wflw or shipped_map()
-        self.framing = framing if isinstance(framing, Framing) else named_framing(framing)
+        self.framing = named_framing(framing)
         self.fps, self.hold_frames = fps, hold_frames
         self.filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta)
         self.detections = 0
