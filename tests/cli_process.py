@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -16,13 +17,22 @@ EXIT_TIMEOUT_S = 60.0
 """Most seconds it may take to close its outputs and exit once signalled."""
 
 
+def _default_stop_signals() -> None:
+    """In the child: SIGTERM and SIGHUP as a terminal leaves them. Under ``nohup`` (a CI job
+    started with it) the test runner ignores SIGHUP, the child would inherit that, and lipx
+    rightly keeps an ignored signal ignored."""
+    for name in ("SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
 class Lipx:
     """The ``lipx`` console entry point in a subprocess, its stderr collected as it comes."""
 
     def __init__(self, *args: object):
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from lipx.cli import main; main()", *map(str, args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_default_stop_signals)
         self.err: list[str] = []
         self._reader = threading.Thread(target=lambda: self.err.extend(self.proc.stderr),
                                         daemon=True)
