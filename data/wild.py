@@ -78,14 +78,14 @@ def write_truth(path: Path, matrices: np.ndarray, landmarks: np.ndarray | None =
     ``aligned``, per frame, the similarity from wild-frame pixels to the LRW face fitted on all
     98 of them (the alignment ``lipx data prepare`` does with landmarks).
     """
-    from lipx.landmarks import reference_face, similarity_transform
+    from lipx.landmarks import named_framing
 
     doc: dict = {"size": list(size), "maps": "aligned 256x256 LRW face pixels -> frame pixels",
                  "matrices": [[round(float(v), 6) for v in m.ravel()] for m in matrices]}
     if landmarks is not None:
-        ref = reference_face()
+        fit = named_framing("landmarks").fit
         placed = [p @ m[:, :2].T + m[:, 2] for p, m in zip(landmarks, matrices, strict=True)]
-        fits = [similarity_transform(p, ref) for p in placed]
+        fits = [fit(p) for p in placed]
         doc["aligned"] = [[round(float(v), 6) for v in fit.ravel()] for fit in fits]
         doc["landmarks"] = [[round(float(v), 2) for v in p.ravel()] for p in placed]
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(doc) + "\n"))

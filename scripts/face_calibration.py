@@ -52,7 +52,7 @@ def render(work: Path, part: str) -> Path:
 
 
 def collect(folder: Path) -> dict[str, np.ndarray]:
-    """Mesh points, true WFLW points and true alignments of every frame with a mesh."""
+    """Mesh points and true WFLW points of every frame with a mesh."""
     import av
 
     from lipx.data.wild import read_truth
@@ -64,10 +64,10 @@ def collect(folder: Path) -> dict[str, np.ndarray]:
     ring = np.stack([np.cos(np.arange(468)), np.sin(np.arange(468))], 1) * 60 + 128
     placeholder = WflwMap(ring, np.zeros((0, 936)), np.zeros((0, 196)),
                           reference_face().astype(np.float64).ravel())
-    meshes, wflw, aligned = [], [], []
+    meshes, wflw = [], []
     for video in sorted(folder.glob("*.mp4")):
         truth = video.with_suffix(".wild.json")
-        points, fits = read_truth(truth, "landmarks"), read_truth(truth, "aligned")
+        points = read_truth(truth, "landmarks")
         tracker = LandmarkTracker(wflw=placeholder)
         with av.open(str(video)) as c:
             for i, frame in enumerate(c.decode(video=0)):
@@ -75,9 +75,8 @@ def collect(folder: Path) -> dict[str, np.ndarray]:
                 if tracker.points is not None:
                     meshes.append(tracker.points)
                     wflw.append(points[i])
-                    aligned.append(fits[i])
         print(f"{video.name}: {len(meshes)} frames so far", flush=True)
-    return {"meshes": np.array(meshes), "wflw": np.array(wflw), "aligned": np.array(aligned)}
+    return {"meshes": np.array(meshes), "wflw": np.array(wflw)}
 
 
 def collected(work: Path, part: str) -> dict[str, np.ndarray]:
@@ -113,14 +112,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "lipx/assets/faces")
     args = parser.parse_args()
     from lipx import __version__
-    from lipx.landmarks import FRAMINGS
+    from lipx.landmarks import FRAMINGS, named_framing
     from lipx.runtime.faces import apply
     from lipx.runtime.wflw_map import MAP_FILE, MAP_META, fit_wflw_map
 
     data = {part: collected(args.work, part) for part in PARTS}
     train, val = data["train"], data["val"]
-    start = np.mean([apply(a, m) for a, m in zip(train["aligned"], train["meshes"], strict=True)],
-                    axis=0)
+    to_lrw = named_framing("landmarks").fit  # the canonical frame: the LRW face's pixels
+    start = np.mean([apply(to_lrw(w), m)
+                     for w, m in zip(train["wflw"], train["meshes"], strict=True)], axis=0)
     noisy = val["meshes"] + np.random.default_rng(0).normal(0, NOISE_PX, val["meshes"].shape)
     rows, maps = [], {}
     for k in COMPONENTS:

@@ -122,9 +122,9 @@ def test_lip2speech_without_adversarial_term_leaves_mel_discriminators_alone(gri
     cfg = _cfg("lip2speech", grid_corpus, "unused", window=20,
                loss_weights={"adv": 0.0}).resolved()
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    task = _task(cfg, info, [])
-    before = {k: v.clone() for k, v in task.dis.state_dict().items()}
     data = LipToSpeechDataset(grid_corpus, "train", protocol="unseen", window=20)
+    task = _task(cfg, info, [], data.video_spec)
+    before = {k: v.clone() for k, v in task.dis.state_dict().items()}
     batch = collate([data[0], data[1]])
     losses = task.train_step(batch, contextlib.nullcontext)
     assert losses["adv_d"] == losses["adv_g"] == losses["r1"] == 0.0

@@ -242,11 +242,11 @@ class Lip2SpeechTask(TrainTask):
 
     @classmethod
     def create(cls, model: nn.Module, config: Any, cfg: TrainConfig, info: DistInfo,
-               labels: list[str]) -> Lip2SpeechTask:
+               labels: list[str], video_spec: VideoSpec) -> Lip2SpeechTask:
         """The objective, with the family's discriminators built beside the model."""
         aux = get_family(cls.name).build_aux(config)["discriminators"]
         return cls(cast("Lip2SpeechModel", model), cast(nn.ModuleDict, aux), cfg, info,
-                   cfg.preset, VideoSpec(), laudio.AudioSpec())
+                   cfg.preset, video_spec, laudio.AudioSpec())
 
     @classmethod
     def evaluate(cls, model: nn.Module, ckpt: Checkpoint, loader: DataLoader, total: int,

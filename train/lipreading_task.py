@@ -207,8 +207,8 @@ class LipreadingTask(TrainTask):
 
     @classmethod
     def create(cls, model: nn.Module, config: Any, cfg: TrainConfig, info: DistInfo,
-               labels: list[str]) -> LipreadingTask:
-        return cls(cast("LipreadingModel", model), cfg, info, cfg.preset, labels, VideoSpec())
+               labels: list[str], video_spec: VideoSpec) -> LipreadingTask:
+        return cls(cast("LipreadingModel", model), cfg, info, cfg.preset, labels, video_spec)
 
     @classmethod
     def check_init(cls, ckpt: Checkpoint, path: str, labels: list[str]) -> None:

@@ -22,6 +22,7 @@ from lipx.train.loop import Progress, Trainer
 from lipx.train.state import seed_everything
 from lipx.train.task import TrainTask
 from lipx.train.tasks import training_task
+from lipx.video import VideoSpec
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,16 @@ def _with_streams(cfg: TrainConfig, unit: type[TrainTask], train, val):
                              context=CONTEXT)
 
 
-def _task(cfg: TrainConfig, info: DistInfo, labels: list[str]):
+def _task(cfg: TrainConfig, info: DistInfo, labels: list[str], video_spec: VideoSpec):
     """The objective of ``cfg.task`` on a model of ``cfg.preset`` (from ``cfg.init``'s weights
-    when given) for the vocabulary ``labels``."""
+    when given) for the vocabulary ``labels``, on faces of ``video_spec`` (the corpus' framing,
+    :data:`lipx.landmarks.FRAMINGS`)."""
     unit = training_task(cfg.task)
     config = unit.model_config(cfg, preset_config(cfg.task, cfg.preset), len(labels) or None)
     model = get_family(cfg.task).build(config)
     if cfg.init:
         init_from(model, cfg.init, cfg.task, labels)
-    return unit.create(model, config, cfg, info, labels)
+    return unit.create(model, config, cfg, info, labels, video_spec)
 
 
 def init_from(model: torch.nn.Module, path: str, task: str, labels: list[str]) -> None:
@@ -138,8 +140,7 @@ def train(cfg: TrainConfig, resume: bool = False,
         cfg = dataclasses.replace(cfg, split=split)
         train_set, val_set, collate = _datasets(cfg, split)
         labels = list(getattr(train_set, "labels", []))  # a Mixed set's include NO_WORD
-        task = _task(cfg, info, labels)
-        task.video_spec = train_set.video_spec  # the corpus' framing (lipx.landmarks.FRAMINGS)
+        task = _task(cfg, info, labels, train_set.video_spec)
         if "synth" in train_set.corpus:  # provenance: lets `lipx demo` render held-out speakers
             task.meta["corpus_synth"] = train_set.corpus["synth"]
         if info.is_main:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from lipx.train.distributed import DistInfo
     from lipx.train.evaluate import EvalOptions, EvalResult
     from lipx.train.loop import Task
+    from lipx.video import VideoSpec
 
 
 class TrainTask(ABC):
@@ -84,8 +85,9 @@ class TrainTask(ABC):
     @classmethod
     @abstractmethod
     def create(cls, model: nn.Module, config: Any, cfg: TrainConfig, info: DistInfo,
-               labels: list[str]) -> Task:
-        """The objective the loop trains ``model`` (built from ``config``) with."""
+               labels: list[str], video_spec: VideoSpec) -> Task:
+        """The objective the loop trains ``model`` (built from ``config``) with, on faces of
+        ``video_spec`` (the training set's: its framing goes into the checkpoints)."""
 
     @classmethod
     def check_init(cls, ckpt: Checkpoint, path: str, labels: list[str]) -> None:
